@@ -1,0 +1,26 @@
+"""metaopt: choose and tune meta-learners with Optuna on Ray, tracked in MLflow."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from metaopt.learners.base import MetaLearner
+
+
+def load(uri: str) -> "MetaLearner":
+    """Load a trained meta-learner from ``models:/name@alias``, ``runs:/id/model``, a run id or a path.
+
+    Example:
+        >>> learner = metaopt.load("models:/metaopt-sine@champion")
+        >>> predict = learner.adapt(support_x, support_y)
+        >>> y = predict(query_x)
+    """
+    from metaopt.tracking.models import load_learner
+
+    return load_learner(uri)
+
+
+__all__ = ["load", "__version__"]

@@ -1,0 +1,171 @@
+"""The ``metaopt`` command: search, leaderboard, ui."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+EXIT_USAGE = 2
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def render_leaderboard(rows: list[Any], title: str) -> None:
+    """Print method rows as a table: best val, test mean ± 95% CI, trials by state."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, caption="done/pruned/failed: trials by outcome")
+    for column in ("method", "val loss", "test loss ± 95% CI", "done", "pruned", "failed", "run"):
+        table.add_column(column, justify="left" if column in {"method", "run"} else "right")
+    for row in rows:
+        test = "-" if row.test_loss is None else f"{_fmt(row.test_loss)} ± {_fmt(row.test_loss_ci95)}"
+        table.add_row(
+            row.method, _fmt(row.best_val), test, str(row.complete), str(row.pruned), str(row.failed),
+            (row.run_id or "-")[:8],
+        )
+    Console().print(table)
+
+
+class _SearchProgress:
+    """Terminal progress of a search: a bar with trials done, best so far, ETA; a line per trial."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[best]}"),
+        )
+        self.task = None
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        console = self.bar.console
+        if event == "start":
+            console.print(f"search [bold]{info['search_id']}[/] (MLflow parent run {info['parent_run_id']})")
+            self.bar.start()
+            self.task = self.bar.add_task("searching", total=info["trials"], best="")
+        elif event == "trial":
+            r = info["result"]
+            value = _fmt(r.value)
+            reason = f" — {r.reason}" if r.reason and r.state != "pruned" else ""
+            console.print(f"  trial {r.number:>3} {r.method:<8} {r.state:<8} val_loss={value} ({r.seconds:.1f}s){reason}")
+            best = info["best"]
+            self.bar.update(self.task, advance=1, best=f"best {best.value:.4f} ({best.method})" if best else "")
+        elif event == "testing":
+            self.bar.stop()
+            console.print(f"scoring the best trial of {', '.join(info['methods'])} on held-out test tasks ...")
+        elif event == "warning":
+            console.print(f"[yellow]warning:[/] {info['message']}")
+        elif event == "end":
+            self.bar.stop()
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Run a search from a job file."""
+    from metaopt.search import ConfigError, load_job
+
+    try:
+        loaded = load_job(args.job)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    from metaopt.search.executors import InProcessExecutor, RayExecutor
+    from metaopt.search.runner import run_search
+    from metaopt.tracking import MlflowSearchTracker
+
+    job = loaded.job
+    tracker = MlflowSearchTracker(args.tracking_uri)
+    if args.in_process:
+        executor = InProcessExecutor()
+    else:
+        workers = job.resources.max_concurrent or os.cpu_count() or 1
+        executor = RayExecutor(
+            address=args.address,
+            num_cpus=None if args.address else workers * job.resources.cpus_per_trial,
+            cpus_per_trial=job.resources.cpus_per_trial,
+            max_concurrent=job.resources.max_concurrent,
+        )
+    with executor:
+        summary = run_search(loaded, executor=executor, tracker=tracker, workdir=args.workdir, progress=_SearchProgress())
+    render_leaderboard(summary.rows, f"{job.family.name}: search {summary.search_id} ({summary.seconds:.0f}s)")
+    if summary.champion is not None:
+        print(f"champion: {summary.champion.method} -> models:/metaopt-{job.family.name}@champion")
+    print(f"tracking: {tracker.tracking_uri}  (metaopt ui to browse)")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    """Print the best method of a family, mean and 95% CI on held-out test tasks."""
+    from metaopt.tracking import leaderboard
+
+    try:
+        rows = leaderboard(args.family, tracking_uri=args.tracking_uri, search_id=args.search)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    render_leaderboard(rows, f"{args.family}: test tasks only; selection by validation loss")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Serve the MLflow UI on 127.0.0.1 against the same store."""
+    from metaopt.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+               "--port", str(args.port), "--workers", "1"]
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it")
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``metaopt``."""
+    parser = argparse.ArgumentParser(prog="metaopt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    search = sub.add_parser("search", help="run the search a job file describes")
+    search.add_argument("job", help="job YAML file, e.g. jobs/quickstart.yaml")
+    search.add_argument("--address", help="Ray cluster address (ray://host:10001 or host:6379); default: local Ray")
+    search.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    search.add_argument("--workdir", default=".metaopt", help="Optuna journal and checkpoints (default: .metaopt)")
+    search.add_argument("--in-process", action="store_true", help="run trials in this process, without Ray")
+    search.set_defaults(func=cmd_search)
+
+    board = sub.add_parser("leaderboard", help="best method per family, test mean and 95%% CI")
+    board.add_argument("family", help="task family, e.g. sine")
+    board.add_argument("--search", help="only this search id")
+    board.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    board.set_defaults(func=cmd_leaderboard)
+
+    ui = sub.add_parser("ui", help="MLflow UI on 127.0.0.1 against the same store")
+    ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    ui.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``metaopt`` command."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The ``MetaLearner`` interface and its declared hyperparameters."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from metaopt.tasks.base import TaskBatch
+
+Predictor = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class HParam:
+    """A hyperparameter a learner accepts: its type, default and allowed domain."""
+
+    type: type
+    default: Any
+    minimum: float | None = None
+    exclusive_minimum: bool = False
+    help: str = ""
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` converted to this type, or ``ValueError`` saying what is allowed."""
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        if self.type is int and value != int(value):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        value = self.type(value)
+        if self.minimum is not None:
+            too_small = value <= self.minimum if self.exclusive_minimum else value < self.minimum
+            if too_small:
+                op = ">" if self.exclusive_minimum else ">="
+                raise ValueError(f"{name} must be {op} {self.minimum}, got {value!r}")
+        return value
+
+    def describe(self) -> str:
+        """Allowed values in words, for error messages."""
+        if self.type is bool:
+            return "true or false"
+        bound = "" if self.minimum is None else f" {'>' if self.exclusive_minimum else '>='} {self.minimum}"
+        return f"{self.type.__name__}{bound}"
+
+
+POSITIVE_FLOAT = dict(type=float, minimum=0.0, exclusive_minimum=True)
+
+
+class MetaLearner(ABC):
+    """A meta-learning algorithm: meta-trains on task batches and adapts to a new task.
+
+    A learner never reads a global, a file or an environment variable: everything
+    it needs comes in through the backbone, the hyperparameters and the batches.
+    """
+
+    name: ClassVar[str]
+    hyperparameters: ClassVar[dict[str, HParam]]
+
+    def __init__(self, backbone: nn.Module, hparams: Mapping[str, Any] | None = None, *, task_kind: str) -> None:
+        self.backbone = backbone
+        self.task_kind = task_kind
+        self.hparams = self.resolve_hparams(hparams or {})
+
+    @classmethod
+    def resolve_hparams(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with ``given``; unknown names and out-of-domain values raise ``ValueError``."""
+        unknown = sorted(set(given) - set(cls.hyperparameters))
+        if unknown:
+            raise ValueError(
+                f"unknown hyperparameter {unknown[0]!r} for {cls.name} (allowed: {', '.join(sorted(cls.hyperparameters))})"
+            )
+        return {name: spec.check(name, given.get(name, spec.default)) for name, spec in cls.hyperparameters.items()}
+
+    @property
+    def device(self) -> torch.device:
+        """Where the meta-parameters live."""
+        return next(self.backbone.parameters()).device
+
+    @abstractmethod
+    def meta_step(self, batch: TaskBatch) -> dict[str, Tensor]:
+        """One outer update on a meta-batch; returns detached scalar metrics (no host sync)."""
+
+    @abstractmethod
+    def evaluate(self, batch: TaskBatch, steps: int | None = None) -> dict[str, Tensor]:
+        """Adapt to each task's support set and score its query set: per-task metrics ``[tasks]``."""
+
+    @abstractmethod
+    def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None) -> Predictor:
+        """A predictor for one task (``support_x [shots, ...]``) after few-shot adaptation."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Meta-parameters and optimizer state, as tensors and plain Python values."""
+
+    @abstractmethod
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""

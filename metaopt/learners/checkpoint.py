@@ -1,0 +1,74 @@
+"""Self-describing checkpoints: enough plain data to rebuild a learner, loaded with ``weights_only=True``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metaopt.learners.base import MetaLearner
+from metaopt.models import build_backbone
+
+FORMAT_VERSION = 1
+
+
+def build_learner(
+    method: str,
+    hparams: dict[str, Any],
+    *,
+    backbone: dict[str, Any],
+    task_kind: str,
+    in_features: int,
+    out_features: int,
+    device: str | torch.device = "cpu",
+) -> MetaLearner:
+    """A fresh learner of ``method`` on a new backbone built from ``backbone``."""
+    from metaopt.learners import LEARNERS
+
+    if method not in LEARNERS:
+        raise ValueError(f"unknown method {method!r} (allowed: {', '.join(LEARNERS)})")
+    net = build_backbone(backbone, in_features=in_features, out_features=out_features).to(device)
+    return LEARNERS[method](net, hparams, task_kind=task_kind)
+
+
+def make_checkpoint(learner: MetaLearner, *, backbone: dict[str, Any], in_features: int, out_features: int) -> dict:
+    """Everything needed to rebuild ``learner``: method, hyperparameters, backbone spec and state."""
+    return {
+        "format": FORMAT_VERSION,
+        "method": learner.name,
+        "hparams": dict(learner.hparams),
+        "backbone": dict(backbone),
+        "task_kind": learner.task_kind,
+        "in_features": in_features,
+        "out_features": out_features,
+        "state": learner.state_dict(),
+    }
+
+
+def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
+    """Write ``checkpoint`` atomically (a crash mid-write never leaves a torn file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(checkpoint, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> MetaLearner:
+    """Rebuild the learner saved at ``path`` (tensors only: ``weights_only=True``)."""
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    if ckpt.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported checkpoint format {ckpt.get('format')!r} (expected {FORMAT_VERSION})")
+    learner = build_learner(
+        ckpt["method"],
+        ckpt["hparams"],
+        backbone=ckpt["backbone"],
+        task_kind=ckpt["task_kind"],
+        in_features=ckpt["in_features"],
+        out_features=ckpt["out_features"],
+        device=device,
+    )
+    learner.load_state_dict(ckpt["state"])
+    return learner

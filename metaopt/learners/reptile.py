@@ -1,0 +1,47 @@
+"""Reptile (Nichol, Achiam & Schulman 2018, "On First-Order Meta-Learning Algorithms").
+
+Per task i, k steps of SGD on the task's support data give phi_i; the batched
+meta-update moves the initialisation toward their mean, with step size epsilon:
+    theta <- theta + epsilon * (mean_i phi_i - theta)
+implemented as the "gradient" (theta - mean_i phi_i) fed to the outer optimizer
+(plain SGD with lr = epsilon, so the update is exactly the rule above).
+Reptile needs no query set for training.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from metaopt.learners.base import POSITIVE_FLOAT, HParam
+from metaopt.learners.core import adapt_batch, batched_loss, detach
+from metaopt.learners.gradient import GRADIENT_HPARAMS, GradientLearner
+from metaopt.tasks.base import TaskBatch
+
+
+class Reptile(GradientLearner):
+    """Batched Reptile: one vmapped inner loop per meta-batch, SGD meta-step of size epsilon."""
+
+    name = "reptile"
+    first_order = True
+    hyperparameters = {
+        **GRADIENT_HPARAMS,
+        "inner_lr": HParam(default=0.02, help="inner-loop SGD step size", **POSITIVE_FLOAT),
+        "inner_steps": HParam(type=int, default=5, minimum=1, help="inner-loop steps per task"),
+        "outer_lr": HParam(default=0.1, help="meta step size epsilon", **POSITIVE_FLOAT),
+    }
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """Plain SGD, so that the outer step is Reptile's interpolation."""
+        return torch.optim.SGD(self.meta_parameters().values(), lr=self.hparams["outer_lr"])
+
+    def meta_step(self, batch: TaskBatch) -> dict[str, torch.Tensor]:
+        """Adapt every task, then step toward the mean of the adapted parameters."""
+        with torch.no_grad():
+            adapted = adapt_batch(
+                self.loss, detach(self.params), batch.support_x, batch.support_y, self.inner_lrs(), first_order=True
+            )
+            for name, p in self.params.items():
+                p.grad = p - adapted[name].mean(0)
+            loss = batched_loss(self.loss, adapted, batch.query_x, batch.query_y).mean()
+        self.optimizer.step()
+        return {"loss": loss}

@@ -1,0 +1,199 @@
+"""Job and search-space files: pydantic models, validated into one-line errors.
+
+Files are data: read with ``yaml.safe_load``; nothing in them is imported or evaluated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from metaopt.learners import LEARNERS
+from metaopt.tasks import FAMILIES, TaskFamily
+
+
+class ConfigError(ValueError):
+    """A job or search-space file is invalid; ``str()`` is the one-line message for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FloatRange(_Strict):
+    """A float searched in ``[low, high]``, optionally on a log scale."""
+
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        _check_range(self.low, self.high, self.log)
+        return self
+
+
+class IntRange(_Strict):
+    """An integer searched in ``[low, high]`` with ``step``."""
+
+    type: Literal["int"]
+    low: int
+    high: int
+    step: PositiveInt = 1
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        _check_range(self.low, self.high, self.log)
+        return self
+
+
+class Categorical(_Strict):
+    """One of ``choices``."""
+
+    type: Literal["categorical"]
+    choices: list[Union[StrictBool, StrictInt, StrictFloat, StrictStr]] = Field(min_length=1)
+
+
+Range = Annotated[Union[FloatRange, IntRange, Categorical], Field(discriminator="type")]
+# A hyperparameter is searched (a range or choices) or fixed (a plain value).
+ParamSpec = Union[Range, StrictBool, StrictInt, StrictFloat]
+MethodSpace = dict[str, ParamSpec]
+
+
+def _check_range(low: float, high: float, log: bool) -> None:
+    if low > high:
+        raise ValueError(f"low ({low}) must be <= high ({high})")
+    if log and low <= 0:
+        raise ValueError(f"a log-scale range needs low > 0, got {low}")
+
+
+class FamilySpec(_Strict):
+    """Which task family, and its episode shape."""
+
+    name: str
+    shots: PositiveInt = 10
+    queries: PositiveInt = 10
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in FAMILIES:
+            raise ValueError(f"unknown family {name!r} (allowed: {', '.join(FAMILIES)})")
+        return name
+
+    def build(self) -> TaskFamily:
+        """The task family this spec names."""
+        return FAMILIES[self.name](**self.model_dump(exclude={"name"}))
+
+
+class BackboneSpec(_Strict):
+    """The network every method meta-trains (MLP 1-40-40-1 ReLU by default)."""
+
+    name: Literal["mlp"] = "mlp"
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [40, 40])
+    activation: Literal["relu", "tanh"] = "relu"
+
+
+class Budget(_Strict):
+    """What each trial may spend, the same for every method and strategy."""
+
+    trials: PositiveInt
+    meta_iterations: PositiveInt
+    eval_interval: PositiveInt
+    val_tasks: PositiveInt = 200
+    test_tasks: PositiveInt = 1000
+    timeout_s: float | None = Field(default=None, gt=0, description="wall-clock limit for the whole search")
+
+
+class PrunerSpec(_Strict):
+    """Optuna pruner that may stop a trial at an evaluation."""
+
+    type: Literal["median", "none"] = "median"
+    n_startup_trials: int = Field(default=3, ge=0)
+    n_warmup_steps: int = Field(default=0, ge=0)
+
+
+class Resources(_Strict):
+    """Ray resources of one trial and how many trials run at once."""
+
+    cpus_per_trial: PositiveInt = 1
+    max_concurrent: PositiveInt | None = None
+
+
+class Job(_Strict):
+    """One search a user can launch: ``metaopt search JOB.yaml``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    family: FamilySpec
+    methods: list[str] = Field(min_length=1)
+    search_space: str | None = Field(default=None, description="path to a search-space file, relative to the job")
+    space: dict[str, MethodSpace] = Field(default_factory=dict, description="per-method overrides of search_space")
+    budget: Budget
+    strategy: Literal["tpe", "random"] = "tpe"
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    resources: Resources = Field(default_factory=Resources)
+    backbone: BackboneSpec = Field(default_factory=BackboneSpec)
+    seed: int = 0
+    enqueue: list[dict[str, Any]] = Field(default_factory=list, description="configurations to try first")
+
+    @field_validator("family", mode="before")
+    @classmethod
+    def _family_shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str]) -> list[str]:
+        for method in methods:
+            if method not in LEARNERS:
+                raise ValueError(f"unknown method {method!r} (allowed: {', '.join(LEARNERS)})")
+        if len(set(methods)) != len(methods):
+            raise ValueError("methods must not repeat")
+        return methods
+
+
+def format_validation_error(path: Path | str, error: ValidationError) -> str:
+    """The first validation error as ``FILE: field.path: message``."""
+    first = error.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part)) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "literal_error" or first["type"] == "union_tag_invalid":
+        message = f"{message} (got {first.get('input')!r})"
+    return f"{path}: {loc}: {message}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the chosen union member in the location ("float", "function-after[...]").
+    return isinstance(part, str) and (part in {"float", "int", "categorical", "bool"} or "[" in part)
+
+
+def read_yaml(path: Path) -> Any:
+    """``yaml.safe_load`` of ``path``, with a one-line ``ConfigError`` for missing files and bad syntax."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read file ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error: {where}{problem}") from None

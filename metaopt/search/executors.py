@@ -1,0 +1,128 @@
+"""Where trial functions run: in this process (unit tests) or as Ray tasks (real searches).
+
+The trial function knows nothing of Ray; an executor only submits ``fn(*args)`` and
+hands back finished results (or the exception that ended them).
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+WORKER_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "PYTHONWARNINGS": "ignore::UserWarning,ignore::FutureWarning",
+}
+
+
+@dataclass
+class Done:
+    """A finished submission: its value, or the error that ended it."""
+
+    handle: Any
+    value: Any = None
+    error: BaseException | None = None
+
+
+class Executor(ABC):
+    """Runs submitted functions, at most ``slots`` at a time."""
+
+    slots: int
+
+    @abstractmethod
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Start ``fn(*args)``; returns a handle."""
+
+    @abstractmethod
+    def wait(self, handles: list[Any]) -> list[Done]:
+        """Block until at least one of ``handles`` is finished; return the finished ones."""
+
+    def close(self) -> None:
+        """Release what the executor started."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class InProcessExecutor(Executor):
+    """Runs each function immediately in this process, one at a time."""
+
+    slots = 1
+
+    def __init__(self) -> None:
+        self._done: dict[int, Done] = {}
+        self._next = 0
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> int:
+        """Run ``fn(*args)`` now."""
+        handle, self._next = self._next, self._next + 1
+        try:
+            self._done[handle] = Done(handle, value=fn(*args))
+        except Exception as exc:  # noqa: BLE001 - handed back to the driver, which records it
+            self._done[handle] = Done(handle, error=exc)
+        return handle
+
+    def wait(self, handles: list[Any]) -> list[Done]:
+        """Every handle is already finished."""
+        return [self._done.pop(h) for h in handles]
+
+
+class RayExecutor(Executor):
+    """Runs each function as a Ray task with ``cpus_per_trial`` CPUs.
+
+    Connects to ``address`` (a cluster) or starts a local Ray with ``num_cpus``;
+    reuses a Ray session that is already initialised (and then leaves it running).
+    """
+
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        cpus_per_trial: int = 1,
+        max_concurrent: int | None = None,
+    ) -> None:
+        import ray
+
+        self._ray = ray
+        self._owns = not ray.is_initialized()
+        if self._owns:
+            os.environ.update(WORKER_ENV)
+            kwargs: dict[str, Any] = {"runtime_env": {"env_vars": WORKER_ENV}, "log_to_driver": True}
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        total = int(ray.cluster_resources().get("CPU", 1))
+        self.cpus_per_trial = cpus_per_trial
+        self.slots = max(1, min(max_concurrent or total, total // cpus_per_trial or 1))
+        self._remote: dict[Callable[..., Any], Any] = {}
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn.remote(*args)`` with this executor's CPUs per task; no retries (a retry is a new trial)."""
+        if fn not in self._remote:
+            self._remote[fn] = self._ray.remote(num_cpus=self.cpus_per_trial, max_retries=0)(fn)
+        return self._remote[fn].remote(*args)
+
+    def wait(self, handles: list[Any]) -> list[Done]:
+        """Wait for the first finished Ray task(s)."""
+        ready, _ = self._ray.wait(handles, num_returns=1)
+        done = []
+        for ref in ready:
+            try:
+                done.append(Done(ref, value=self._ray.get(ref)))
+            except Exception as exc:  # noqa: BLE001 - a crashed worker ends its trial, not the search
+                done.append(Done(ref, error=exc))
+        return done
+
+    def close(self) -> None:
+        """Shut Ray down if this executor started it."""
+        if self._owns and self._ray.is_initialized():
+            self._ray.shutdown()

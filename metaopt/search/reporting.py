@@ -1,0 +1,87 @@
+"""What a trial reports while it runs: the tracker interface the search layer needs, and the reporter.
+
+The search layer depends only on these protocols; ``metaopt.tracking`` implements
+them with MLflow, and ``NullTracker`` records nothing (unit tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+
+from metaopt.learners.checkpoint import save_checkpoint
+
+
+class TrialLog(Protocol):
+    """One trial's record in a tracker."""
+
+    run_id: str | None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Record the trial's configuration."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Record metrics at a meta-iteration."""
+
+    def log_model(self, checkpoint_path: Path, *, full: bool) -> None:
+        """Record the trained meta-parameters (``full``: also as a loadable registered-model candidate)."""
+
+    def finish(self, state: str, reason: str | None) -> None:
+        """Record how the trial ended: ``complete``, ``pruned`` or ``failed``, with a reason."""
+
+
+class TrialTracker(Protocol):
+    """Opens a ``TrialLog`` per trial; must pickle, since trials run on Ray workers."""
+
+    def open_trial(self, tags: dict[str, str], run_name: str) -> contextlib.AbstractContextManager[TrialLog]:
+        """A context in which the trial's record is open."""
+
+
+class _NullLog:
+    run_id = None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_model(self, checkpoint_path: Path, *, full: bool) -> None:
+        pass
+
+    def finish(self, state: str, reason: str | None) -> None:
+        pass
+
+
+class NullTracker:
+    """Records nothing."""
+
+    @contextlib.contextmanager
+    def open_trial(self, tags: dict[str, str], run_name: str) -> Iterator[TrialLog]:
+        """A log that drops everything."""
+        yield _NullLog()
+
+
+class Reporter:
+    """Carries a trial's evaluations to Optuna (pruning) and the tracker (curves), and checkpoints."""
+
+    def __init__(self, trial: optuna.Trial | None, log: TrialLog, checkpoint_path: Path) -> None:
+        self.trial, self.log, self.checkpoint_path = trial, log, checkpoint_path
+        self.last_step: int | None = None
+        self.last_value: float | None = None
+        self.has_checkpoint = False
+
+    def report(self, step: int, metrics: dict[str, float], objective: str, checkpoint: Callable[[], dict]) -> None:
+        """Log ``metrics``, write a checkpoint, and raise ``optuna.TrialPruned`` if the pruner says so."""
+        self.log.log_metrics(metrics, step)
+        save_checkpoint(checkpoint(), self.checkpoint_path)
+        self.has_checkpoint = True
+        self.last_step, self.last_value = step, metrics[objective]
+        if self.trial is not None:
+            self.trial.report(metrics[objective], step)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at iteration {step} ({objective}={metrics[objective]:.4g})")

@@ -1,0 +1,237 @@
+"""The search driver: owns the Optuna study, asks for configurations, runs trials on an executor, tells results.
+
+After the trials, the best trial of each method (by validation loss) is scored on
+the held-out test tasks, and the best method overall becomes the champion.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+
+from metaopt.search.executors import Executor
+from metaopt.search.job import LoadedJob
+from metaopt.search.reporting import NullTracker, TrialTracker
+from metaopt.search.storage import journal_storage
+from metaopt.search.strategies import STRATEGIES, make_pruner
+from metaopt.search.trial import TrialConfig, TrialResult, evaluate_checkpoint, execute_trial
+
+OPTUNA_STATES = {
+    "complete": optuna.trial.TrialState.COMPLETE,
+    "pruned": optuna.trial.TrialState.PRUNED,
+    "failed": optuna.trial.TrialState.FAIL,
+}
+
+
+@dataclass
+class MethodRow:
+    """A method's line on the leaderboard: its best trial by validation, scored on test tasks."""
+
+    method: str
+    best_val: float | None = None
+    test_loss: float | None = None
+    test_loss_ci95: float | None = None
+    trial_number: int | None = None
+    run_id: str | None = None
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SearchSummary:
+    """What a search did and found."""
+
+    search_id: str
+    family: str
+    results: list[TrialResult]
+    rows: list[MethodRow]
+    champion: MethodRow | None
+    seconds: float
+    parent_run_id: str | None = None
+
+
+class SearchTracker(Protocol):
+    """Driver-side record of a search (MLflow in ``metaopt.tracking``)."""
+
+    def start_search(self, search_id: str, loaded: LoadedJob) -> str | None:
+        """Open the search's record; returns its id."""
+
+    def trial_tracker(self) -> TrialTracker:
+        """A picklable tracker that opens each trial's record under the search's."""
+
+    def log_test(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Attach test-task scores to a trial's record."""
+
+    def finish_search(self, summary: SearchSummary, status: str) -> None:
+        """Record the leaderboard, register the champion, close the search's record."""
+
+
+class NullSearchTracker:
+    """Records nothing."""
+
+    def start_search(self, search_id: str, loaded: LoadedJob) -> str | None:
+        return None
+
+    def trial_tracker(self) -> TrialTracker:
+        return NullTracker()
+
+    def log_test(self, run_id: str, metrics: dict[str, float]) -> None:
+        pass
+
+    def finish_search(self, summary: SearchSummary, status: str) -> None:
+        pass
+
+
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+def new_search_id(job_name: str) -> str:
+    """``<job>-<UTC time>-<random>``: sortable and unique."""
+    return f"{job_name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def run_search(
+    loaded: LoadedJob,
+    *,
+    executor: Executor,
+    tracker: SearchTracker | None = None,
+    workdir: str | Path = ".metaopt",
+    search_id: str | None = None,
+    progress: Progress | None = None,
+) -> SearchSummary:
+    """Run the whole search of ``loaded`` and return its summary."""
+    job, space = loaded.job, loaded.space
+    tracker = tracker or NullSearchTracker()
+    progress = progress or (lambda event, info: None)
+    workdir = Path(workdir).resolve()
+    search_id = search_id or new_search_id(job.name)
+    storage_path = workdir / "optuna.journal"
+    study = optuna.create_study(
+        study_name=search_id,
+        storage=journal_storage(storage_path),
+        sampler=STRATEGIES[job.strategy](job.seed),
+        pruner=make_pruner(job.pruner),
+        direction="minimize",
+    )
+    for config in job.enqueue:
+        study.enqueue_trial(space.enqueue_params(config))
+    study.set_user_attr("job", job.model_dump())
+
+    start = time.monotonic()
+    deadline = start + job.budget.timeout_s if job.budget.timeout_s else math.inf
+    parent_run_id = tracker.start_search(search_id, loaded)
+    trial_tracker = tracker.trial_tracker()
+    job_data = job.model_dump()
+    progress("start", {"search_id": search_id, "trials": job.budget.trials, "parent_run_id": parent_run_id})
+    results: list[TrialResult] = []
+    pending: dict[Any, tuple[optuna.Trial, TrialConfig]] = {}
+    asked = 0
+    status = "FAILED"
+    try:
+        while True:
+            while len(pending) < executor.slots and asked < job.budget.trials and time.monotonic() < deadline:
+                trial = study.ask()
+                method, hparams = space.suggest(trial)
+                config = TrialConfig(
+                    search_id=search_id,
+                    number=trial.number,
+                    method=method,
+                    hparams=hparams,
+                    job=job_data,
+                    checkpoint_dir=str(workdir / "checkpoints" / search_id),
+                    cpus=job.resources.cpus_per_trial,
+                    study_name=search_id,
+                    storage_path=str(storage_path),
+                    trial_id=trial._trial_id,
+                )
+                pending[executor.submit(execute_trial, config, trial_tracker)] = (trial, config)
+                asked += 1
+            if not pending:
+                break
+            for done in executor.wait(list(pending)):
+                trial, config = pending.pop(done.handle)
+                result = done.value
+                if done.error is not None:
+                    result = TrialResult(
+                        config.number, config.method, config.hparams, "failed", reason=f"worker error: {done.error!r}"
+                    )
+                _tell(study, trial, result)
+                results.append(result)
+                progress("trial", {"result": result, "best": _best(results)})
+
+        rows = _score_best_per_method(results, executor, tracker, job_data, job.resources.cpus_per_trial, progress)
+        scored = [row for row in rows if row.best_val is not None]
+        champion = min(scored, key=lambda row: row.best_val) if scored else None
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if status != "FINISHED":
+            rows, champion = [], None
+        summary = SearchSummary(
+            search_id, job.family.name, results, rows, champion, time.monotonic() - start, parent_run_id
+        )
+        tracker.finish_search(summary, status)
+    progress("end", {"summary": summary})
+    return summary
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> None:
+    if result.reason:
+        trial.set_user_attr("reason", result.reason)
+    if result.run_id:
+        trial.set_user_attr("mlflow_run_id", result.run_id)
+    if result.state == "complete":
+        study.tell(trial, result.value)
+    else:
+        study.tell(trial, state=OPTUNA_STATES[result.state])
+
+
+def _best(results: list[TrialResult]) -> TrialResult | None:
+    complete = [r for r in results if r.state == "complete"]
+    return min(complete, key=lambda r: r.value) if complete else None
+
+
+def _score_best_per_method(
+    results: list[TrialResult],
+    executor: Executor,
+    tracker: SearchTracker,
+    job: dict[str, Any],
+    cpus: int,
+    progress: Progress,
+) -> list[MethodRow]:
+    rows: dict[str, MethodRow] = {}
+    for result in results:
+        row = rows.setdefault(result.method, MethodRow(result.method))
+        setattr(row, result.state, getattr(row, result.state) + 1)
+        if result.state == "complete" and (row.best_val is None or result.value < row.best_val):
+            row.best_val, row.trial_number, row.run_id = result.value, result.number, result.run_id
+            row.hparams = result.hparams
+    by_number = {r.number: r for r in results}
+    best = [row for row in rows.values() if row.trial_number is not None]
+    if best:
+        progress("testing", {"methods": [row.method for row in best]})
+    handles = {
+        executor.submit(evaluate_checkpoint, by_number[row.trial_number].checkpoint, job, cpus): row for row in best
+    }
+    while handles:
+        for done in executor.wait(list(handles)):
+            row = handles.pop(done.handle)
+            if done.error is not None:
+                progress("warning", {"message": f"test evaluation of {row.method} failed: {done.error!r}"})
+                continue
+            row.test_loss, row.test_loss_ci95 = done.value["test_loss"], done.value["test_loss_ci95"]
+            if row.run_id:
+                tracker.log_test(row.run_id, done.value)
+    return sorted(rows.values(), key=lambda row: (row.best_val is None, row.best_val or 0.0))

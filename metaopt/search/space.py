@@ -1,0 +1,76 @@
+"""Conditional search spaces: the method is a categorical choice and each method's hyperparameters hang off it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+from metaopt.learners import LEARNERS
+from metaopt.search.config import Categorical, FloatRange, IntRange, MethodSpace
+
+METHOD_PARAM = "method"
+
+
+class SearchSpace:
+    """Per-method hyperparameter ranges, validated against what each learner accepts."""
+
+    def __init__(self, methods: list[str], spaces: Mapping[str, MethodSpace]) -> None:
+        self.methods = list(methods)
+        self.spaces = {method: dict(spaces.get(method, {})) for method in self.methods}
+
+    def validate(self) -> None:
+        """Raise ``ValueError("method.param: ...")`` for a name or value a learner does not accept."""
+        for method, space in self.spaces.items():
+            declared = LEARNERS[method].hyperparameters
+            for name, spec in space.items():
+                where = f"{method}.{name}"
+                if name not in declared:
+                    allowed = ", ".join(sorted(declared))
+                    raise ValueError(f"{where}: unknown hyperparameter for {method} (allowed: {allowed})")
+                hp = declared[name]
+                try:
+                    if isinstance(spec, (FloatRange, IntRange)):
+                        if hp.type is bool:
+                            raise ValueError(f"a range is not allowed for a {hp.describe()} hyperparameter")
+                        if hp.type is int and isinstance(spec, FloatRange):
+                            raise ValueError("an integer hyperparameter needs type: int or categorical")
+                        hp.check("low", spec.low)
+                        hp.check("high", spec.high)
+                    elif isinstance(spec, Categorical):
+                        for choice in spec.choices:
+                            hp.check("choice", choice)
+                    else:
+                        hp.check("value", spec)
+                except ValueError as exc:
+                    raise ValueError(f"{where}: {exc} (allowed: {hp.describe()})") from None
+
+    def suggest(self, trial: optuna.Trial) -> tuple[str, dict[str, Any]]:
+        """Sample a method, then its hyperparameters (named ``method.param`` in Optuna)."""
+        method = trial.suggest_categorical(METHOD_PARAM, self.methods)
+        hparams: dict[str, Any] = {}
+        for name, spec in self.spaces[method].items():
+            key = f"{method}.{name}"
+            if isinstance(spec, FloatRange):
+                hparams[name] = trial.suggest_float(key, spec.low, spec.high, log=spec.log)
+            elif isinstance(spec, IntRange):
+                hparams[name] = trial.suggest_int(key, spec.low, spec.high, step=spec.step, log=spec.log)
+            elif isinstance(spec, Categorical):
+                hparams[name] = trial.suggest_categorical(key, spec.choices)
+            else:
+                hparams[name] = spec
+        return method, hparams
+
+    def enqueue_params(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Optuna parameters for a fixed configuration ``{method: m, param: value, ...}``."""
+        config = dict(config)
+        method = config.pop(METHOD_PARAM, None)
+        if method not in self.spaces:
+            raise ValueError(f"method: {method!r} is not one of the job's methods ({', '.join(self.methods)})")
+        declared = LEARNERS[method].hyperparameters
+        for name, value in config.items():
+            if name not in declared:
+                raise ValueError(f"{name}: unknown hyperparameter for {method} (allowed: {', '.join(sorted(declared))})")
+            declared[name].check(name, value)
+        return {METHOD_PARAM: method, **{f"{method}.{name}": value for name, value in config.items()}}

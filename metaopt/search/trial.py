@@ -1,0 +1,186 @@
+"""One trial: meta-train a configuration, report as it goes, and say how it ended.
+
+``train`` is the trial function ``(config, reporter) -> value``; it knows nothing
+of Ray, Optuna or MLflow. ``execute_trial`` wraps it on the worker: it opens the
+trial's record, connects the reporter to the Optuna study, and turns every way a
+trial can end (finished, pruned, diverged, crashed) into a ``TrialResult``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from metaopt.learners.base import MetaLearner
+from metaopt.learners.checkpoint import build_learner, load_checkpoint, make_checkpoint
+from metaopt.search.config import Job
+from metaopt.search.evaluation import TEST_SEED, evaluate_tasks, mean_ci
+from metaopt.search.reporting import Reporter, TrialTracker
+
+TrialState = Literal["complete", "pruned", "failed"]
+OBJECTIVE = "val_loss"
+
+
+class Diverged(RuntimeError):
+    """The meta-training loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything a worker needs to run one trial, as plain data."""
+
+    search_id: str
+    number: int
+    method: str
+    hparams: dict[str, Any]
+    job: dict[str, Any]
+    checkpoint_dir: str
+    cpus: int = 1
+    study_name: str | None = None
+    storage_path: str | None = None
+    trial_id: int | None = None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """Where this trial's latest checkpoint is written."""
+        return Path(self.checkpoint_dir) / f"trial-{self.number:05d}.pt"
+
+
+@dataclass
+class TrialResult:
+    """How a trial ended."""
+
+    number: int
+    method: str
+    hparams: dict[str, Any]
+    state: TrialState
+    value: float | None = None
+    reason: str | None = None
+    run_id: str | None = None
+    checkpoint: str | None = None
+    iterations: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _new_learner(job: Job, method: str, hparams: dict[str, Any]) -> MetaLearner:
+    family = job.family.build()
+    torch.manual_seed(job.seed)
+    return build_learner(
+        method,
+        hparams,
+        backbone=job.backbone.model_dump(),
+        task_kind=family.kind,
+        in_features=math.prod(family.input_shape),
+        out_features=family.output_size,
+    )
+
+
+def train(config: TrialConfig, reporter: Reporter) -> float:
+    """Meta-train ``config`` for the job's budget; report the validation loss every ``eval_interval``."""
+    torch.set_num_threads(config.cpus)
+    job = Job.model_validate(config.job)
+    family = job.family.build()
+    learner = _new_learner(job, config.method, config.hparams)
+    budget = job.budget
+    val_tasks = family.fixed_tasks(budget.val_tasks, "val", seed=job.seed + 1)
+    generator = torch.Generator().manual_seed(job.seed)
+    meta_batch = learner.hparams["meta_batch"]
+
+    def checkpoint() -> dict:
+        return make_checkpoint(
+            learner,
+            backbone=job.backbone.model_dump(),
+            in_features=math.prod(family.input_shape),
+            out_features=family.output_size,
+        )
+
+    running, count, value = torch.zeros(()), 0, math.nan
+    for it in range(1, budget.meta_iterations + 1):
+        running += learner.meta_step(family.sample(meta_batch, "train", generator))["loss"]
+        count += 1
+        if it % budget.eval_interval and it != budget.meta_iterations:
+            continue
+        train_loss = (running / count).item()
+        running.zero_()
+        count = 0
+        value = evaluate_tasks(learner, val_tasks)["loss"].mean().item()
+        if not (math.isfinite(train_loss) and math.isfinite(value)):
+            raise Diverged(f"non-finite loss at iteration {it} (train_loss={train_loss}, val_loss={value})")
+        reporter.report(it, {"train_loss": train_loss, OBJECTIVE: value}, OBJECTIVE, checkpoint)
+    return value
+
+
+def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
+    """Run ``train`` on this worker and record its outcome; never raises for a trial's own failure."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    start = time.monotonic()
+    result = TrialResult(config.number, config.method, dict(config.hparams), state="failed")
+    tags = {
+        "metaopt.role": "trial",
+        "metaopt.search_id": config.search_id,
+        "metaopt.family": config.job["family"]["name"],
+        "metaopt.method": config.method,
+        "metaopt.trial_number": str(config.number),
+    }
+    with tracker.open_trial(tags, run_name=f"{config.method}-{config.number}") as log:
+        result.run_id = log.run_id
+        log.log_params({"method": config.method, **config.hparams})
+        reporter = Reporter(_optuna_trial(config), log, config.checkpoint_path)
+        try:
+            result.value = train(config, reporter)
+            result.state = "complete"
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded trial state
+            import optuna
+
+            if isinstance(exc, optuna.TrialPruned):
+                result.state, result.value = "pruned", reporter.last_value
+            result.reason = str(exc) if isinstance(exc, (optuna.TrialPruned, Diverged)) else _describe(exc)
+        result.iterations = reporter.last_step or 0
+        if reporter.has_checkpoint and result.state != "failed":
+            result.checkpoint = str(config.checkpoint_path)
+            log.log_model(config.checkpoint_path, full=result.state == "complete")
+        log.finish(result.state, result.reason)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def evaluate_checkpoint(checkpoint: str, job: dict[str, Any], cpus: int = 1) -> dict[str, float]:
+    """Score a trained checkpoint on the job's held-out test tasks: mean and 95% CI of each metric."""
+    torch.set_num_threads(cpus)
+    spec = Job.model_validate(job)
+    learner = load_checkpoint(checkpoint)
+    tasks = spec.family.build().fixed_tasks(spec.budget.test_tasks, "test", seed=TEST_SEED)
+    summary: dict[str, float] = {"test_tasks": float(spec.budget.test_tasks)}
+    for name, values in evaluate_tasks(learner, tasks).items():
+        summary[f"test_{name}"], summary[f"test_{name}_ci95"] = mean_ci(values)
+    return summary
+
+
+def _optuna_trial(config: TrialConfig) -> Any:
+    if config.storage_path is None or config.trial_id is None:
+        return None
+    import optuna
+
+    from metaopt.search.strategies import make_pruner
+    from metaopt.search.storage import journal_storage
+
+    study = optuna.load_study(
+        study_name=config.study_name,
+        storage=journal_storage(config.storage_path),
+        pruner=make_pruner(Job.model_validate(config.job).pruner),
+    )
+    return optuna.Trial(study, config.trial_id)
+
+
+def _describe(exc: BaseException) -> str:
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" ({Path(frame.filename).name}:{frame.lineno})" if frame else ""
+    return f"{type(exc).__name__}: {exc}{where}"

@@ -1,0 +1,55 @@
+"""Sinusoid regression (Finn et al. 2017, "Model-Agnostic Meta-Learning", section 5.1).
+
+A task is ``y = A sin(x - phi)`` with amplitude ``A ~ U[0.1, 5.0]``, phase
+``phi ~ U[0, pi]`` and inputs ``x ~ U[-5, 5]``; K support and Q query points.
+Each batch gets its own seed from the caller's generator; the seeds of the
+train, val and test splits are disjoint residues modulo 3, so no split ever
+draws from another split's seed stream.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from metaopt.tasks.base import SPLITS, Split, TaskBatch, TaskFamily
+
+
+class Sine(TaskFamily):
+    """Few-shot sinusoid regression."""
+
+    kind = "regression"
+
+    def __init__(
+        self,
+        *,
+        shots: int = 10,
+        queries: int = 10,
+        amplitude: tuple[float, float] = (0.1, 5.0),
+        phase: tuple[float, float] = (0.0, math.pi),
+        x_range: tuple[float, float] = (-5.0, 5.0),
+    ) -> None:
+        if shots < 1 or queries < 1:
+            raise ValueError(f"shots and queries must be >= 1, got shots={shots}, queries={queries}")
+        self.shots, self.queries = shots, queries
+        self.amplitude, self.phase, self.x_range = amplitude, phase, x_range
+        self.input_shape = (1,)
+        self.output_size = 1
+
+    def sample(self, batch_size: int, split: Split, generator: torch.Generator) -> TaskBatch:
+        """Draw ``batch_size`` sine tasks of ``split``."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        batch_seed = int(torch.randint(0, 2**60, (1,), generator=generator)) * 3 + SPLITS.index(split)
+        g = torch.Generator().manual_seed(batch_seed)
+        amp = _uniform((batch_size, 1, 1), self.amplitude, g)  # [tasks, 1, 1]
+        phase = _uniform((batch_size, 1, 1), self.phase, g)
+        x = _uniform((batch_size, self.shots + self.queries, 1), self.x_range, g)  # [tasks, points, 1]
+        y = amp * torch.sin(x - phase)
+        return TaskBatch(x[:, : self.shots], y[:, : self.shots], x[:, self.shots :], y[:, self.shots :])
+
+
+def _uniform(shape: tuple[int, ...], bounds: tuple[float, float], g: torch.Generator) -> torch.Tensor:
+    low, high = bounds
+    return torch.rand(shape, generator=g) * (high - low) + low

@@ -1,0 +1,174 @@
+"""The MLflow record of a search: a parent run per search, a child run per trial, the champion in the registry."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+import metaopt
+from metaopt.search.job import LoadedJob
+from metaopt.search.runner import SearchSummary
+from metaopt.tracking.store import get_or_create_experiment, registered_model_name, resolve_tracking_uri
+
+CHAMPION_ALIAS = "champion"
+RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+
+
+def _pip_requirements() -> list[str]:
+    import torch
+
+    return [f"metaopt=={metaopt.__version__}", f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+
+
+class MlflowTrialLog:
+    """A trial's child run (opened on the worker)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Hyperparameters of the trial."""
+        mlflow.log_params(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """A point of the validation and training curves."""
+        mlflow.log_metrics(metrics, step=step)
+
+    def log_model(self, checkpoint_path: Path, *, full: bool) -> None:
+        """The checkpoint as an artifact; for finished trials also an MLflow model that can be registered."""
+        mlflow.log_artifact(str(checkpoint_path), artifact_path="checkpoint")
+        if full:
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+                artifacts={"checkpoint": str(checkpoint_path)},
+                pip_requirements=_pip_requirements(),
+            )
+            mlflow.set_tag("metaopt.model_uri", info.model_uri)
+
+    def finish(self, state: str, reason: str | None) -> None:
+        """Tag how the trial ended."""
+        mlflow.set_tag("metaopt.state", state)
+        if reason:
+            mlflow.set_tag("metaopt.reason", reason[:5000])
+
+
+class MlflowTrialTracker:
+    """Opens child runs under ``parent_run_id``; holds only strings, so it pickles to Ray workers."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
+        self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+
+    @contextlib.contextmanager
+    def open_trial(self, tags: dict[str, str], run_name: str) -> Iterator[MlflowTrialLog]:
+        """A child run, ended with FINISHED, KILLED (pruned) or FAILED."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        run = mlflow.start_run(
+            experiment_id=self.experiment_id, run_name=run_name, parent_run_id=self.parent_run_id, tags=tags
+        )
+        status = "FAILED"
+        try:
+            log = MlflowTrialLog(run.info.run_id)
+            yield log
+            state = mlflow.get_run(run.info.run_id).data.tags.get("metaopt.state", "failed")
+            status = RUN_STATUS.get(state, "FAILED")
+        finally:
+            mlflow.end_run(status=status)
+
+
+class MlflowSearchTracker:
+    """Driver-side MLflow record: the parent run, test scores, the leaderboard and the champion."""
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.client = MlflowClient(self.tracking_uri)
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self.family: str | None = None
+
+    def start_search(self, search_id: str, loaded: LoadedJob) -> str:
+        """Create the parent run with the job's settings and the job file as an artifact."""
+        job = loaded.job
+        self.family = job.family.name
+        self.experiment_id = get_or_create_experiment(self.client, self.family)
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=search_id,
+            tags={"metaopt.role": "search", "metaopt.search_id": search_id, "metaopt.family": self.family},
+        )
+        self.parent_run_id = run.info.run_id
+        params = {
+            "job": job.name,
+            "family": self.family,
+            "methods": ",".join(job.methods),
+            "strategy": job.strategy,
+            "pruner": job.pruner.type,
+            "seed": job.seed,
+            **{f"family.{k}": v for k, v in job.family.model_dump().items() if k != "name"},
+            **{f"budget.{k}": v for k, v in job.budget.model_dump().items()},
+        }
+        for key, value in params.items():
+            self.client.log_param(self.parent_run_id, key, value)
+        self.client.log_artifact(self.parent_run_id, str(loaded.path), artifact_path="job")
+        with tempfile.TemporaryDirectory() as tmp:
+            space_file = Path(tmp) / "resolved_job.json"
+            spaces = {
+                method: {name: spec.model_dump() if hasattr(spec, "model_dump") else spec for name, spec in space.items()}
+                for method, space in loaded.space.spaces.items()
+            }
+            space_file.write_text(json.dumps({**job.model_dump(mode="json"), "space": spaces}, indent=2))
+            self.client.log_artifact(self.parent_run_id, str(space_file), artifact_path="job")
+        return self.parent_run_id
+
+    def trial_tracker(self) -> MlflowTrialTracker:
+        """What workers use to open child runs."""
+        assert self.experiment_id is not None and self.parent_run_id is not None, "start_search first"
+        return MlflowTrialTracker(self.tracking_uri, self.experiment_id, self.parent_run_id)
+
+    def log_test(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Test-task scores on the trial's run."""
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, key, value)
+        self.client.set_tag(run_id, "metaopt.tested", "true")
+
+    def finish_search(self, summary: SearchSummary, status: str) -> None:
+        """Leaderboard on the parent run, champion registered as ``metaopt-<family>@champion``."""
+        if self.parent_run_id is None:
+            return
+        run_id = self.parent_run_id
+        counts = {state: sum(r.state == state for r in summary.results) for state in ("complete", "pruned", "failed")}
+        for state, n in counts.items():
+            self.client.log_metric(run_id, f"trials_{state}", n)
+        self.client.log_metric(run_id, "search_seconds", summary.seconds)
+        with tempfile.TemporaryDirectory() as tmp:
+            board = Path(tmp) / "leaderboard.json"
+            board.write_text(json.dumps([asdict(row) for row in summary.rows], indent=2, default=str))
+            self.client.log_artifact(run_id, str(board))
+        if summary.champion is not None:
+            champ = summary.champion
+            self.client.set_tag(run_id, "metaopt.champion_method", champ.method)
+            self.client.set_tag(run_id, "metaopt.champion_run_id", champ.run_id or "")
+            self.client.log_metric(run_id, "best_val_loss", champ.best_val)
+            if champ.test_loss is not None and math.isfinite(champ.test_loss):
+                self.client.log_metric(run_id, "champion_test_loss", champ.test_loss)
+            if champ.run_id:
+                self.register_champion(champ.run_id, summary.family)
+        self.client.set_terminated(run_id, status=status)
+
+    def register_champion(self, run_id: str, family: str) -> str:
+        """Register the run's model under ``metaopt-<family>`` and point the ``champion`` alias at it."""
+        name = registered_model_name(family)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        model_uri = self.client.get_run(run_id).data.tags.get("metaopt.model_uri", f"runs:/{run_id}/model")
+        version = mlflow.register_model(model_uri, name)
+        self.client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+        return version.version

@@ -1,0 +1,38 @@
+"""Load a trained learner back from the MLflow store or from disk."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from metaopt.learners.base import MetaLearner
+from metaopt.learners.checkpoint import load_checkpoint
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _checkpoint_in(directory: Path) -> Path:
+    for candidate in ("artifacts/checkpoint.pt", "checkpoint.pt", *(p.as_posix() for p in directory.glob("**/*.pt"))):
+        path = directory / candidate
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{directory}: no metaopt checkpoint (*.pt) inside")
+
+
+def load_learner(uri: str, *, tracking_uri: str | None = None, device: str = "cpu") -> MetaLearner:
+    """A learner from ``models:/name@alias``, ``models:/name/version``, ``runs:/id/model``, a run id or a path."""
+    path = Path(uri)
+    if path.exists():
+        return load_checkpoint(path if path.is_file() else _checkpoint_in(path), device)
+    if _RUN_ID.match(uri):
+        uri = f"runs:/{uri}/model"
+    if not re.match(r"^[a-z][a-z0-9+.-]*:", uri):
+        raise FileNotFoundError(f"{uri}: no such file, and not a models:/ or runs:/ URI or a run id")
+
+    import mlflow
+
+    from metaopt.tracking.store import resolve_tracking_uri
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    return load_checkpoint(local if local.is_file() else _checkpoint_in(local), device)

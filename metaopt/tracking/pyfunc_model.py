@@ -1,0 +1,34 @@
+"""MLflow "model from code" for a metaopt checkpoint: no pickled Python objects in the store.
+
+``predict`` takes ``{"support_x", "support_y", "query_x"}`` (nested lists or arrays of
+one task) and returns the adapted model's predictions on ``query_x``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import torch
+from mlflow.pyfunc import PythonModel
+
+
+class MetaoptModel(PythonModel):
+    """Adapts the meta-learned model to the given support set, then predicts the query points."""
+
+    def load_context(self, context: Any) -> None:
+        from metaopt.learners.checkpoint import load_checkpoint
+
+        self.learner = load_checkpoint(context.artifacts["checkpoint"])
+
+    # No type hints here: MLflow would try to derive a schema from them.
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+        """Predictions of the model adapted to ``model_input``'s support set."""
+        steps = (params or {}).get("steps")
+        as_tensor = lambda key: torch.as_tensor(model_input[key], dtype=torch.float32)  # noqa: E731
+        support_y = torch.as_tensor(model_input["support_y"])
+        predictor = self.learner.adapt(as_tensor("support_x"), support_y.float(), steps)
+        return predictor(as_tensor("query_x")).numpy()
+
+
+mlflow.models.set_model(MetaoptModel())

@@ -1,0 +1,33 @@
+"""Tiny job files for search tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+GOOD = {"method": "maml", "inner_lr": 0.01, "outer_lr": 0.003, "inner_steps": 1, "meta_batch": 10}
+
+
+def tiny_job(**overrides) -> dict:
+    """A search that takes seconds: few trials, 20 meta-iterations, small val/test sets."""
+    job = {
+        "name": "tiny",
+        "family": {"name": "sine", "shots": 5, "queries": 5},
+        "methods": ["maml", "fomaml", "reptile"],
+        "search_space": str(REPO / "search_spaces" / "sine.yaml"),
+        "budget": {"trials": 3, "meta_iterations": 20, "eval_interval": 10, "val_tasks": 20, "test_tasks": 50},
+        "pruner": {"type": "none"},
+        "backbone": {"name": "mlp", "hidden": [16, 16]},
+        "seed": 0,
+    }
+    job.update(overrides)
+    return job
+
+
+def write_job(directory: Path, job: dict, name: str = "job.yaml") -> Path:
+    """Write ``job`` as YAML and return its path."""
+    path = directory / name
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return path

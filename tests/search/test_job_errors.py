@@ -1,0 +1,86 @@
+"""Bad job files end with one line naming the file and the field, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from metaopt.cli import main
+from metaopt.search import ConfigError, load_job
+from tests.search.jobs import REPO, tiny_job, write_job
+
+
+def _without(key: str) -> dict:
+    job = tiny_job()
+    del job["budget"][key]
+    return job
+
+
+BAD_JOBS = {
+    "missing field": (_without("trials"), "budget.trials: Field required"),
+    "unknown method": (tiny_job(methods=["maml", "mamba"]), "methods: unknown method 'mamba' (allowed: maml, fomaml, reptile)"),
+    "unknown family": (tiny_job(family={"name": "cosine"}), "family.name: unknown family 'cosine' (allowed: sine)"),
+    "negative lr": (
+        tiny_job(space={"maml": {"inner_lr": -0.01}}),
+        "space.maml.inner_lr: value must be > 0.0, got -0.01 (allowed: float > 0.0)",
+    ),
+    "negative lr range": (
+        tiny_job(space={"fomaml": {"outer_lr": {"type": "float", "low": -1.0, "high": 0.1}}}),
+        "space.fomaml.outer_lr: low must be > 0.0, got -1.0",
+    ),
+    "log range at zero": (
+        tiny_job(space={"maml": {"inner_lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}}),
+        "space.maml.inner_lr: a log-scale range needs low > 0, got 0.0",
+    ),
+    "unknown hyperparameter": (
+        tiny_job(space={"reptile": {"step_size": 0.1}}),
+        "space.reptile.step_size: unknown hyperparameter for reptile (allowed: inner_lr, inner_steps, meta_batch, outer_lr)",
+    ),
+    "unknown field": (tiny_job(budgett={}), "budgett: Extra inputs are not permitted"),
+    "zero trials": (tiny_job(budget={"trials": 0, "meta_iterations": 1, "eval_interval": 1}), "budget.trials: Input should be greater than 0"),
+    "bad strategy": (tiny_job(strategy="bayes"), "strategy: Input should be 'tpe' or 'random'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_JOBS))
+def test_bad_job_is_one_line_naming_file_and_field(case, tmp_path, capsys):
+    job, expected = BAD_JOBS[case]
+    path = write_job(tmp_path, job)
+    assert main(["search", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"error: {path}: "), err
+    assert expected in err, err
+
+
+def test_yaml_syntax_error(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nbudget: {trials: 3\nmethods: [maml]\n")
+    assert main(["search", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: YAML syntax error: line ") and err.count("\n") == 1, err
+
+
+def test_missing_file_and_bad_search_space_file_name_that_file(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: cannot read file"):
+        load_job(tmp_path / "nope.yaml")
+    space = tmp_path / "space.yaml"
+    space.write_text("maml:\n  inner_lr: {type: float, low: 0.1, high: 0.01}\n")
+    with pytest.raises(ConfigError, match=rf"^{space}: maml.inner_lr.*low \(0.1\) must be <= high \(0.01\)"):
+        load_job(write_job(tmp_path, tiny_job(search_space="space.yaml")))
+
+
+def test_the_installed_command_exits_2_without_traceback(tmp_path):
+    path = write_job(tmp_path, tiny_job(methods=["maml", "mamba"]))
+    proc = subprocess.run([sys.executable, "-m", "metaopt.cli", "search", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert "methods: unknown method 'mamba'" in proc.stderr
+
+
+@pytest.mark.parametrize("job", sorted(p.name for p in (REPO / "jobs").glob("*.yaml")))
+def test_shipped_jobs_are_valid(job):
+    loaded = load_job(REPO / "jobs" / job)
+    assert loaded.space.methods == loaded.job.methods

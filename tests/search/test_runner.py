@@ -1,0 +1,77 @@
+"""The search driver in-process: Optuna records every outcome, diverging trials fail without ending the search."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from metaopt.search import load_job
+from metaopt.search.executors import InProcessExecutor
+from metaopt.search.runner import run_search
+from metaopt.search.space import SearchSpace
+from metaopt.search.storage import journal_storage
+from tests.search.jobs import GOOD, tiny_job, write_job
+
+
+def _study(tmp_path, summary) -> optuna.Study:
+    return optuna.load_study(study_name=summary.search_id, storage=journal_storage(tmp_path / "work" / "optuna.journal"))
+
+
+def test_diverging_trial_is_failed_with_reason_and_search_continues(tmp_path):
+    diverging = {**GOOD, "inner_lr": 1e10}
+    job = tiny_job(enqueue=[diverging, GOOD], budget={**tiny_job()["budget"], "trials": 3})
+    summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(), workdir=tmp_path / "work")
+
+    states = [r.state for r in sorted(summary.results, key=lambda r: r.number)]
+    assert states[0] == "failed" and states[1] == "complete" and len(states) == 3
+    assert "non-finite loss at iteration 10" in summary.results[0].reason
+    trials = _study(tmp_path, summary).trials
+    assert trials[0].state == optuna.trial.TrialState.FAIL
+    assert "non-finite loss" in trials[0].user_attrs["reason"]
+    assert trials[1].state == optuna.trial.TrialState.COMPLETE
+    # The survivors were scored on the held-out test tasks.
+    maml = next(row for row in summary.rows if row.method == "maml")
+    assert maml.test_loss is not None and maml.test_loss_ci95 > 0 and maml.failed == 1
+
+
+def test_median_pruner_prunes_a_hopeless_trial(tmp_path):
+    hopeless = {**GOOD, "outer_lr": 1e-7}
+    job = tiny_job(
+        methods=["maml"],
+        enqueue=[GOOD, hopeless],
+        budget={**tiny_job()["budget"], "trials": 2, "meta_iterations": 60},
+        pruner={"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+    )
+    summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(), workdir=tmp_path / "work")
+    second = _study(tmp_path, summary).trials[1]
+    assert second.state == optuna.trial.TrialState.PRUNED
+    assert summary.results[1].state == "pruned" and summary.results[1].iterations == 10
+    assert summary.champion.trial_number == 0
+
+
+def test_same_job_and_seed_give_the_same_numbers(tmp_path):
+    job = load_job(write_job(tmp_path, tiny_job(budget={**tiny_job()["budget"], "trials": 2})))
+    first = run_search(job, executor=InProcessExecutor(), workdir=tmp_path / "a")
+    second = run_search(job, executor=InProcessExecutor(), workdir=tmp_path / "b")
+    assert [(r.method, r.hparams, r.value) for r in first.results] == [(r.method, r.hparams, r.value) for r in second.results]
+
+
+def test_conditional_space_suggests_only_the_chosen_methods_parameters(tmp_path):
+    loaded = load_job(write_job(tmp_path, tiny_job()))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(20):
+        trial = study.ask()
+        method, hparams = loaded.space.suggest(trial)
+        seen.add(method)
+        assert set(trial.params) == {"method", *(f"{method}.{name}" for name in hparams)}
+        study.tell(trial, 0.0)
+    assert seen == {"maml", "fomaml", "reptile"}
+
+
+def test_enqueue_rejects_unknown_method_and_values():
+    space = SearchSpace(["maml"], {})
+    with pytest.raises(ValueError, match="not one of the job's methods"):
+        space.enqueue_params({"method": "reptile"})
+    with pytest.raises(ValueError, match="inner_lr must be > 0"):
+        space.enqueue_params({"method": "maml", "inner_lr": 0})
