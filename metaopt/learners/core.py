@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from metaopt.tasks.base import TaskBatch
+
 Params = dict[str, Tensor]
 # A step's learning rate: one scalar for every parameter, or one tensor per parameter.
 LearningRate = Union[float, Tensor, Mapping[str, Tensor]]
@@ -89,6 +91,22 @@ def adapt_batch(
         return inner_loop(loss, params, x, y, lrs, first_order=first_order)
 
     return vmap(adapt_one)(support_x, support_y)
+
+
+def adapted_query_losses(
+    loss: LossFn,
+    params: Params,
+    batch: TaskBatch,
+    lrs: Sequence[LearningRate],
+    *,
+    first_order: bool = False,
+) -> Tensor:
+    """Per-task query losses ``[tasks]`` after adapting on each support set, in one vmapped pass."""
+
+    def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
+        return loss(inner_loop(loss, params, sx, sy, lrs, first_order=first_order), qx, qy)
+
+    return vmap(one_task)(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
 
 
 def batched_loss(loss: LossFn, params: Params, x: Tensor, y: Tensor, *, params_batched: bool = True) -> Tensor:

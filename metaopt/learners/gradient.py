@@ -14,6 +14,7 @@ from metaopt.learners.core import (
     LearningRate,
     Params,
     adapt_batch,
+    adapted_query_losses,
     batched_forward,
     batched_loss,
     detach,
@@ -74,8 +75,7 @@ class GradientLearner(MetaLearner):
 
     def meta_loss(self, batch: TaskBatch) -> Tensor:
         """Mean query loss after adaptation, differentiable with respect to the meta-parameters."""
-        adapted = self.adapt_batch(batch, first_order=self.first_order)
-        return batched_loss(self.loss, adapted, batch.query_x, batch.query_y).mean()
+        return adapted_query_losses(self.loss, self.params, batch, self.inner_lrs(), first_order=self.first_order).mean()
 
     def meta_step(self, batch: TaskBatch) -> dict[str, Tensor]:
         """Backpropagate the meta-loss and take one outer optimizer step."""

@@ -24,9 +24,7 @@ def load_learner(uri: str, *, tracking_uri: str | None = None, device: str = "cp
     path = Path(uri)
     if path.exists():
         return load_checkpoint(path if path.is_file() else _checkpoint_in(path), device)
-    if _RUN_ID.match(uri):
-        uri = f"runs:/{uri}/model"
-    if not re.match(r"^[a-z][a-z0-9+.-]*:", uri):
+    if not _RUN_ID.match(uri) and not re.match(r"^[a-z][a-z0-9+.-]*:", uri):
         raise FileNotFoundError(f"{uri}: no such file, and not a models:/ or runs:/ URI or a run id")
 
     import mlflow
@@ -34,5 +32,9 @@ def load_learner(uri: str, *, tracking_uri: str | None = None, device: str = "cp
     from metaopt.tracking.store import resolve_tracking_uri
 
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    if _RUN_ID.match(uri):
+        # A trial's run: its logged model if it finished, else its last checkpoint (pruned trials).
+        tags = mlflow.get_run(uri).data.tags
+        uri = tags.get("metaopt.model_uri") or f"runs:/{uri}/checkpoint"
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     return load_checkpoint(local if local.is_file() else _checkpoint_in(local), device)

@@ -65,6 +65,8 @@ def test_champion_is_registered_and_adapts(ray_search, monkeypatch):
     assert metrics["loss"].mean() < metrics["loss_before"].mean()
     predict = learner.adapt(task.support_x[0], task.support_y[0])
     assert predict(task.query_x[0]).shape == (100, 1)
+    by_run_id = metaopt.load(summary.champion.run_id)
+    assert all(torch.equal(by_run_id.params[k], learner.params[k]) for k in learner.params)
 
 
 def test_test_scores_are_on_the_best_run_per_method_and_leaderboard_reads_them(ray_search, capsys):
