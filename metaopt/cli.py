@@ -59,7 +59,8 @@ class _SearchProgress:
             r = info["result"]
             value = _fmt(r.value)
             reason = f" — {r.reason}" if r.reason and r.state != "pruned" else ""
-            console.print(f"  trial {r.number:>3} {r.method:<8} {r.state:<8} val_loss={value} ({r.seconds:.1f}s){reason}")
+            line = f"  trial {r.number:>3} {r.method:<8} {r.state:<8} val_loss={value} ({r.seconds:.1f}s){reason}"
+            console.print(line, soft_wrap=True, highlight=False)
             best = info["best"]
             self.bar.update(self.task, advance=1, best=f"best {best.value:.4f} ({best.method})" if best else "")
         elif event == "testing":
