@@ -40,6 +40,9 @@ class TrialTracker(Protocol):
     def open_trial(self, tags: dict[str, str], run_name: str) -> contextlib.AbstractContextManager[TrialLog]:
         """A context in which the trial's record is open."""
 
+    def fetch_checkpoint(self, run_id: str) -> Path | None:
+        """A local copy of the checkpoint a trial recorded (for workers on another node), if any."""
+
 
 class _NullLog:
     run_id = None
@@ -64,6 +67,10 @@ class NullTracker:
     def open_trial(self, tags: dict[str, str], run_name: str) -> Iterator[TrialLog]:
         """A log that drops everything."""
         yield _NullLog()
+
+    def fetch_checkpoint(self, run_id: str) -> Path | None:
+        """Nothing is recorded, so nothing can be fetched."""
+        return None
 
 
 class Reporter:

@@ -169,7 +169,9 @@ def run_search(
                 results.append(result)
                 progress("trial", {"result": result, "best": _best(results)})
 
-        rows = _score_best_per_method(results, executor, tracker, job_data, job.resources.cpus_per_trial, progress)
+        rows = _score_best_per_method(
+            results, executor, tracker, trial_tracker, job_data, job.resources.cpus_per_trial, progress
+        )
         scored = [row for row in rows if row.best_val is not None]
         champion = min(scored, key=lambda row: row.best_val) if scored else None
         status = "FINISHED"
@@ -207,6 +209,7 @@ def _score_best_per_method(
     results: list[TrialResult],
     executor: Executor,
     tracker: SearchTracker,
+    trial_tracker: TrialTracker,
     job: dict[str, Any],
     cpus: int,
     progress: Progress,
@@ -223,7 +226,7 @@ def _score_best_per_method(
     if best:
         progress("testing", {"methods": [row.method for row in best]})
     handles = {
-        executor.submit(evaluate_checkpoint, by_number[row.trial_number].checkpoint, job, cpus): row for row in best
+        executor.submit(evaluate_checkpoint, by_number[row.trial_number], job, trial_tracker, cpus): row for row in best
     }
     while handles:
         for done in executor.wait(list(handles)):

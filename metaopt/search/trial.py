@@ -152,11 +152,20 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
     return result
 
 
-def evaluate_checkpoint(checkpoint: str, job: dict[str, Any], cpus: int = 1) -> dict[str, float]:
-    """Score a trained checkpoint on the job's held-out test tasks: mean and 95% CI of each metric."""
+def evaluate_checkpoint(result: TrialResult, job: dict[str, Any], tracker: TrialTracker, cpus: int = 1) -> dict[str, float]:
+    """Score a trial's checkpoint on the job's held-out test tasks: mean and 95% CI of each metric.
+
+    The checkpoint is read where the trial wrote it, or fetched from the tracker when
+    this worker is on another node.
+    """
     torch.set_num_threads(cpus)
     spec = Job.model_validate(job)
-    learner = load_checkpoint(checkpoint)
+    path = Path(result.checkpoint) if result.checkpoint else None
+    if (path is None or not path.is_file()) and result.run_id:
+        path = tracker.fetch_checkpoint(result.run_id)
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"no checkpoint of trial {result.number} here or in the tracker")
+    learner = load_checkpoint(path)
     tasks = spec.family.build().fixed_tasks(spec.budget.test_tasks, "test", seed=TEST_SEED)
     summary: dict[str, float] = {"test_tasks": float(spec.budget.test_tasks)}
     for name, values in evaluate_tasks(learner, tasks).items():

@@ -88,6 +88,14 @@ class MlflowTrialTracker:
             mlflow.end_run(status=status)
 
 
+    def fetch_checkpoint(self, run_id: str) -> Path | None:
+        """Download the trial's checkpoint artifact."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint"))
+        found = sorted(local.glob("*.pt")) if local.is_dir() else [local]
+        return found[0] if found else None
+
+
 class MlflowSearchTracker:
     """Driver-side MLflow record: the parent run, test scores, the leaderboard and the champion."""
 

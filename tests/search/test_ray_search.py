@@ -81,3 +81,16 @@ def test_test_scores_are_on_the_best_run_per_method_and_leaderboard_reads_them(r
     assert main(["leaderboard", "sine", "--tracking-uri", uri, "--search", summary.search_id]) == 0
     out = capsys.readouterr().out
     assert summary.champion.method in out and f"{summary.champion.test_loss:.4f}" in out
+
+
+def test_checkpoint_is_fetched_from_mlflow_when_not_on_this_node(ray_search, tmp_path):
+    summary, uri = ray_search
+    from metaopt.search.trial import evaluate_checkpoint
+    from metaopt.tracking import MlflowTrialTracker
+
+    best = next(r for r in summary.results if r.number == summary.champion.trial_number)
+    elsewhere = type(best)(**{**best.__dict__, "checkpoint": str(tmp_path / "on-another-node.pt")})
+    job = tiny_job(budget={**tiny_job()["budget"], "test_tasks": 50})
+    tracker = MlflowTrialTracker(uri, "unused", summary.parent_run_id)
+    scores = evaluate_checkpoint(elsewhere, job, tracker)
+    assert scores["test_loss"] == pytest.approx(summary.champion.test_loss)
