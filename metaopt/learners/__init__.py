@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+from metaopt.learners.anil import ANIL
 from metaopt.learners.base import HParam, MetaLearner, Predictor
 from metaopt.learners.fomaml import FOMAML
 from metaopt.learners.gradient import GradientLearner
 from metaopt.learners.maml import MAML
+from metaopt.learners.mamlpp import MAMLPlusPlus
+from metaopt.learners.metacurvature import MetaCurvature
+from metaopt.learners.metasgd import MetaSGD
 from metaopt.learners.reptile import Reptile
 
-LEARNERS: dict[str, type[MetaLearner]] = {"maml": MAML, "fomaml": FOMAML, "reptile": Reptile}
+LEARNERS: dict[str, type[MetaLearner]] = {
+    "maml": MAML,
+    "fomaml": FOMAML,
+    "mamlpp": MAMLPlusPlus,
+    "reptile": Reptile,
+    "anil": ANIL,
+    "metasgd": MetaSGD,
+    "metacurvature": MetaCurvature,
+}
 
-__all__ = ["FOMAML", "LEARNERS", "MAML", "GradientLearner", "HParam", "MetaLearner", "Predictor", "Reptile"]
+__all__ = [
+    "ANIL",
+    "FOMAML",
+    "LEARNERS",
+    "MAML",
+    "MAMLPlusPlus",
+    "MetaCurvature",
+    "MetaLearner",
+    "MetaSGD",
+    "GradientLearner",
+    "HParam",
+    "Predictor",
+    "Reptile",
+]

@@ -24,9 +24,15 @@ class HParam:
     minimum: float | None = None
     exclusive_minimum: bool = False
     help: str = ""
+    choices: tuple[Any, ...] | None = None
+    maximum: float | None = None
 
     def check(self, name: str, value: Any) -> Any:
         """``value`` converted to this type, or ``ValueError`` saying what is allowed."""
+        if self.choices is not None:
+            if value not in self.choices or type(value) is not type(self.choices[0]):
+                raise ValueError(f"{name} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
+            return value
         if self.type is bool:
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be true or false, got {value!r}")
@@ -41,14 +47,19 @@ class HParam:
             if too_small:
                 op = ">" if self.exclusive_minimum else ">="
                 raise ValueError(f"{name} must be {op} {self.minimum}, got {value!r}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"{name} must be <= {self.maximum}, got {value!r}")
         return value
 
     def describe(self) -> str:
         """Allowed values in words, for error messages."""
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
         if self.type is bool:
             return "true or false"
         bound = "" if self.minimum is None else f" {'>' if self.exclusive_minimum else '>='} {self.minimum}"
-        return f"{self.type.__name__}{bound}"
+        top = "" if self.maximum is None else f" <= {self.maximum}"
+        return f"{self.type.__name__}{bound}{top}"
 
 
 POSITIVE_FLOAT = dict(type=float, minimum=0.0, exclusive_minimum=True)
@@ -64,10 +75,20 @@ class MetaLearner(ABC):
     name: ClassVar[str]
     hyperparameters: ClassVar[dict[str, HParam]]
 
-    def __init__(self, backbone: nn.Module, hparams: Mapping[str, Any] | None = None, *, task_kind: str) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        hparams: Mapping[str, Any] | None = None,
+        *,
+        task_kind: str,
+        max_iterations: int | None = None,
+    ) -> None:
         self.backbone = backbone
         self.task_kind = task_kind
         self.hparams = self.resolve_hparams(hparams or {})
+        # The training budget, for learners with schedules (MAML++); None: no schedule.
+        self.max_iterations = max_iterations
+        self.iteration = 0
 
     @classmethod
     def resolve_hparams(cls, given: Mapping[str, Any]) -> dict[str, Any]:

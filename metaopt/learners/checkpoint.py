@@ -22,6 +22,7 @@ def build_learner(
     in_features: int,
     out_features: int,
     device: str | torch.device = "cpu",
+    max_iterations: int | None = None,
 ) -> MetaLearner:
     """A fresh learner of ``method`` on a new backbone built from ``backbone``."""
     from metaopt.learners import LEARNERS
@@ -29,7 +30,7 @@ def build_learner(
     if method not in LEARNERS:
         raise ValueError(f"unknown method {method!r} (allowed: {', '.join(LEARNERS)})")
     net = build_backbone(backbone, in_features=in_features, out_features=out_features).to(device)
-    return LEARNERS[method](net, hparams, task_kind=task_kind)
+    return LEARNERS[method](net, hparams, task_kind=task_kind, max_iterations=max_iterations)
 
 
 def make_checkpoint(learner: MetaLearner, *, backbone: dict[str, Any], in_features: int, out_features: int) -> dict:

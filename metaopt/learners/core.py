@@ -11,19 +11,16 @@ loop with the inner gradient taken at detached parameters.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Union
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from metaopt.learners.core_types import LearningRate, LossFn, Params
+from metaopt.learners.inner_optimizers import SGD, InnerOptimizer
 from metaopt.tasks.base import TaskBatch
-
-Params = dict[str, Tensor]
-# A step's learning rate: one scalar for every parameter, or one tensor per parameter.
-LearningRate = Union[float, Tensor, Mapping[str, Tensor]]
-LossFn = Callable[[Params, Tensor, Tensor], Tensor]
 
 TASK_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "regression": F.mse_loss,
@@ -54,57 +51,60 @@ def sgd_step(params: Params, grads: Params, lr: LearningRate) -> Params:
     return {name: p - lr * grads[name] for name, p in params.items()}
 
 
-def inner_loop(
-    loss: LossFn,
-    params: Params,
-    x: Tensor,
-    y: Tensor,
-    lrs: Sequence[LearningRate],
-    *,
-    first_order: bool = False,
-) -> Params:
-    """Adapt ``params`` to one task by ``len(lrs)`` gradient steps on ``(x, y)``.
+@dataclass(frozen=True)
+class InnerLoop:
+    """How one task adapts: the step sizes, which parameters move, the gradient transform, the optimizer.
 
-    Second order by default: the result is differentiable with respect to
-    ``params`` and to tensor learning rates through the inner gradients. With
-    ``first_order`` the inner gradients are treated as constants.
+    ``len(lrs)`` steps. Second order by default: the result is differentiable with
+    respect to the parameters, tensor learning rates, preconditioner factors and
+    optimizer state through the inner gradients; ``first_order`` treats the inner
+    gradients as constants.
     """
-    grad_fn = grad(loss)
-    for lr in lrs:
-        grads = grad_fn(detach(params) if first_order else params, x, y)
-        params = sgd_step(params, grads, lr)
-    return params
+
+    lrs: Sequence[LearningRate]
+    first_order: bool = False
+    adapt: frozenset[str] | None = None  # None: every parameter adapts (ANIL: only the head)
+    precondition: Callable[[Params], Params] | None = None  # Meta-Curvature
+    optimizer: InnerOptimizer = SGD()
+
+    def trajectory(self, loss: LossFn, params: Params, x: Tensor, y: Tensor) -> list[Params]:
+        """The full parameters after each inner step on ``(x, y)``."""
+        fixed = {} if self.adapt is None else {k: v for k, v in params.items() if k not in self.adapt}
+        fast = dict(params) if self.adapt is None else {k: params[k] for k in self.adapt}
+        grad_fn = grad(lambda f, xs, ys: loss({**fixed, **f}, xs, ys))
+        state = self.optimizer.init(fast)
+        steps = []
+        for t, lr in enumerate(self.lrs):
+            grads = grad_fn(detach(fast) if self.first_order else fast, x, y)
+            if self.precondition is not None:
+                grads = self.precondition(grads)
+            direction, state = self.optimizer.update(grads, state, t)
+            fast = sgd_step(fast, direction, lr)
+            steps.append({**fixed, **fast})
+        return steps
+
+    def run(self, loss: LossFn, params: Params, x: Tensor, y: Tensor) -> Params:
+        """The adapted parameters (after the last step)."""
+        return self.trajectory(loss, params, x, y)[-1] if self.lrs else dict(params)
 
 
-def adapt_batch(
-    loss: LossFn,
-    params: Params,
-    support_x: Tensor,
-    support_y: Tensor,
-    lrs: Sequence[LearningRate],
-    *,
-    first_order: bool = False,
-) -> Params:
-    """``inner_loop`` over every task of a batch at once; each result has a leading task dimension."""
-
-    def adapt_one(x: Tensor, y: Tensor) -> Params:
-        return inner_loop(loss, params, x, y, lrs, first_order=first_order)
-
-    return vmap(adapt_one)(support_x, support_y)
+def adapt_batch(loss: LossFn, params: Params, support_x: Tensor, support_y: Tensor, inner: InnerLoop) -> Params:
+    """``inner`` over every task of a batch at once; each result has a leading task dimension."""
+    return vmap(lambda x, y: inner.run(loss, params, x, y))(support_x, support_y)
 
 
 def adapted_query_losses(
-    loss: LossFn,
-    params: Params,
-    batch: TaskBatch,
-    lrs: Sequence[LearningRate],
-    *,
-    first_order: bool = False,
+    loss: LossFn, params: Params, batch: TaskBatch, inner: InnerLoop, *, every_step: bool = False
 ) -> Tensor:
-    """Per-task query losses ``[tasks]`` after adapting on each support set, in one vmapped pass."""
+    """Query losses after adapting on each support set, in one vmapped pass.
+
+    ``[tasks]`` after the last step, or ``[tasks, steps]`` after every step (MAML++'s multi-step loss).
+    """
 
     def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
-        return loss(inner_loop(loss, params, sx, sy, lrs, first_order=first_order), qx, qy)
+        if every_step:
+            return torch.stack([loss(p, qx, qy) for p in inner.trajectory(loss, params, sx, sy)])
+        return loss(inner.run(loss, params, sx, sy), qx, qy)
 
     return vmap(one_task)(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
 

@@ -25,7 +25,7 @@ class Reptile(GradientLearner):
     first_order = True
     hyperparameters = {
         **GRADIENT_HPARAMS,
-        "inner_lr": HParam(default=0.02, help="inner-loop SGD step size", **POSITIVE_FLOAT),
+        "inner_lr": HParam(default=0.02, help="inner-loop step size", **POSITIVE_FLOAT),
         "inner_steps": HParam(type=int, default=5, minimum=1, help="inner-loop steps per task"),
         "outer_lr": HParam(default=0.1, help="meta step size epsilon", **POSITIVE_FLOAT),
     }
@@ -37,11 +37,11 @@ class Reptile(GradientLearner):
     def meta_step(self, batch: TaskBatch) -> dict[str, torch.Tensor]:
         """Adapt every task, then step toward the mean of the adapted parameters."""
         with torch.no_grad():
-            adapted = adapt_batch(
-                self.loss, detach(self.params), batch.support_x, batch.support_y, self.inner_lrs(), first_order=True
-            )
+            inner = self.inner_loop(first_order=True)
+            adapted = adapt_batch(self.loss, detach(self.params), batch.support_x, batch.support_y, inner)
             for name, p in self.params.items():
                 p.grad = p - adapted[name].mean(0)
             loss = batched_loss(self.loss, adapted, batch.query_x, batch.query_y).mean()
         self.optimizer.step()
+        self.iteration += 1
         return {"loss": loss}

@@ -80,6 +80,7 @@ def _new_learner(job: Job, method: str, hparams: dict[str, Any]) -> MetaLearner:
         task_kind=family.kind,
         in_features=math.prod(family.input_shape),
         out_features=family.output_size,
+        max_iterations=job.budget.meta_iterations,
     )
 
 

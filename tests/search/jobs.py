@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-GOOD = {"method": "maml", "inner_lr": 0.01, "outer_lr": 0.003, "inner_steps": 1, "meta_batch": 10}
+GOOD = {"method": "maml", "inner_lr": 0.01, "outer_lr": 0.003, "inner_steps": 1, "inner_optimizer": "sgd", "meta_batch": 10}
 
 
 def tiny_job(**overrides) -> dict:

@@ -1,0 +1,122 @@
+"""MAML++ (Antoniou, Edwards & Storkey, "How to train your MAML", ICLR 2019).
+
+On top of MAML:
+- LSLR: a learned learning rate per layer (parameter tensor) and per inner step,
+  alpha[name][t], starting at ``inner_lr``.
+- MSL: the outer loss is sum_t w_t L_query(theta_t) over every inner step t; the
+  weights start uniform and anneal toward the last step over the first
+  ``msl_anneal`` fraction of training (the paper's importance vector, with its
+  floor of 0.03/N for the earlier steps).
+- DA: derivative-order annealing, first order for the first ``first_order_until``
+  fraction of training, second order after.
+- CA: cosine annealing of the outer learning rate over the training budget, down
+  to ``min_outer_lr``.
+- Per-step batch-norm statistics and weights apply where the backbone has batch
+  norm; the MLP backbone has none.
+The schedules need the budget (``max_iterations``); without one MSL and DA are off
+and the outer learning rate stays constant.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from metaopt.learners.base import POSITIVE_FLOAT, HParam
+from metaopt.learners.core import LearningRate, adapted_query_losses
+from metaopt.learners.gradient import GRADIENT_HPARAMS, GradientLearner
+from metaopt.tasks.base import TaskBatch
+
+FRACTION = dict(type=float, minimum=0.0, maximum=1.0)
+
+
+class MAMLPlusPlus(GradientLearner):
+    """MAML with LSLR, the multi-step loss, derivative-order annealing and a cosine outer schedule."""
+
+    name = "mamlpp"
+    hyperparameters = {
+        **GRADIENT_HPARAMS,
+        "inner_steps": HParam(type=int, default=5, minimum=1, help="inner-loop steps per task"),
+        "learn_lrs": HParam(type=bool, default=True, help="LSLR: learn per-layer, per-step inner learning rates"),
+        "msl": HParam(type=bool, default=True, help="multi-step loss"),
+        "msl_anneal": HParam(default=0.1, help="fraction of training over which MSL anneals", **FRACTION),
+        "first_order_until": HParam(default=0.3, help="fraction of training run first order (DA)", **FRACTION),
+        "min_outer_lr": HParam(default=1e-5, help="floor of the cosine outer schedule", **POSITIVE_FLOAT),
+    }
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - same signature as GradientLearner
+        super().__init__(*args, **kwargs)
+        self.scheduler = None
+        if self.max_iterations:
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=self.max_iterations, eta_min=self.hparams["min_outer_lr"]
+            )
+
+    def make_extras(self) -> dict[str, nn.Parameter]:
+        """alpha[name] of shape [inner_steps], one learning rate per layer and step (LSLR)."""
+        if not self.hparams["learn_lrs"]:
+            return {}
+        steps, lr = self.hparams["inner_steps"], self.hparams["inner_lr"]
+        return {f"lslr:{name}": nn.Parameter(torch.full((steps,), lr, dtype=p.dtype, device=p.device))
+                for name, p in self.params.items()}
+
+    def inner_lrs(self, steps: int | None = None) -> Sequence[LearningRate]:
+        """Step t uses alpha[:, t]; steps beyond those trained reuse the last step's rates."""
+        if not self.hparams["learn_lrs"]:
+            return super().inner_lrs(steps)
+        trained = self.hparams["inner_steps"]
+        return [{name: self.extras[f"lslr:{name}"][min(t, trained - 1)] for name in self.params}
+                for t in range(self.steps(steps))]
+
+    @property
+    def progress(self) -> float | None:
+        """Fraction of the budget done, or None without a budget."""
+        return None if not self.max_iterations else self.iteration / self.max_iterations
+
+    def msl_weights(self) -> Tensor:
+        """Importance of each step's query loss (sums to 1); all on the last step once annealed."""
+        n = self.hparams["inner_steps"]
+        anneal = self.hparams["msl_anneal"]
+        if not self.hparams["msl"] or self.progress is None or anneal == 0 or n == 1:
+            return torch.nn.functional.one_hot(torch.tensor(n - 1), n).float()
+        done = min(1.0, self.progress / anneal)
+        floor = 0.03 / n
+        weights = torch.full((n,), max(1 / n - done / n, floor))
+        weights[-1] = min(1 / n + done * (n - 1) / n, 1 - (n - 1) * floor)
+        return weights
+
+    def current_first_order(self) -> bool:
+        """First order while inside the DA window."""
+        return self.progress is not None and self.progress < self.hparams["first_order_until"]
+
+    def meta_loss(self, batch: TaskBatch) -> Tensor:
+        """The MSL-weighted sum over steps of the mean query loss."""
+        inner = self.inner_loop(first_order=self.current_first_order())
+        weights = self.msl_weights().to(self.device, self.params[next(iter(self.params))].dtype)
+        if weights[:-1].any():
+            per_step = adapted_query_losses(self.loss, self.params, batch, inner, every_step=True)  # [tasks, steps]
+            return (per_step.mean(0) * weights).sum()
+        return adapted_query_losses(self.loss, self.params, batch, inner).mean()
+
+    def meta_step(self, batch: TaskBatch) -> dict[str, Tensor]:
+        """One outer step, then the cosine schedule."""
+        metrics = super().meta_step(batch)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return metrics
+
+    def state_dict(self) -> dict:
+        """Adds the schedule's state."""
+        state = super().state_dict()
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores the schedule's state too."""
+        super().load_state_dict(state)
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])

@@ -1,0 +1,151 @@
+"""Every gradient-based learner: exact meta-gradients (float64 finite differences), identities, and learning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metaopt.learners import LEARNERS
+from metaopt.learners.gradient import head_names
+from metaopt.models import MLP
+from tests.helpers import finite_difference_grad, relative_error, sine_batch, tiny_learner
+
+
+def meta_grads(learner, batch) -> dict[str, torch.Tensor]:
+    learner.optimizer.zero_grad(set_to_none=True)
+    learner.meta_loss(batch).backward()
+    return {name: p.grad.clone() for name, p in learner.meta_parameters().items()}
+
+
+def assert_meta_gradient_exact(learner, batch) -> None:
+    analytic = meta_grads(learner, batch)
+    numeric = finite_difference_grad(lambda: learner.meta_loss(batch), learner.meta_parameters())
+    assert relative_error(analytic, numeric) < 1e-6
+    extras = [name for name in learner.extras]
+    if extras:  # the learned extras are checked on their own too, so a small share cannot hide an error
+        assert relative_error({k: analytic[k] for k in extras}, {k: numeric[k] for k in extras}) < 1e-6
+        assert all(analytic[k].abs().sum() > 0 for k in extras)
+
+
+FD_CASES = {
+    "mamlpp (LSLR, MSL, second order)": ("mamlpp", {"inner_steps": 3, "inner_lr": 0.1, "first_order_until": 0.0}),
+    "metasgd": ("metasgd", {"inner_lr": 0.1, "inner_steps": 2}),
+    "metacurvature kronecker": ("metacurvature", {"inner_lr": 0.1, "inner_steps": 2, "curvature": "kronecker"}),
+    "metacurvature lowrank": ("metacurvature", {"inner_lr": 0.1, "inner_steps": 2, "curvature": "lowrank", "rank": 2}),
+    "maml, differentiable Adam inner loop": ("maml", {"inner_lr": 0.05, "inner_steps": 3, "inner_optimizer": "adam"}),
+    "maml, differentiable momentum inner loop": ("maml", {"inner_lr": 0.05, "inner_steps": 3, "inner_optimizer": "momentum"}),
+    "anil": ("anil", {"inner_lr": 0.1, "inner_steps": 2}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FD_CASES))
+def test_meta_gradient_matches_finite_differences(case):
+    method, hparams = FD_CASES[case]
+    learner = tiny_learner(method, hparams)
+    if method == "mamlpp":
+        learner.max_iterations, learner.iteration = 100, 2  # inside the MSL annealing window
+        assert (learner.msl_weights()[:-1] > 0).all()
+    if method == "metacurvature":
+        with torch.no_grad():  # move M away from the identity so every factor matters
+            for p in learner.extras.values():
+                p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1), dtype=p.dtype))
+    assert_meta_gradient_exact(learner, sine_batch(3))
+
+
+def test_metasgd_with_frozen_rates_equal_to_alpha_gives_mamls_gradient():
+    batch = sine_batch(3)
+    maml = meta_grads(tiny_learner("maml", {"inner_lr": 0.1, "inner_steps": 2}), batch)
+    metasgd = meta_grads(tiny_learner("metasgd", {"inner_lr": 0.1, "inner_steps": 2}), batch)
+    assert relative_error({k: metasgd[k] for k in maml}, maml) < 1e-12
+
+
+@pytest.mark.parametrize("curvature", ["kronecker", "lowrank"])
+def test_metacurvature_at_identity_gives_mamls_gradient(curvature):
+    batch = sine_batch(3)
+    maml = meta_grads(tiny_learner("maml", {"inner_lr": 0.1, "inner_steps": 2}), batch)
+    learner = tiny_learner("metacurvature", {"inner_lr": 0.1, "inner_steps": 2, "curvature": curvature})
+    if curvature == "lowrank":
+        with torch.no_grad():
+            for name, p in learner.extras.items():
+                p.zero_()  # U = V = 0
+    mc = meta_grads(learner, batch)
+    assert relative_error({k: mc[k] for k in maml}, maml) < 1e-12
+
+
+def test_anil_inner_loop_leaves_the_body_unchanged_but_trains_it_in_the_outer_loop():
+    learner = tiny_learner("anil", {"inner_lr": 0.1, "inner_steps": 3})
+    batch = sine_batch(3)
+    head = head_names(learner.backbone)
+    assert head == {"4.weight", "4.bias"}
+    adapted = learner.adapt_batch(batch, first_order=False)
+    for name, p in learner.params.items():
+        moved = (adapted[name] - p.unsqueeze(0)).abs().max().item()
+        assert (moved > 0) if name in head else (moved == 0), name
+    grads = meta_grads(learner, batch)
+    assert all(grads[name].abs().sum() > 0 for name in learner.params if name not in head)
+
+
+def test_reptile_one_step_unit_outer_step_moves_to_the_adapted_parameters():
+    learner = tiny_learner("reptile", {"inner_lr": 0.1, "inner_steps": 1, "outer_lr": 1.0})
+    batch = sine_batch(1)
+    adapted = learner.adapt_batch(batch, first_order=True)
+    learner.meta_step(batch)
+    for name, p in learner.params.items():
+        assert torch.allclose(p.detach(), adapted[name][0].detach(), atol=1e-14, rtol=0)
+
+
+def test_mamlpp_with_one_step_no_msl_fixed_rates_equals_maml():
+    batch = sine_batch(3)
+    maml = meta_grads(tiny_learner("maml", {"inner_lr": 0.1, "inner_steps": 1}), batch)
+    plain = {"inner_lr": 0.1, "inner_steps": 1, "msl": False, "learn_lrs": False, "first_order_until": 0.0}
+    learner = tiny_learner("mamlpp", plain)
+    learner.max_iterations = 100
+    assert relative_error(meta_grads(learner, batch), maml) < 1e-12
+
+
+def test_mamlpp_schedules():
+    learner = tiny_learner("mamlpp", {"inner_steps": 4, "msl_anneal": 0.5, "first_order_until": 0.25})
+    learner.max_iterations = 100
+    first = learner.msl_weights()
+    assert torch.allclose(first, torch.full((4,), 0.25)) and learner.current_first_order()
+    learner.iteration = 50
+    done = learner.msl_weights()
+    assert done[-1] == pytest.approx(1 - 3 * 0.03 / 4) and done.sum() == pytest.approx(1.0)
+    assert not learner.current_first_order()
+
+
+# Settings per method for a few hundred iterations on sine (meta-batch 10).
+TRAINING = {
+    "maml": {"inner_lr": 0.01, "outer_lr": 0.003},
+    "fomaml": {"inner_lr": 0.03, "outer_lr": 0.005, "inner_steps": 2},
+    "mamlpp": {"inner_lr": 0.01, "outer_lr": 0.003, "inner_steps": 2},
+    "reptile": {"inner_lr": 0.02, "inner_steps": 5, "outer_lr": 1.0},
+    "anil": {"inner_lr": 0.1, "outer_lr": 0.003},
+    "metasgd": {"inner_lr": 0.01, "outer_lr": 0.003},
+    "metacurvature": {"inner_lr": 0.01, "outer_lr": 0.003},
+}
+
+
+@pytest.mark.parametrize("method", sorted(LEARNERS))
+def test_meta_training_lowers_post_adaptation_mse(method):
+    assert set(TRAINING) == set(LEARNERS)
+    torch.manual_seed(0)
+    net = MLP(in_features=1, out_features=1)
+    learner = LEARNERS[method](net, {**TRAINING[method], "meta_batch": 10}, task_kind="regression", max_iterations=300)
+    val = sine_batch(100, seed=99, dtype=torch.float32)
+    untrained = learner.evaluate(val)["loss"].mean().item()
+    for i in range(300):
+        learner.meta_step(sine_batch(10, seed=i, dtype=torch.float32))
+    trained = learner.evaluate(val)["loss"].mean().item()
+    assert trained < 0.7 * untrained, (untrained, trained)
+
+
+def test_adam_inner_loop_meta_gradient_is_finite_with_dead_relu_units():
+    torch.manual_seed(0)
+    net = MLP(in_features=1, out_features=1, hidden=(40, 40))
+    learner = LEARNERS["maml"](net, {"inner_optimizer": "adam", "inner_steps": 2}, task_kind="regression")
+    batch = sine_batch(5, dtype=torch.float32)
+    support_grad = torch.func.grad(learner.loss)(dict(learner.params), batch.support_x[0], batch.support_y[0])
+    assert any((g == 0).any() for g in support_grad.values())  # the case that breaks sqrt(v) + eps
+    grads = meta_grads(learner, batch)
+    assert all(torch.isfinite(g).all() for g in grads.values())
