@@ -2,8 +2,10 @@
 
 A subclass says only what differs: which parameters adapt (``adapted_names``),
 the learning rate of each inner step (``inner_lrs``), how the inner gradient is
-preconditioned (``preconditioner``), any extra learned tensors (``extras``), and
-which losses the outer step sums (``meta_loss``).
+preconditioned (``preconditioner``), any extra learned tensors (``make_extras``),
+and which losses the outer step sums (``meta_loss``). These read the
+meta-parameters from the ``meta`` dict they are given, never from ``self``, so the
+whole meta-gradient is a pure function that ``torch.compile`` can take whole.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class GradientLearner(MetaLearner):
         *,
         task_kind: str,
         max_iterations: int | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__(backbone, hparams, task_kind=task_kind, max_iterations=max_iterations)
         self.params: Params = dict(backbone.named_parameters())
@@ -72,6 +75,9 @@ class GradientLearner(MetaLearner):
         self.loss = make_loss(backbone, task_kind)
         self.inner_optimizer: InnerOptimizer = INNER_OPTIMIZERS[self.hparams.get("inner_optimizer", "sgd")]()
         self.optimizer = self.make_optimizer()
+        self.compiled = None
+        if compile:
+            self.compile()
 
     # -- what a subclass may change -------------------------------------------------
     def make_extras(self) -> dict[str, nn.Parameter]:
@@ -86,13 +92,26 @@ class GradientLearner(MetaLearner):
         """Parameters the inner loop adapts (None: all of them)."""
         return None
 
-    def inner_lrs(self, steps: int | None = None) -> Sequence[LearningRate]:
+    def inner_lrs(self, meta: Params, steps: int | None = None) -> Sequence[LearningRate]:
         """The learning rate of each inner step."""
         return [self.hparams["inner_lr"]] * self.steps(steps)
 
-    def preconditioner(self) -> Callable[[Params], Params] | None:
+    def preconditioner(self, meta: Params) -> Callable[[Params], Params] | None:
         """A transform of the inner gradient (None: the identity)."""
         return None
+
+    def loss_inputs(self) -> dict[str, Tensor]:
+        """Tensors the meta-loss needs besides the meta-parameters and the batch (MAML++'s step weights)."""
+        return {}
+
+    def meta_loss(self, batch: TaskBatch, meta: Params | None = None, inputs: dict[str, Tensor] | None = None) -> Tensor:
+        """Mean query loss after adaptation, differentiable with respect to the meta-parameters."""
+        meta = self.meta_parameters() if meta is None else meta
+        return adapted_query_losses(self.loss, self.network(meta), batch, self.inner_loop(meta)).mean()
+
+    def meta_gradient(self, meta: Params, batch: TaskBatch, inputs: dict[str, Tensor]) -> tuple[Params, Tensor]:
+        """``(d meta_loss / d meta, meta_loss)`` as a pure function (what ``compile`` compiles)."""
+        return torch.func.grad_and_value(lambda m: self.meta_loss(batch, m, inputs))(meta)
 
     # -- shared machinery -----------------------------------------------------------
     def steps(self, steps: int | None = None) -> int:
@@ -103,13 +122,20 @@ class GradientLearner(MetaLearner):
         """Every tensor the outer loop learns: the network's parameters and the extras."""
         return {**self.params, **self.extras}
 
-    def inner_loop(self, *, steps: int | None = None, first_order: bool | None = None) -> InnerLoop:
-        """This learner's inner loop."""
+    def network(self, meta: Params) -> Params:
+        """The network's parameters out of a meta-parameter dict."""
+        return {name: meta[name] for name in self.params}
+
+    def inner_loop(
+        self, meta: Params | None = None, *, steps: int | None = None, first_order: bool | None = None
+    ) -> InnerLoop:
+        """This learner's inner loop, reading learned rates and preconditioners from ``meta``."""
+        meta = self.meta_parameters() if meta is None else meta
         return InnerLoop(
-            lrs=self.inner_lrs(steps),
+            lrs=self.inner_lrs(meta, steps),
             first_order=self.first_order if first_order is None else first_order,
             adapt=self.adapted_names(),
-            precondition=self.preconditioner(),
+            precondition=self.preconditioner(meta),
             optimizer=self.inner_optimizer,
         )
 
@@ -118,15 +144,33 @@ class GradientLearner(MetaLearner):
         inner = self.inner_loop(steps=steps, first_order=first_order)
         return adapt_batch(self.loss, self.params, batch.support_x, batch.support_y, inner)
 
-    def meta_loss(self, batch: TaskBatch) -> Tensor:
-        """Mean query loss after adaptation, differentiable with respect to the meta-parameters."""
-        return adapted_query_losses(self.loss, self.params, batch, self.inner_loop()).mean()
+    def eager_meta_gradient(self, meta: Params, batch: TaskBatch, inputs: dict[str, Tensor]) -> tuple[Params, Tensor]:
+        """The meta-gradient by ordinary backpropagation (faster than ``meta_gradient`` when not compiled)."""
+        loss = self.meta_loss(batch, meta, inputs)
+        grads = torch.autograd.grad(loss, list(meta.values()))
+        return dict(zip(meta, grads)), loss
+
+    def compile(self) -> None:
+        """Compile the meta-gradient with ``torch.compile`` (one graph per batch shape and schedule phase).
+
+        Pays a compile of tens of seconds on the first step; worth it for long runs only.
+        """
+        self.compiled = torch.compile(self._meta_gradient_of_tensors, dynamic=False)
+
+    def _meta_gradient_of_tensors(
+        self, meta: Params, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, inputs: dict[str, Tensor]
+    ) -> tuple[Params, Tensor]:
+        return self.meta_gradient(meta, TaskBatch(sx, sy, qx, qy), inputs)
 
     def meta_step(self, batch: TaskBatch) -> dict[str, Tensor]:
-        """Backpropagate the meta-loss and take one outer optimizer step."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.meta_loss(batch)
-        loss.backward()
+        """One outer optimizer step on the meta-gradient of ``batch``."""
+        meta, inputs = self.meta_parameters(), self.loss_inputs()
+        if self.compiled is not None:
+            grads, loss = self.compiled(detach(meta), batch.support_x, batch.support_y, batch.query_x, batch.query_y, inputs)
+        else:
+            grads, loss = self.eager_meta_gradient(meta, batch, inputs)
+        for name, p in meta.items():
+            p.grad = grads[name]
         self.optimizer.step()
         self.iteration += 1
         return {"loss": loss.detach()}

@@ -19,14 +19,14 @@ and the outer learning rate stays constant.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from metaopt.learners.base import POSITIVE_FLOAT, HParam
-from metaopt.learners.core import LearningRate, adapted_query_losses
+from metaopt.learners.core import LearningRate, Params, adapted_query_losses
 from metaopt.learners.gradient import GRADIENT_HPARAMS, GradientLearner
 from metaopt.tasks.base import TaskBatch
 
@@ -63,12 +63,12 @@ class MAMLPlusPlus(GradientLearner):
         return {f"lslr:{name}": nn.Parameter(torch.full((steps,), lr, dtype=p.dtype, device=p.device))
                 for name, p in self.params.items()}
 
-    def inner_lrs(self, steps: int | None = None) -> Sequence[LearningRate]:
+    def inner_lrs(self, meta: Params, steps: int | None = None) -> Sequence[LearningRate]:
         """Step t uses alpha[:, t]; steps beyond those trained reuse the last step's rates."""
         if not self.hparams["learn_lrs"]:
-            return super().inner_lrs(steps)
+            return super().inner_lrs(meta, steps)
         trained = self.hparams["inner_steps"]
-        return [{name: self.extras[f"lslr:{name}"][min(t, trained - 1)] for name in self.params}
+        return [{name: meta[f"lslr:{name}"][min(t, trained - 1)] for name in self.params}
                 for t in range(self.steps(steps))]
 
     @property
@@ -92,14 +92,28 @@ class MAMLPlusPlus(GradientLearner):
         """First order while inside the DA window."""
         return self.progress is not None and self.progress < self.hparams["first_order_until"]
 
-    def meta_loss(self, batch: TaskBatch) -> Tensor:
-        """The MSL-weighted sum over steps of the mean query loss."""
-        inner = self.inner_loop(first_order=self.current_first_order())
-        weights = self.msl_weights().to(self.device, self.params[next(iter(self.params))].dtype)
+    def loss_inputs(self) -> dict[str, Any]:
+        """The derivative order now, and the multi-step loss weights while not all on the last step.
+
+        Computed outside the meta-loss so that a compiled meta-gradient sees them as
+        inputs (at most four graphs) instead of recompiling as the iteration count moves.
+        """
+        inputs: dict[str, Any] = {"first_order": self.current_first_order()}
+        weights = self.msl_weights()
         if weights[:-1].any():
-            per_step = adapted_query_losses(self.loss, self.params, batch, inner, every_step=True)  # [tasks, steps]
-            return (per_step.mean(0) * weights).sum()
-        return adapted_query_losses(self.loss, self.params, batch, inner).mean()
+            inputs["msl_weights"] = weights.to(self.device, next(iter(self.params.values())).dtype)
+        return inputs
+
+    def meta_loss(self, batch: TaskBatch, meta: Params | None = None, inputs: dict[str, Tensor] | None = None) -> Tensor:
+        """The MSL-weighted sum over steps of the mean query loss."""
+        meta = self.meta_parameters() if meta is None else meta
+        inputs = self.loss_inputs() if inputs is None else inputs
+        inner = self.inner_loop(meta, first_order=inputs["first_order"])
+        params = self.network(meta)
+        if "msl_weights" in inputs:
+            per_step = adapted_query_losses(self.loss, params, batch, inner, every_step=True)  # [tasks, steps]
+            return (per_step.mean(0) * inputs["msl_weights"]).sum()
+        return adapted_query_losses(self.loss, params, batch, inner).mean()
 
     def meta_step(self, batch: TaskBatch) -> dict[str, Tensor]:
         """One outer step, then the cosine schedule."""

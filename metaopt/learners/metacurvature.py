@@ -53,9 +53,9 @@ class MetaCurvature(GradientLearner):
                 extras[f"mc_v:{name}"] = nn.Parameter(torch.zeros_like(u, device=p.device))
         return extras
 
-    def preconditioner(self) -> Callable[[Params], Params]:
+    def preconditioner(self, meta: Params) -> Callable[[Params], Params]:
         """M applied to each parameter's gradient."""
-        extras = self.extras
+        extras = meta
         if self.hparams["curvature"] == "kronecker":
 
             def kronecker(grads: Params) -> Params:

@@ -11,9 +11,10 @@ Reptile needs no query set for training.
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from metaopt.learners.base import POSITIVE_FLOAT, HParam
-from metaopt.learners.core import adapt_batch, batched_loss, detach
+from metaopt.learners.core import Params, adapt_batch, batched_loss, detach
 from metaopt.learners.gradient import GRADIENT_HPARAMS, GradientLearner
 from metaopt.tasks.base import TaskBatch
 
@@ -34,14 +35,14 @@ class Reptile(GradientLearner):
         """Plain SGD, so that the outer step is Reptile's interpolation."""
         return torch.optim.SGD(self.meta_parameters().values(), lr=self.hparams["outer_lr"])
 
-    def meta_step(self, batch: TaskBatch) -> dict[str, torch.Tensor]:
-        """Adapt every task, then step toward the mean of the adapted parameters."""
+    def meta_gradient(self, meta: Params, batch: TaskBatch, inputs: dict[str, Tensor]) -> tuple[Params, Tensor]:
+        """The pseudo-gradient theta - mean_i phi_i, and the query loss after adaptation (for monitoring)."""
+        params = detach(self.network(meta))
+        adapted = adapt_batch(self.loss, params, batch.support_x, batch.support_y, self.inner_loop(meta, first_order=True))
+        grads = {name: p - adapted[name].mean(0) for name, p in params.items()}
+        return grads, batched_loss(self.loss, adapted, batch.query_x, batch.query_y).mean()
+
+    def eager_meta_gradient(self, meta: Params, batch: TaskBatch, inputs: dict[str, Tensor]) -> tuple[Params, Tensor]:
+        """No backpropagation: the pseudo-gradient needs only the inner loop."""
         with torch.no_grad():
-            inner = self.inner_loop(first_order=True)
-            adapted = adapt_batch(self.loss, detach(self.params), batch.support_x, batch.support_y, inner)
-            for name, p in self.params.items():
-                p.grad = p - adapted[name].mean(0)
-            loss = batched_loss(self.loss, adapted, batch.query_x, batch.query_y).mean()
-        self.optimizer.step()
-        self.iteration += 1
-        return {"loss": loss}
+            return self.meta_gradient(meta, batch, inputs)

@@ -151,6 +151,9 @@ class Job(_Strict):
     resources: Resources = Field(default_factory=Resources)
     backbone: BackboneSpec = Field(default_factory=BackboneSpec)
     seed: int = 0
+    compile: Literal["auto", "always", "never"] = Field(
+        default="auto", description="torch.compile the meta-step: auto compiles when the trial is long enough to repay it"
+    )
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="configurations to try first")
 
     @field_validator("family", mode="before")

@@ -6,11 +6,16 @@ one task) and returns the adapted model's predictions on ``query_x``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import mlflow
 import torch
 from mlflow.pyfunc import PythonModel
+
+
+# MLflow warns at class creation whether predict has type hints or not; ours takes a plain dict.
+warnings.filterwarnings("ignore", message=r".*(Add type hints|Type hint used)", category=UserWarning)
 
 
 class MetaoptModel(PythonModel):
