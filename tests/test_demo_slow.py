@@ -57,3 +57,20 @@ def test_quickstart_demo_records_runs_and_a_champion_that_adapts(tmp_path):
     after = torch.nn.functional.mse_loss(predict(task.query_x[0]), task.query_y[0])
     print(f"champion {learner.name}: MSE before adapting {before:.3f}, after {after:.3f}")
     assert after < before
+
+
+@pytest.mark.slow
+def test_sine_all_job_scores_every_method(tmp_path):
+    """jobs/sine-all.yaml: all seven gradient-based methods reach the leaderboard (about 10 minutes)."""
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "metaopt.cli", "search", str(REPO / "jobs" / "sine-all.yaml")],
+        cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": ""}, capture_output=True, text=True, timeout=1800,
+    )
+    print(f"sine-all wall time: {time.monotonic() - start:.0f} s")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from metaopt.tracking import leaderboard
+
+    rows = leaderboard("sine", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    scored = {row.method for row in rows if row.test_loss is not None}
+    assert scored == {"maml", "fomaml", "mamlpp", "reptile", "anil", "metasgd", "metacurvature"}

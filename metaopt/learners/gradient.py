@@ -75,6 +75,7 @@ class GradientLearner(MetaLearner):
         self.loss = make_loss(backbone, task_kind)
         self.inner_optimizer: InnerOptimizer = INNER_OPTIMIZERS[self.hparams.get("inner_optimizer", "sgd")]()
         self.optimizer = self.make_optimizer()
+        self.scheduler = self.make_scheduler()
         self.compiled = None
         if compile:
             self.compile()
@@ -87,6 +88,10 @@ class GradientLearner(MetaLearner):
     def make_optimizer(self) -> torch.optim.Optimizer:
         """The outer optimizer over every meta-parameter (Adam by default)."""
         return torch.optim.Adam(self.meta_parameters().values(), lr=self.hparams["outer_lr"])
+
+    def make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
+        """A schedule of the outer learning rate, stepped after every meta-step (None: constant)."""
+        return None
 
     def adapted_names(self) -> frozenset[str] | None:
         """Parameters the inner loop adapts (None: all of them)."""
@@ -172,6 +177,8 @@ class GradientLearner(MetaLearner):
         for name, p in meta.items():
             p.grad = grads[name]
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         self.iteration += 1
         return {"loss": loss.detach()}
 
@@ -197,12 +204,15 @@ class GradientLearner(MetaLearner):
         return AdaptedModel(self.backbone, adapted)
 
     def state_dict(self) -> dict[str, Any]:
-        """Meta-parameters, the outer optimizer's state and the iteration count."""
-        return {
+        """Meta-parameters, the outer optimizer's and schedule's state, and the iteration count."""
+        state = {
             "meta_parameters": {k: v.detach().clone() for k, v in self.meta_parameters().items()},
             "optimizer": self.optimizer.state_dict(),
             "iteration": self.iteration,
         }
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore meta-parameters (and the optimizer and iteration count, when present)."""
@@ -215,6 +225,8 @@ class GradientLearner(MetaLearner):
                 current[name].copy_(value)
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
         self.iteration = int(state.get("iteration", 0))
 
 

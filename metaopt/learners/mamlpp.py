@@ -47,13 +47,13 @@ class MAMLPlusPlus(GradientLearner):
         "min_outer_lr": HParam(default=1e-5, help="floor of the cosine outer schedule", **POSITIVE_FLOAT),
     }
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - same signature as GradientLearner
-        super().__init__(*args, **kwargs)
-        self.scheduler = None
-        if self.max_iterations:
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                self.optimizer, T_max=self.max_iterations, eta_min=self.hparams["min_outer_lr"]
-            )
+    def make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
+        """Cosine annealing of the outer learning rate over the budget (CA)."""
+        if not self.max_iterations:
+            return None
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=self.max_iterations, eta_min=self.hparams["min_outer_lr"]
+        )
 
     def make_extras(self) -> dict[str, nn.Parameter]:
         """alpha[name] of shape [inner_steps], one learning rate per layer and step (LSLR)."""
@@ -114,23 +114,3 @@ class MAMLPlusPlus(GradientLearner):
             per_step = adapted_query_losses(self.loss, params, batch, inner, every_step=True)  # [tasks, steps]
             return (per_step.mean(0) * inputs["msl_weights"]).sum()
         return adapted_query_losses(self.loss, params, batch, inner).mean()
-
-    def meta_step(self, batch: TaskBatch) -> dict[str, Tensor]:
-        """One outer step, then the cosine schedule."""
-        metrics = super().meta_step(batch)
-        if self.scheduler is not None:
-            self.scheduler.step()
-        return metrics
-
-    def state_dict(self) -> dict:
-        """Adds the schedule's state."""
-        state = super().state_dict()
-        if self.scheduler is not None:
-            state["scheduler"] = self.scheduler.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restores the schedule's state too."""
-        super().load_state_dict(state)
-        if self.scheduler is not None and "scheduler" in state:
-            self.scheduler.load_state_dict(state["scheduler"])

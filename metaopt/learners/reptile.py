@@ -5,7 +5,11 @@ meta-update moves the initialisation toward their mean, with step size epsilon:
     theta <- theta + epsilon * (mean_i phi_i - theta)
 implemented as the "gradient" (theta - mean_i phi_i) fed to the outer optimizer
 (plain SGD with lr = epsilon, so the update is exactly the rule above).
-Reptile needs no query set for training.
+As in the paper, epsilon anneals linearly to zero over the training budget
+(``anneal``; needs ``max_iterations``), which also keeps long runs stable.
+Batched Reptile (the paper's Algorithm 2) adapts the meta-batch's tasks in one
+vmapped inner loop; serial Reptile (Algorithm 1) is the same with ``meta_batch: 1``.
+Reptile needs no query set for training; the query loss is reported for monitoring.
 """
 
 from __future__ import annotations
@@ -26,10 +30,18 @@ class Reptile(GradientLearner):
     first_order = True
     hyperparameters = {
         **GRADIENT_HPARAMS,
-        "inner_lr": HParam(default=0.02, help="inner-loop step size", **POSITIVE_FLOAT),
+        "inner_lr": HParam(default=0.01, help="inner-loop step size", **POSITIVE_FLOAT),
         "inner_steps": HParam(type=int, default=5, minimum=1, help="inner-loop steps per task"),
         "outer_lr": HParam(default=0.1, help="meta step size epsilon", **POSITIVE_FLOAT),
+        "anneal": HParam(type=bool, default=True, help="anneal epsilon linearly to 0 over the budget"),
     }
+
+    def make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
+        """epsilon * (1 - iteration / budget)."""
+        if not (self.hparams["anneal"] and self.max_iterations):
+            return None
+        total = self.max_iterations
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: max(0.0, 1 - it / total))
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """Plain SGD, so that the outer step is Reptile's interpolation."""

@@ -230,8 +230,8 @@ def _optuna_trial(config: TrialConfig) -> Any:
         return None
     import optuna
 
-    from metaopt.search.strategies import make_pruner
     from metaopt.search.storage import journal_storage
+    from metaopt.search.strategies import make_pruner
 
     study = optuna.load_study(
         study_name=config.study_name,

@@ -13,7 +13,6 @@ import mlflow
 import torch
 from mlflow.pyfunc import PythonModel
 
-
 # MLflow warns at class creation whether predict has type hints or not; ours takes a plain dict.
 warnings.filterwarnings("ignore", message=r".*(Add type hints|Type hint used)", category=UserWarning)
 

@@ -66,7 +66,7 @@ def test_metacurvature_at_identity_gives_mamls_gradient(curvature):
     learner = tiny_learner("metacurvature", {"inner_lr": 0.1, "inner_steps": 2, "curvature": curvature})
     if curvature == "lowrank":
         with torch.no_grad():
-            for name, p in learner.extras.items():
+            for p in learner.extras.values():
                 p.zero_()  # U = V = 0
     mc = meta_grads(learner, batch)
     assert relative_error({k: mc[k] for k in maml}, maml) < 1e-12
@@ -149,3 +149,26 @@ def test_adam_inner_loop_meta_gradient_is_finite_with_dead_relu_units():
     assert any((g == 0).any() for g in support_grad.values())  # the case that breaks sqrt(v) + eps
     grads = meta_grads(learner, batch)
     assert all(torch.isfinite(g).all() for g in grads.values())
+
+
+def test_outer_schedules_mamlpp_cosine_and_reptile_linear_anneal():
+    torch.manual_seed(0)
+    mamlpp = LEARNERS["mamlpp"](MLP(in_features=1, out_features=1, hidden=(4,)), {"outer_lr": 0.01, "min_outer_lr": 0.001,
+                                "inner_steps": 1}, task_kind="regression", max_iterations=4)
+    reptile = LEARNERS["reptile"](MLP(in_features=1, out_features=1, hidden=(4,)), {"outer_lr": 0.5, "inner_steps": 1},
+                                  task_kind="regression", max_iterations=4)
+    lrs = {"mamlpp": [], "reptile": []}
+    for i in range(4):
+        batch = sine_batch(2, seed=i, dtype=torch.float32)
+        for name, learner in (("mamlpp", mamlpp), ("reptile", reptile)):
+            lrs[name].append(learner.optimizer.param_groups[0]["lr"])
+            learner.meta_step(batch)
+    assert lrs["reptile"] == pytest.approx([0.5, 0.375, 0.25, 0.125])
+    assert lrs["mamlpp"][0] == pytest.approx(0.01) and lrs["mamlpp"] == sorted(lrs["mamlpp"], reverse=True)
+    assert mamlpp.optimizer.param_groups[0]["lr"] == pytest.approx(0.001)  # cosine reaches its floor at the budget
+    # The schedule travels with the checkpointed state.
+    state = reptile.state_dict()
+    fresh = LEARNERS["reptile"](MLP(in_features=1, out_features=1, hidden=(4,)), {"outer_lr": 0.5, "inner_steps": 1},
+                                task_kind="regression", max_iterations=4)
+    fresh.load_state_dict(state)
+    assert fresh.optimizer.param_groups[0]["lr"] == reptile.optimizer.param_groups[0]["lr"] and fresh.iteration == 4
