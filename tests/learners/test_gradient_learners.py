@@ -85,15 +85,6 @@ def test_anil_inner_loop_leaves_the_body_unchanged_but_trains_it_in_the_outer_lo
     assert all(grads[name].abs().sum() > 0 for name in learner.params if name not in head)
 
 
-def test_reptile_one_step_unit_outer_step_moves_to_the_adapted_parameters():
-    learner = tiny_learner("reptile", {"inner_lr": 0.1, "inner_steps": 1, "outer_lr": 1.0})
-    batch = sine_batch(1)
-    adapted = learner.adapt_batch(batch, first_order=True)
-    learner.meta_step(batch)
-    for name, p in learner.params.items():
-        assert torch.allclose(p.detach(), adapted[name][0].detach(), atol=1e-14, rtol=0)
-
-
 def test_mamlpp_with_one_step_no_msl_fixed_rates_equals_maml():
     batch = sine_batch(3)
     maml = meta_grads(tiny_learner("maml", {"inner_lr": 0.1, "inner_steps": 1}), batch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.func import functional_call
 
@@ -30,8 +31,9 @@ def test_reptile_update_equals_definition():
         assert torch.allclose(p.detach(), expected[k], atol=1e-12, rtol=0), k
 
 
-def test_reptile_with_one_task_and_unit_step_jumps_to_the_adapted_parameters():
-    learner = tiny_learner("reptile", {"inner_lr": 0.1, "inner_steps": 2, "outer_lr": 1.0})
+@pytest.mark.parametrize("steps", [1, 2])
+def test_reptile_with_one_task_and_unit_step_jumps_to_the_adapted_parameters(steps):
+    learner = tiny_learner("reptile", {"inner_lr": 0.1, "inner_steps": steps, "outer_lr": 1.0})
     batch = sine_batch(1)
     adapted = learner.adapt_batch(batch, first_order=True)
     learner.meta_step(batch)
