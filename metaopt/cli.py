@@ -25,14 +25,19 @@ def render_leaderboard(rows: list[Any], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title, caption="done/pruned/failed: trials by outcome")
-    for column in ("method", "val loss", "test loss ± 95% CI", "done", "pruned", "failed", "run"):
+    accuracy = any(row.test_accuracy is not None for row in rows)
+    columns = ["method", "val loss", "test loss ± 95% CI", *(["test acc % ± 95% CI"] if accuracy else []),
+               "done", "pruned", "failed", "run"]
+    for column in columns:
         table.add_column(column, justify="left" if column in {"method", "run"} else "right")
     for row in rows:
         test = "-" if row.test_loss is None else f"{_fmt(row.test_loss)} ± {_fmt(row.test_loss_ci95)}"
-        table.add_row(
-            row.method, _fmt(row.best_val), test, str(row.complete), str(row.pruned), str(row.failed),
-            (row.run_id or "-")[:8],
-        )
+        cells = [row.method, _fmt(row.best_val), test]
+        if accuracy:
+            cells.append("-" if row.test_accuracy is None else
+                         f"{_fmt(100 * row.test_accuracy, 2)} ± {_fmt(100 * (row.test_accuracy_ci95 or 0), 2)}")
+        cells += [str(row.complete), str(row.pruned), str(row.failed), (row.run_id or "-")[:8]]
+        table.add_row(*cells)
     Console().print(table)
 
 

@@ -10,6 +10,8 @@ from metaopt.learners.maml import MAML
 from metaopt.learners.mamlpp import MAMLPlusPlus
 from metaopt.learners.metacurvature import MetaCurvature
 from metaopt.learners.metasgd import MetaSGD
+from metaopt.learners.metric import MetricLearner
+from metaopt.learners.protonet import ProtoNet
 from metaopt.learners.reptile import Reptile
 
 LEARNERS: dict[str, type[MetaLearner]] = {
@@ -20,6 +22,7 @@ LEARNERS: dict[str, type[MetaLearner]] = {
     "anil": ANIL,
     "metasgd": MetaSGD,
     "metacurvature": MetaCurvature,
+    "protonet": ProtoNet,
 }
 
 __all__ = [
@@ -31,6 +34,8 @@ __all__ = [
     "MetaCurvature",
     "MetaLearner",
     "MetaSGD",
+    "MetricLearner",
+    "ProtoNet",
     "GradientLearner",
     "HParam",
     "Predictor",

@@ -74,6 +74,9 @@ class MetaLearner(ABC):
 
     name: ClassVar[str]
     hyperparameters: ClassVar[dict[str, HParam]]
+    uses_head: ClassVar[bool] = True  # False for metric learners: the backbone is an embedding network
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
     def __init__(
         self,
@@ -82,9 +85,11 @@ class MetaLearner(ABC):
         *,
         task_kind: str,
         max_iterations: int | None = None,
+        n_way: int | None = None,
     ) -> None:
         self.backbone = backbone
         self.task_kind = task_kind
+        self.n_way = n_way
         self.hparams = self.resolve_hparams(hparams or {})
         # The training budget, for learners with schedules (MAML++); None: no schedule.
         self.max_iterations = max_iterations
@@ -118,9 +123,31 @@ class MetaLearner(ABC):
         """A predictor for one task (``support_x [shots, ...]``) after few-shot adaptation."""
 
     @abstractmethod
-    def state_dict(self) -> dict[str, Any]:
-        """Meta-parameters and optimizer state, as tensors and plain Python values."""
+    def meta_parameters(self) -> dict[str, Tensor]:
+        """Every tensor the outer loop learns."""
 
-    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Meta-parameters, the outer optimizer's and schedule's state, and the iteration count."""
+        state = {
+            "meta_parameters": {k: v.detach().clone() for k, v in self.meta_parameters().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "iteration": self.iteration,
+        }
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what ``state_dict`` returned."""
+        """Restore meta-parameters (and the optimizer, schedule and iteration count, when present)."""
+        current = self.meta_parameters()
+        missing = sorted(set(current) - set(state["meta_parameters"]))
+        if missing:
+            raise KeyError(f"state has no meta-parameter {missing[0]!r} for {self.name}")
+        with torch.no_grad():
+            for name, value in state["meta_parameters"].items():
+                current[name].copy_(value)
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.iteration = int(state.get("iteration", 0))

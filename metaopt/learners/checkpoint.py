@@ -19,21 +19,29 @@ def build_learner(
     *,
     backbone: dict[str, Any],
     task_kind: str,
-    in_features: int,
-    out_features: int,
+    input_shape: tuple[int, ...],
+    output_size: int,
+    n_way: int | None = None,
     device: str | torch.device = "cpu",
     max_iterations: int | None = None,
 ) -> MetaLearner:
-    """A fresh learner of ``method`` on a new backbone built from ``backbone``."""
+    """A fresh learner of ``method`` on a new backbone built from ``backbone``.
+
+    Learners that classify with a head get ``output_size`` outputs; metric learners get an embedding network.
+    """
     from metaopt.learners import LEARNERS
 
     if method not in LEARNERS:
         raise ValueError(f"unknown method {method!r} (allowed: {', '.join(LEARNERS)})")
-    net = build_backbone(backbone, in_features=in_features, out_features=out_features).to(device)
-    return LEARNERS[method](net, hparams, task_kind=task_kind, max_iterations=max_iterations)
+    cls = LEARNERS[method]
+    out_features = output_size if cls.uses_head else None
+    net = build_backbone(backbone, input_shape=tuple(input_shape), out_features=out_features).to(device)
+    return cls(net, hparams, task_kind=task_kind, max_iterations=max_iterations, n_way=n_way)
 
 
-def make_checkpoint(learner: MetaLearner, *, backbone: dict[str, Any], in_features: int, out_features: int) -> dict:
+def make_checkpoint(
+    learner: MetaLearner, *, backbone: dict[str, Any], input_shape: tuple[int, ...], output_size: int
+) -> dict:
     """Everything needed to rebuild ``learner``: method, hyperparameters, backbone spec and state."""
     return {
         "format": FORMAT_VERSION,
@@ -41,8 +49,9 @@ def make_checkpoint(learner: MetaLearner, *, backbone: dict[str, Any], in_featur
         "hparams": dict(learner.hparams),
         "backbone": dict(backbone),
         "task_kind": learner.task_kind,
-        "in_features": in_features,
-        "out_features": out_features,
+        "input_shape": list(input_shape),
+        "output_size": output_size,
+        "n_way": learner.n_way,
         "state": learner.state_dict(),
     }
 
@@ -67,8 +76,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Met
         ckpt["hparams"],
         backbone=ckpt["backbone"],
         task_kind=ckpt["task_kind"],
-        in_features=ckpt["in_features"],
-        out_features=ckpt["out_features"],
+        input_shape=tuple(ckpt["input_shape"]),
+        output_size=ckpt["output_size"],
+        n_way=ckpt.get("n_way"),
         device=device,
     )
     learner.load_state_dict(ckpt["state"])

@@ -67,9 +67,10 @@ class GradientLearner(MetaLearner):
         *,
         task_kind: str,
         max_iterations: int | None = None,
+        n_way: int | None = None,
         compile: bool = False,
     ) -> None:
-        super().__init__(backbone, hparams, task_kind=task_kind, max_iterations=max_iterations)
+        super().__init__(backbone, hparams, task_kind=task_kind, max_iterations=max_iterations, n_way=n_way)
         self.params: Params = dict(backbone.named_parameters())
         self.extras: dict[str, nn.Parameter] = self.make_extras()
         self.loss = make_loss(backbone, task_kind)
@@ -202,32 +203,6 @@ class GradientLearner(MetaLearner):
             inner = self.inner_loop(steps=steps, first_order=True)
             adapted = inner.run(self.loss, detach(self.params), support_x.to(device), support_y.to(device))
         return AdaptedModel(self.backbone, adapted)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Meta-parameters, the outer optimizer's and schedule's state, and the iteration count."""
-        state = {
-            "meta_parameters": {k: v.detach().clone() for k, v in self.meta_parameters().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "iteration": self.iteration,
-        }
-        if self.scheduler is not None:
-            state["scheduler"] = self.scheduler.state_dict()
-        return state
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore meta-parameters (and the optimizer and iteration count, when present)."""
-        current = self.meta_parameters()
-        missing = sorted(set(current) - set(state["meta_parameters"]))
-        if missing:
-            raise KeyError(f"state has no meta-parameter {missing[0]!r} for {self.name}")
-        with torch.no_grad():
-            for name, value in state["meta_parameters"].items():
-                current[name].copy_(value)
-        if "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and "scheduler" in state:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.iteration = int(state.get("iteration", 0))
 
 
 def head_names(model: nn.Module) -> frozenset[str]:

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch import nn
 
+from metaopt.models.conv4 import Conv4
 from metaopt.models.mlp import MLP
 
-BACKBONES: dict[str, type[nn.Module]] = {"mlp": MLP}
+BACKBONES: dict[str, type[nn.Module]] = {"mlp": MLP, "conv4": Conv4}
 
 
-def build_backbone(spec: dict[str, Any], *, in_features: int, out_features: int) -> nn.Module:
-    """Build the backbone named by ``spec["name"]`` for the given input and output sizes."""
+def build_backbone(spec: dict[str, Any], *, input_shape: tuple[int, ...], out_features: int | None) -> nn.Module:
+    """The backbone ``spec["name"]`` for inputs of ``input_shape``; ``out_features=None``: an embedding network."""
     options = {k: v for k, v in spec.items() if k != "name"}
-    return BACKBONES[spec["name"]](in_features=in_features, out_features=out_features, **options)
+    if spec["name"] == "mlp":
+        if out_features is None:  # an embedding MLP: its last hidden width is the embedding
+            hidden = list(options.pop("hidden", [40, 40]))
+            return MLP(in_features=math.prod(input_shape), out_features=hidden[-1], hidden=hidden[:-1], **options)
+        return MLP(in_features=math.prod(input_shape), out_features=out_features, **options)
+    return BACKBONES[spec["name"]](input_shape=tuple(input_shape), out_features=out_features, **options)
 
 
-__all__ = ["BACKBONES", "MLP", "build_backbone"]
+__all__ = ["BACKBONES", "MLP", "Conv4", "build_backbone"]

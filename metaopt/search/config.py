@@ -85,11 +85,14 @@ def _check_range(low: float, high: float, log: bool) -> None:
 
 
 class FamilySpec(_Strict):
-    """Which task family, and its episode shape."""
+    """Which task family, and its episode shape; options a family does not take are rejected."""
 
     name: str
-    shots: PositiveInt = 10
-    queries: PositiveInt = 10
+    shots: PositiveInt | None = None
+    queries: PositiveInt | None = None
+    ways: PositiveInt | None = None
+    rotations: bool | None = None
+    jitter: bool | None = None
 
     @field_validator("name")
     @classmethod
@@ -98,17 +101,41 @@ class FamilySpec(_Strict):
             raise ValueError(f"unknown family {name!r} (allowed: {', '.join(FAMILIES)})")
         return name
 
+    @model_validator(mode="after")
+    def _options_the_family_takes(self) -> FamilySpec:
+        accepted = FAMILIES[self.name].options
+        for option in self.model_fields_set - {"name"}:
+            if getattr(self, option) is not None and option not in accepted:
+                raise ValueError(f"{option} is not an option of {self.name} (allowed: {', '.join(sorted(accepted))})")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The options given for the family (defaults for the rest come from the family)."""
+        return {k: v for k, v in self.model_dump(exclude={"name"}).items() if v is not None}
+
     def build(self) -> TaskFamily:
         """The task family this spec names."""
-        return FAMILIES[self.name](**self.model_dump(exclude={"name"}))
+        return FAMILIES[self.name](**self.options())
 
 
 class BackboneSpec(_Strict):
-    """The network every method meta-trains (MLP 1-40-40-1 ReLU by default)."""
+    """The network every method meta-trains: MLP (1-40-40-1 ReLU by default) or Conv-4 (64 filters)."""
 
-    name: Literal["mlp"] = "mlp"
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [40, 40])
-    activation: Literal["relu", "tanh"] = "relu"
+    name: Literal["mlp", "conv4"] = "mlp"
+    hidden: list[PositiveInt] | PositiveInt | None = None
+    activation: Literal["relu", "tanh"] | None = None
+
+    @model_validator(mode="after")
+    def _fits_the_backbone(self) -> BackboneSpec:
+        if self.name == "conv4" and (isinstance(self.hidden, list) or self.activation is not None):
+            raise ValueError("conv4 takes hidden: <filters> (an integer) and no activation")
+        if self.name == "mlp" and isinstance(self.hidden, int):
+            raise ValueError("mlp takes hidden: a list of layer widths")
+        return self
+
+    def spec(self) -> dict[str, Any]:
+        """The options given, for ``build_backbone``."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 class Budget(_Strict):

@@ -39,6 +39,8 @@ class MethodRow:
     best_val: float | None = None
     test_loss: float | None = None
     test_loss_ci95: float | None = None
+    test_accuracy: float | None = None
+    test_accuracy_ci95: float | None = None
     trial_number: int | None = None
     run_id: str | None = None
     complete: int = 0
@@ -235,6 +237,8 @@ def _score_best_per_method(
                 progress("warning", {"message": f"test evaluation of {row.method} failed: {done.error!r}"})
                 continue
             row.test_loss, row.test_loss_ci95 = done.value["test_loss"], done.value["test_loss_ci95"]
+            row.test_accuracy = done.value.get("test_accuracy")
+            row.test_accuracy_ci95 = done.value.get("test_accuracy_ci95")
             if row.run_id:
                 tracker.log_test(row.run_id, done.value)
     return sorted(rows.values(), key=lambda row: (row.best_val is None, row.best_val or 0.0))

@@ -76,10 +76,11 @@ def _new_learner(job: Job, method: str, hparams: dict[str, Any]) -> MetaLearner:
     return build_learner(
         method,
         hparams,
-        backbone=job.backbone.model_dump(),
+        backbone=job.backbone.spec(),
         task_kind=family.kind,
-        in_features=math.prod(family.input_shape),
-        out_features=family.output_size,
+        input_shape=family.input_shape,
+        output_size=family.output_size,
+        n_way=family.n_way,
         max_iterations=job.budget.meta_iterations,
     )
 
@@ -98,9 +99,9 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
     def checkpoint() -> dict:
         return make_checkpoint(
             learner,
-            backbone=job.backbone.model_dump(),
-            in_features=math.prod(family.input_shape),
-            out_features=family.output_size,
+            backbone=job.backbone.spec(),
+            input_shape=family.input_shape,
+            output_size=family.output_size,
         )
 
     running, count, value = torch.zeros(()), 0, math.nan

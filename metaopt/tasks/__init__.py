@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from metaopt.tasks.base import SPLITS, Split, TaskBatch, TaskFamily
+from metaopt.tasks.glyphs import Glyphs, GlyphsCrossFont
 from metaopt.tasks.sine import Sine
 
-FAMILIES: dict[str, type[TaskFamily]] = {"sine": Sine}
+FAMILIES: dict[str, type[TaskFamily]] = {"sine": Sine, "glyphs": Glyphs, "glyphs-crossfont": GlyphsCrossFont}
 
-__all__ = ["FAMILIES", "SPLITS", "Sine", "Split", "TaskBatch", "TaskFamily"]
+__all__ = ["FAMILIES", "SPLITS", "Glyphs", "GlyphsCrossFont", "Sine", "Split", "TaskBatch", "TaskFamily"]

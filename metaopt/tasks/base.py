@@ -39,6 +39,7 @@ class TaskFamily(ABC):
     """A distribution over tasks with disjoint train/val/test splits."""
 
     kind: ClassVar[Literal["regression", "classification", "rl"]]
+    options: ClassVar[tuple[str, ...]] = ()  # what a job file may set (family.<option>)
     input_shape: tuple[int, ...]
     output_size: int
     n_way: int | None = None

@@ -20,6 +20,7 @@ class Sine(TaskFamily):
     """Few-shot sinusoid regression."""
 
     kind = "regression"
+    options = ("shots", "queries")
 
     def __init__(
         self,

@@ -35,6 +35,8 @@ def leaderboard(family: str, *, tracking_uri: str | None = None, search_id: str 
             if row.best_val is None or metrics["val_loss"] < row.best_val:
                 row.best_val = metrics["val_loss"]
                 row.test_loss, row.test_loss_ci95 = metrics["test_loss"], metrics.get("test_loss_ci95")
+                row.test_accuracy = metrics.get("test_accuracy")
+                row.test_accuracy_ci95 = metrics.get("test_accuracy_ci95")
                 row.trial_number = int(tags.get("metaopt.trial_number", -1))
                 row.run_id = run.info.run_id
                 row.hparams = dict(run.data.params)

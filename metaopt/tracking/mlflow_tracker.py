@@ -124,7 +124,7 @@ class MlflowSearchTracker:
             "strategy": job.strategy,
             "pruner": job.pruner.type,
             "seed": job.seed,
-            **{f"family.{k}": v for k, v in job.family.model_dump().items() if k != "name"},
+            **{f"family.{k}": v for k, v in job.family.options().items()},
             **{f"budget.{k}": v for k, v in job.budget.model_dump().items()},
         }
         for key, value in params.items():

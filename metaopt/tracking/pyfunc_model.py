@@ -31,7 +31,8 @@ class MetaoptModel(PythonModel):
         steps = (params or {}).get("steps")
         as_tensor = lambda key: torch.as_tensor(model_input[key], dtype=torch.float32)  # noqa: E731
         support_y = torch.as_tensor(model_input["support_y"])
-        predictor = self.learner.adapt(as_tensor("support_x"), support_y.float(), steps)
+        support_y = support_y.long() if self.learner.task_kind == "classification" else support_y.float()
+        predictor = self.learner.adapt(as_tensor("support_x"), support_y, steps)
         return predictor(as_tensor("query_x")).numpy()
 
 

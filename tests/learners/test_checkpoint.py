@@ -14,7 +14,7 @@ def test_checkpoint_round_trip(tmp_path):
     for i in range(3):
         learner.meta_step(sine_batch(5, seed=i, dtype=torch.float32))
     spec = {"name": "mlp", "hidden": [4, 4], "activation": "tanh"}
-    path = save_checkpoint(make_checkpoint(learner, backbone=spec, in_features=1, out_features=1), tmp_path / "c.pt")
+    path = save_checkpoint(make_checkpoint(learner, backbone=spec, input_shape=(1,), output_size=1), tmp_path / "c.pt")
     torch.load(path, weights_only=True)  # plain tensors and values only
 
     restored = load_checkpoint(path)

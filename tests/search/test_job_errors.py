@@ -21,7 +21,15 @@ def _without(key: str) -> dict:
 BAD_JOBS = {
     "missing field": (_without("trials"), "budget.trials: Field required"),
     "unknown method": (tiny_job(methods=["maml", "mamba"]), "methods: unknown method 'mamba' (allowed: maml, fomaml, mamlpp, reptile"),
-    "unknown family": (tiny_job(family={"name": "cosine"}), "family.name: unknown family 'cosine' (allowed: sine)"),
+    "unknown family": (tiny_job(family={"name": "cosine"}), "family.name: unknown family 'cosine' (allowed: sine, glyphs, glyphs-crossfont)"),
+    "option the family does not take": (
+        tiny_job(family={"name": "sine", "ways": 5}),
+        "family: ways is not an option of sine (allowed: queries, shots)",
+    ),
+    "conv4 with mlp options": (
+        tiny_job(backbone={"name": "conv4", "hidden": [64, 64]}),
+        "backbone: conv4 takes hidden: <filters> (an integer) and no activation",
+    ),
     "negative lr": (
         tiny_job(space={"maml": {"inner_lr": -0.01}}),
         "space.maml.inner_lr: value must be > 0.0, got -0.01 (allowed: float > 0.0)",

@@ -1,0 +1,114 @@
+"""What metric-based learners share: no inner loop, an episode's query logits from its support set.
+
+Each learner defines ``episode_logits(meta, support_x, support_y, query_x)`` for one
+episode; ``vmap`` runs it over the episodes of a batch, the outer loss is the
+query cross-entropy, and adaptation to a new task is just computing the logits
+against its support set.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from metaopt.learners.base import POSITIVE_FLOAT, HParam, MetaLearner
+from metaopt.learners.core import Params
+from metaopt.tasks.base import TaskBatch
+
+METRIC_HPARAMS: dict[str, HParam] = {
+    "outer_lr": HParam(default=0.001, help="Adam learning rate", **POSITIVE_FLOAT),
+    "meta_batch": HParam(type=int, default=4, minimum=1, help="episodes per meta-batch"),
+}
+
+
+class MetricLearner(MetaLearner):
+    """A learner that classifies queries by comparing them with the support set in an embedding space."""
+
+    uses_head: ClassVar[bool] = False
+    hyperparameters: ClassVar[dict[str, HParam]] = METRIC_HPARAMS
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        hparams: Mapping[str, Any] | None = None,
+        *,
+        task_kind: str,
+        max_iterations: int | None = None,
+        n_way: int | None = None,
+    ) -> None:
+        if task_kind != "classification":
+            raise ValueError(f"{self.name} classifies; task kind {task_kind!r} is not supported")
+        super().__init__(backbone, hparams, task_kind=task_kind, max_iterations=max_iterations, n_way=n_way)
+        self.params: Params = dict(backbone.named_parameters())
+        self.extras: dict[str, nn.Parameter] = self.make_extras()
+        self.buffers = dict(backbone.named_buffers())
+        self.optimizer = torch.optim.Adam(self.meta_parameters().values(), lr=self.hparams["outer_lr"])
+
+    def make_extras(self) -> dict[str, nn.Parameter]:
+        """Learned tensors besides the embedding network (a relation module, a scale)."""
+        return {}
+
+    def meta_parameters(self) -> dict[str, Tensor]:
+        """The embedding network's parameters and the extras."""
+        return {**self.params, **self.extras}
+
+    def embed(self, meta: Params, x: Tensor) -> Tensor:
+        """Embeddings ``[n, ...]`` of ``x [n, ...]`` with the network at ``meta``."""
+        return functional_call(self.backbone, ({k: meta[k] for k in self.params}, self.buffers), (x,))
+
+    @abstractmethod
+    def episode_logits(self, meta: Params, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int) -> Tensor:
+        """Query logits ``[queries, n_way]`` of one episode."""
+
+    def _n_way(self, support_y: Tensor) -> int:
+        return self.n_way if self.n_way is not None else int(support_y.max()) + 1
+
+    def batch_logits(self, meta: Params, batch: TaskBatch) -> Tensor:
+        """Query logits ``[tasks, queries, n_way]`` of every episode."""
+        n_way = self._n_way(batch.support_y)
+        logits = lambda sx, sy, qx: self.episode_logits(meta, sx, sy, qx, n_way)  # noqa: E731
+        return vmap(logits)(batch.support_x, batch.support_y, batch.query_x)
+
+    def meta_step(self, batch: TaskBatch) -> dict[str, Tensor]:
+        """One Adam step on the mean query cross-entropy of the batch's episodes."""
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = self.batch_logits(self.meta_parameters(), batch)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
+        loss.backward()
+        self.optimizer.step()
+        self.iteration += 1
+        return {"loss": loss.detach()}
+
+    def evaluate(self, batch: TaskBatch, steps: int | None = None) -> dict[str, Tensor]:
+        """Per-episode query loss and accuracy ``[tasks]``."""
+        with torch.no_grad():
+            logits = self.batch_logits(self.meta_parameters(), batch)  # [tasks, queries, ways]
+            loss = F.cross_entropy(logits.transpose(1, 2), batch.query_y, reduction="none").mean(-1)
+            accuracy = (logits.argmax(-1) == batch.query_y).float().mean(-1)
+        return {"loss": loss, "accuracy": accuracy}
+
+    def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None) -> Callable[[Tensor], Tensor]:
+        """A predictor of query logits against this support set."""
+        device = self.device
+        support_x, support_y = support_x.to(device), support_y.to(device)
+        n_way = self._n_way(support_y)
+
+        def predict(query_x: Tensor) -> Tensor:
+            with torch.no_grad():
+                return self.episode_logits(self.meta_parameters(), support_x, support_y, query_x.to(device), n_way)
+
+        return predict
+
+
+def class_means(embeddings: Tensor, labels: Tensor, n_way: int) -> Tensor:
+    """Per-class means ``[n_way, ...]`` of ``embeddings [n, ...]`` (prototypes)."""
+    onehot = F.one_hot(labels, n_way).to(embeddings.dtype)  # [n, ways]
+    flat = embeddings.reshape(embeddings.shape[0], -1)
+    means = onehot.T @ flat / onehot.sum(0).unsqueeze(1)
+    return means.reshape(n_way, *embeddings.shape[1:])

@@ -1,0 +1,51 @@
+"""Conv-4 (Vinyals et al. 2016; Snell et al. 2017; Finn et al. 2017): four blocks of
+3x3 conv (64 filters) -> batch norm -> ReLU -> 2x2 max-pool, then a linear head.
+
+Batch norm keeps no running statistics: it always normalises with the statistics of
+the batch it sees, which under ``vmap`` is one task's support (or query) set, the
+transductive setting MAML uses.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """conv 3x3 -> BN (batch statistics) -> ReLU -> max-pool 2x2."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.BatchNorm2d(out_channels, track_running_stats=False),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+
+
+class Conv4(nn.Module):
+    """Four conv blocks and, when ``out_features`` is given, a linear head on the flattened features."""
+
+    def __init__(
+        self, *, input_shape: tuple[int, ...], out_features: int | None = None, hidden: int = 64, blocks: int = 4
+    ) -> None:
+        super().__init__()
+        channels, height, width = input_shape
+        layers = [conv_block(channels if i == 0 else hidden, hidden) for i in range(blocks)]
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        for _ in range(blocks):
+            height, width = height // 2, width // 2
+        self.embedding_size = hidden * max(1, height) * max(1, width)
+        self.head = nn.Linear(self.embedding_size, out_features) if out_features else None
+        if height == 0 or width == 0:
+            raise ValueError(f"input {input_shape} is too small for {blocks} pooling blocks")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[n, out_features]``, or embeddings ``[n, embedding_size]`` without a head."""
+        z = self.features(x)
+        return self.head(z) if self.head is not None else z
+
+
+def flat_size(input_shape: tuple[int, ...]) -> int:
+    """Number of input features once flattened."""
+    return math.prod(input_shape)

@@ -1,0 +1,219 @@
+"""Glyphs: an offline Omniglot-like benchmark rendered from the fonts inside matplotlib's package data.
+
+A character (Unicode letters: categories Lu, Ll, Lo) is a class; each font is one
+"drawer" (Omniglot has 20 drawers per character): DejaVu Sans, Serif and Sans Mono
+in four styles each, and STIX General in four styles, 16 in all. Characters that at
+least 12 fonts cover are kept (1,356 classes on matplotlib 3.11), rendered at 28x28
+grey-scale (white ink on black), split 60/20/20 by a seeded permutation of the
+classes, and cached as one tensor file under the user's cache directory; the file's
+name is a digest of the fonts' bytes and the render settings, so new fonts render
+anew. Optional augmentation as usual for Omniglot: rotations by multiples of 90
+degrees as new classes, and small random affine jitter.
+
+``domain="crossfont"`` (the ``glyphs-crossfont`` family) meta-trains on the DejaVu
+renderings and validates/tests on the STIX renderings of held-out classes only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import unicodedata
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from metaopt.tasks.base import SPLITS, Split, TaskBatch, TaskFamily
+
+DEJAVU = [f"DejaVu{family}{style}" for family in ("Sans", "Serif", "SansMono") for style in
+          ("", "-Bold", "-Oblique" if family != "Serif" else "-Italic",
+           "-BoldOblique" if family != "Serif" else "-BoldItalic")]
+STIX = ["STIXGeneral", "STIXGeneralBol", "STIXGeneralItalic", "STIXGeneralBolIta"]
+FONTS = DEJAVU + STIX
+CATEGORIES = ("Lu", "Ll", "Lo")
+MIN_FONTS = 12
+SIZE = 28
+RENDER_CANVAS, RENDER_POINTS = 56, 40  # drawn at 2x, averaged down to 28x28
+SPLIT_SEED = 0
+SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
+FORMAT = 1
+
+
+def font_dir() -> Path:
+    """Where matplotlib keeps its TrueType fonts."""
+    import matplotlib
+
+    return Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf"
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/metaopt`` or ``~/.cache/metaopt``."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "metaopt"
+
+
+def _digest(paths: list[Path]) -> str:
+    h = hashlib.sha256(f"{FORMAT}:{SIZE}:{RENDER_CANVAS}:{RENDER_POINTS}:{MIN_FONTS}:{SPLIT_SEED}".encode())
+    for path in paths:
+        h.update(path.name.encode())
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def render_dataset(paths: list[Path]) -> dict:
+    """Render every kept character in every font: ``images`` uint8 [classes, fonts, 28, 28] and metadata."""
+    from fontTools.ttLib import TTFont
+    from PIL import Image, ImageDraw, ImageFont
+
+    cmaps = [set(TTFont(str(p)).getBestCmap()) for p in paths]
+    counts: dict[int, int] = {}
+    for cmap in cmaps:
+        for cp in cmap:
+            if unicodedata.category(chr(cp)) in CATEGORIES:
+                counts[cp] = counts.get(cp, 0) + 1
+    codepoints = sorted(cp for cp, n in counts.items() if n >= MIN_FONTS)
+    images = torch.zeros(len(codepoints), len(paths), SIZE, SIZE, dtype=torch.uint8)
+    available = torch.zeros(len(codepoints), len(paths), dtype=torch.bool)
+    for f, (path, cmap) in enumerate(zip(paths, cmaps)):
+        font = ImageFont.truetype(str(path), RENDER_POINTS)
+        for c, cp in enumerate(codepoints):
+            if cp not in cmap:
+                continue
+            canvas = Image.new("L", (RENDER_CANVAS, RENDER_CANVAS), 0)
+            left, top, right, bottom = font.getbbox(chr(cp))
+            x = (RENDER_CANVAS - (right - left)) / 2 - left
+            y = (RENDER_CANVAS - (bottom - top)) / 2 - top
+            ImageDraw.Draw(canvas).text((x, y), chr(cp), fill=255, font=font)
+            small = canvas.resize((SIZE, SIZE), Image.Resampling.BOX)
+            pixels = torch.frombuffer(bytearray(small.tobytes()), dtype=torch.uint8).view(SIZE, SIZE)
+            if pixels.any():  # a font may map a letter to an empty glyph
+                images[c, f], available[c, f] = pixels, True
+    keep = available.sum(1) >= MIN_FONTS
+    order = torch.randperm(int(keep.sum()), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    n_train, n_val = (int(fr * len(order)) for fr in SPLIT_FRACTIONS[:2])
+    return {
+        "format": FORMAT,
+        "images": images[keep],
+        "available": available[keep],
+        "codepoints": [cp for cp, k in zip(codepoints, keep.tolist()) if k],
+        "fonts": [p.stem for p in paths],
+        "split": {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]},
+        "split_seed": SPLIT_SEED,
+    }
+
+
+def load_glyphs(cache_dir: str | Path | None = None) -> dict:
+    """The rendered dataset, from the cache when its digest matches, else rendered and cached."""
+    paths = [font_dir() / f"{name}.ttf" for name in FONTS]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"glyphs: matplotlib font not found: {missing[0]}")
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = cache / f"glyphs-{_digest(paths)}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    data = render_dataset(paths)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(data, tmp)
+    tmp.replace(path)
+    return data
+
+
+class Glyphs(TaskFamily):
+    """N-way K-shot episodes of rendered characters, Q queries per class."""
+
+    kind = "classification"
+    options = ("ways", "shots", "queries", "rotations", "jitter")
+
+    def __init__(
+        self,
+        *,
+        ways: int = 5,
+        shots: int = 1,
+        queries: int = 5,
+        rotations: bool = False,
+        jitter: bool = False,
+        domain: Literal["standard", "crossfont"] = "standard",
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        data = load_glyphs(cache_dir)
+        self.ways, self.shots, self.queries = ways, shots, queries
+        self.rotations, self.jitter, self.domain = rotations, jitter, domain
+        self.n_way = ways
+        self.input_shape = (1, SIZE, SIZE)
+        self.output_size = ways
+        self.images = data["images"]  # [classes, fonts, 28, 28] uint8
+        self.codepoints = data["codepoints"]
+        fonts = data["fonts"]
+        dejavu = torch.tensor([name.startswith("DejaVu") for name in fonts])
+        self.pools: dict[str, torch.Tensor] = {}
+        self.masks: dict[str, torch.Tensor] = {}
+        for split in SPLITS:
+            drawers = dejavu if domain == "standard" or split == "train" else ~dejavu
+            if domain == "standard":
+                drawers = torch.ones_like(dejavu)
+            available = data["available"][data["split"][split]] & drawers  # [pool, fonts]
+            eligible = available.sum(1) >= shots + queries
+            if int(eligible.sum()) < ways:
+                most = int(available.sum(1).max())
+                raise ValueError(
+                    f"glyphs ({domain}): {split} split has {int(eligible.sum())} classes with {shots}+{queries} "
+                    f"renderings; need {ways} (at most {most} renderings per class there: lower shots or queries)"
+                )
+            self.pools[split] = data["split"][split][eligible]
+            self.masks[split] = available[eligible]
+
+    @property
+    def split_classes(self) -> dict[str, set[int]]:
+        """The code points each split draws from (disjoint)."""
+        return {s: {self.codepoints[i] for i in pool.tolist()} for s, pool in self.pools.items()}
+
+    def draw(self, batch_size: int, split: Split, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which classes ``[tasks, ways]`` (dataset indices) and drawers ``[tasks, ways, shots+queries]`` to use."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        pool, mask = self.pools[split], self.masks[split]
+        chosen = torch.rand(batch_size, len(pool), generator=generator).argsort(1)[:, : self.ways]  # distinct classes
+        scores = torch.rand(batch_size, self.ways, mask.shape[1], generator=generator)
+        scores = scores.masked_fill(~mask[chosen], -1.0)  # unavailable drawers sort last
+        drawers = scores.argsort(-1, descending=True)[..., : self.shots + self.queries]  # distinct drawers
+        return pool[chosen], drawers
+
+    def sample(self, batch_size: int, split: Split, generator: torch.Generator) -> TaskBatch:
+        """``batch_size`` episodes; labels 0..ways-1 in a random class order per episode."""
+        classes, drawers = self.draw(batch_size, split, generator)
+        n, k, q = self.ways, self.shots, self.queries
+        images = self.images[classes.unsqueeze(-1), drawers].float() / 255.0  # [tasks, ways, k+q, 28, 28]
+        if self.rotations:
+            turns = torch.randint(0, 4, (batch_size, n), generator=generator)
+            for r in (1, 2, 3):
+                picked = turns == r
+                images[picked] = torch.rot90(images[picked], r, dims=(-2, -1))
+        if self.jitter:
+            images = _jitter(images.view(-1, 1, SIZE, SIZE), generator).view(images.shape)
+        labels = torch.arange(n).repeat_interleave(k).expand(batch_size, -1)
+        query_labels = torch.arange(n).repeat_interleave(q).expand(batch_size, -1)
+        support = images[:, :, :k].reshape(batch_size, n * k, 1, SIZE, SIZE)
+        query = images[:, :, k:].reshape(batch_size, n * q, 1, SIZE, SIZE)
+        return TaskBatch(support, labels.contiguous(), query, query_labels.contiguous())
+
+
+def _jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Small random affine transforms: rotation within 10 degrees, scale 0.9-1.1, shift within 2 pixels."""
+    count = images.shape[0]
+    angle = (torch.rand(count, generator=generator) - 0.5) * torch.pi / 9
+    scale = 0.9 + 0.2 * torch.rand(count, generator=generator)
+    shift = (torch.rand(count, 2, generator=generator) - 0.5) * (4 / SIZE)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, align_corners=False)
+
+
+class GlyphsCrossFont(Glyphs):
+    """Meta-train on DejaVu renderings, meta-test on STIX renderings of held-out classes."""
+
+    def __init__(self, **kwargs) -> None:  # noqa: ANN003 - Glyphs' keyword arguments
+        super().__init__(domain="crossfont", **kwargs)

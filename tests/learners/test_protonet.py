@@ -1,0 +1,66 @@
+"""Prototypical Networks: prototypes are class means; a metric learner solves an easy separable family."""
+
+from __future__ import annotations
+
+import torch
+
+from metaopt.learners.checkpoint import build_learner
+from metaopt.learners.metric import class_means
+from metaopt.tasks.base import TaskBatch, TaskFamily
+
+
+class Blobs(TaskFamily):
+    """Easy synthetic classification: 100 classes, each a tight Gaussian blob at a random point of R^8."""
+
+    kind = "classification"
+
+    def __init__(self, ways: int = 5, shots: int = 1, queries: int = 5) -> None:
+        self.ways, self.shots, self.queries, self.n_way = ways, shots, queries, ways
+        self.input_shape, self.output_size = (8,), ways
+        self.centres = torch.randn(100, 8, generator=torch.Generator().manual_seed(0)) * 3
+
+    def sample(self, batch_size, split, generator):
+        pool = {"train": range(0, 60), "val": range(60, 80), "test": range(80, 100)}[split]
+        pool = torch.tensor(list(pool))
+        chosen = pool[torch.rand(batch_size, len(pool), generator=generator).argsort(1)[:, : self.ways]]
+        n = self.shots + self.queries
+        points = self.centres[chosen].unsqueeze(2) + 0.5 * torch.randn(batch_size, self.ways, n, 8, generator=generator)
+        sy = torch.arange(self.ways).repeat_interleave(self.shots).expand(batch_size, -1)
+        qy = torch.arange(self.ways).repeat_interleave(self.queries).expand(batch_size, -1)
+        return TaskBatch(points[:, :, : self.shots].reshape(batch_size, -1, 8), sy.contiguous(),
+                         points[:, :, self.shots :].reshape(batch_size, -1, 8), qy.contiguous())
+
+
+def test_prototypes_are_class_means():
+    embeddings = torch.randn(12, 4)
+    labels = torch.tensor([2, 0, 1, 2, 0, 1, 1, 2, 0, 0, 1, 2])
+    means = class_means(embeddings, labels, 3)
+    for k in range(3):
+        assert torch.allclose(means[k], embeddings[labels == k].mean(0))
+
+
+def test_protonet_logits_are_negative_squared_distances_to_class_means():
+    family = Blobs(ways=3, shots=2, queries=2)
+    learner = build_learner("protonet", {}, backbone={"name": "mlp", "hidden": [16, 8]}, task_kind="classification",
+                            input_shape=(8,), output_size=3, n_way=3)
+    batch = family.sample(1, "train", torch.Generator().manual_seed(0))
+    meta = learner.meta_parameters()
+    logits = learner.episode_logits(meta, batch.support_x[0], batch.support_y[0], batch.query_x[0], 3)
+    support, query = learner.backbone(batch.support_x[0]), learner.backbone(batch.query_x[0])
+    protos = torch.stack([support[batch.support_y[0] == k].mean(0) for k in range(3)])
+    assert torch.allclose(logits, -torch.cdist(query, protos) ** 2, atol=1e-4)
+
+
+def test_protonet_learns_an_easy_separable_family_beyond_90_percent():
+    torch.manual_seed(0)
+    family = Blobs(ways=5, shots=1, queries=5)
+    learner = build_learner("protonet", {"outer_lr": 0.003, "meta_batch": 8}, backbone={"name": "mlp", "hidden": [32, 16]},
+                            task_kind="classification", input_shape=(8,), output_size=5, n_way=5)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        learner.meta_step(family.sample(8, "train", generator))
+    accuracy = learner.evaluate(family.sample(200, "test", torch.Generator().manual_seed(1)))["accuracy"].mean()
+    assert accuracy > 0.9
+    episode = family.sample(1, "test", generator)
+    logits = learner.adapt(episode.support_x[0], episode.support_y[0])(episode.query_x[0])
+    assert logits.shape == (25, 5)
