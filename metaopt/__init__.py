@@ -23,4 +23,12 @@ def load(uri: str) -> "MetaLearner":
     return load_learner(uri)
 
 
-__all__ = ["load", "__version__"]
+def __getattr__(name: str):  # noqa: ANN202 - lazy, so `import metaopt` stays light
+    if name == "FewShotClassifier":
+        from metaopt.classifier import FewShotClassifier
+
+        return FewShotClassifier
+    raise AttributeError(f"module 'metaopt' has no attribute {name!r}")
+
+
+__all__ = ["FewShotClassifier", "load", "__version__"]

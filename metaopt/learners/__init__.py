@@ -8,11 +8,14 @@ from metaopt.learners.fomaml import FOMAML
 from metaopt.learners.gradient import GradientLearner
 from metaopt.learners.maml import MAML
 from metaopt.learners.mamlpp import MAMLPlusPlus
+from metaopt.learners.matchingnet import MatchingNet
 from metaopt.learners.metacurvature import MetaCurvature
 from metaopt.learners.metasgd import MetaSGD
 from metaopt.learners.metric import MetricLearner
 from metaopt.learners.protonet import ProtoNet
+from metaopt.learners.relationnet import RelationNet
 from metaopt.learners.reptile import Reptile
+from metaopt.learners.siamese import Siamese
 
 LEARNERS: dict[str, type[MetaLearner]] = {
     "maml": MAML,
@@ -23,6 +26,9 @@ LEARNERS: dict[str, type[MetaLearner]] = {
     "metasgd": MetaSGD,
     "metacurvature": MetaCurvature,
     "protonet": ProtoNet,
+    "matchingnet": MatchingNet,
+    "relationnet": RelationNet,
+    "siamese": Siamese,
 }
 
 __all__ = [
@@ -33,11 +39,14 @@ __all__ = [
     "MAMLPlusPlus",
     "MetaCurvature",
     "MetaLearner",
+    "MatchingNet",
     "MetaSGD",
     "MetricLearner",
     "ProtoNet",
     "GradientLearner",
     "HParam",
     "Predictor",
+    "RelationNet",
     "Reptile",
+    "Siamese",
 ]

@@ -75,11 +75,15 @@ class MetricLearner(MetaLearner):
         logits = lambda sx, sy, qx: self.episode_logits(meta, sx, sy, qx, n_way)  # noqa: E731
         return vmap(logits)(batch.support_x, batch.support_y, batch.query_x)
 
+    def episode_loss(self, logits: Tensor, query_y: Tensor) -> Tensor:
+        """Training loss of query logits ``[tasks, queries, ways]`` (cross-entropy unless a paper says otherwise)."""
+        return F.cross_entropy(logits.flatten(0, 1), query_y.flatten())
+
     def meta_step(self, batch: TaskBatch) -> dict[str, Tensor]:
-        """One Adam step on the mean query cross-entropy of the batch's episodes."""
+        """One Adam step on the mean query loss of the batch's episodes."""
         self.optimizer.zero_grad(set_to_none=True)
         logits = self.batch_logits(self.meta_parameters(), batch)
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
+        loss = self.episode_loss(logits, batch.query_y)
         loss.backward()
         self.optimizer.step()
         self.iteration += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from metaopt.learners.checkpoint import build_learner
@@ -51,16 +52,40 @@ def test_protonet_logits_are_negative_squared_distances_to_class_means():
     assert torch.allclose(logits, -torch.cdist(query, protos) ** 2, atol=1e-4)
 
 
-def test_protonet_learns_an_easy_separable_family_beyond_90_percent():
+@pytest.mark.parametrize("method", ["protonet", "matchingnet", "relationnet", "siamese"])
+def test_metric_learner_learns_an_easy_separable_family_beyond_90_percent(method):
     torch.manual_seed(0)
     family = Blobs(ways=5, shots=1, queries=5)
-    learner = build_learner("protonet", {"outer_lr": 0.003, "meta_batch": 8}, backbone={"name": "mlp", "hidden": [32, 16]},
+    learner = build_learner(method, {"outer_lr": 0.003, "meta_batch": 8}, backbone={"name": "mlp", "hidden": [32, 16]},
                             task_kind="classification", input_shape=(8,), output_size=5, n_way=5)
     generator = torch.Generator().manual_seed(0)
-    for _ in range(150):
+    for _ in range(300):
         learner.meta_step(family.sample(8, "train", generator))
     accuracy = learner.evaluate(family.sample(200, "test", torch.Generator().manual_seed(1)))["accuracy"].mean()
     assert accuracy > 0.9
     episode = family.sample(1, "test", generator)
     logits = learner.adapt(episode.support_x[0], episode.support_y[0])(episode.query_x[0])
     assert logits.shape == (25, 5)
+
+
+def test_few_shot_classifier_api(tmp_path):
+    import metaopt
+    from metaopt.learners.checkpoint import make_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    family = Blobs(ways=5, shots=1, queries=5)
+    clf = metaopt.FewShotClassifier({"name": "mlp", "hidden": [32, 16]}, "protonet", n_way=5, k_shot=1,
+                                    input_shape=(8,), hparams={"outer_lr": 0.003, "meta_batch": 8})
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        clf.learner.meta_step(family.sample(8, "train", generator))
+    episode = family.sample(1, "test", generator)
+    labels = clf.adapt_and_predict(episode.support_x[0], episode.support_y[0], episode.query_x[0])
+    assert labels.shape == (25,) and (labels == episode.query_y[0]).float().mean() > 0.8
+    with pytest.raises(ValueError, match="n_way\\*k_shot = 5"):
+        clf.adapt_and_predict(episode.query_x[0], episode.query_y[0], episode.query_x[0])
+
+    path = save_checkpoint(make_checkpoint(clf.learner, backbone={"name": "mlp", "hidden": [32, 16]}, input_shape=(8,),
+                                           output_size=5), tmp_path / "clf.pt")
+    loaded = metaopt.FewShotClassifier.load(str(path))
+    assert torch.equal(loaded.adapt_and_predict(episode.support_x[0], episode.support_y[0], episode.query_x[0]), labels)
