@@ -93,6 +93,7 @@ class FamilySpec(_Strict):
     ways: PositiveInt | None = None
     rotations: bool | None = None
     jitter: bool | None = None
+    root: str | None = Field(default=None, description="dataset directory (omniglot, miniimagenet)")
 
     @field_validator("name")
     @classmethod
@@ -107,6 +108,15 @@ class FamilySpec(_Strict):
         for option in self.model_fields_set - {"name"}:
             if getattr(self, option) is not None and option not in accepted:
                 raise ValueError(f"{option} is not an option of {self.name} (allowed: {', '.join(sorted(accepted))})")
+        if "root" in accepted:
+            if self.root is None:
+                raise ValueError(f"{self.name} reads a dataset directory: set family.root")
+            from metaopt.tasks.image_folders import check_miniimagenet_root, check_omniglot_root
+
+            try:
+                (check_omniglot_root if self.name == "omniglot" else check_miniimagenet_root)(self.root)
+            except FileNotFoundError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
     def options(self) -> dict[str, Any]:

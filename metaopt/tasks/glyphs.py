@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
-from metaopt.tasks.base import SPLITS, Split, TaskBatch, TaskFamily
+from metaopt.tasks.episodes import EpisodeFamily
 
 DEJAVU = [f"DejaVu{family}{style}" for family in ("Sans", "Serif", "SansMono") for style in
           ("", "-Bold", "-Oblique" if family != "Serif" else "-Italic",
@@ -121,11 +120,8 @@ def load_glyphs(cache_dir: str | Path | None = None) -> dict:
     return data
 
 
-class Glyphs(TaskFamily):
+class Glyphs(EpisodeFamily):
     """N-way K-shot episodes of rendered characters, Q queries per class."""
-
-    kind = "classification"
-    options = ("ways", "shots", "queries", "rotations", "jitter")
 
     def __init__(
         self,
@@ -139,77 +135,21 @@ class Glyphs(TaskFamily):
         cache_dir: str | Path | None = None,
     ) -> None:
         data = load_glyphs(cache_dir)
-        self.ways, self.shots, self.queries = ways, shots, queries
-        self.rotations, self.jitter, self.domain = rotations, jitter, domain
-        self.n_way = ways
-        self.input_shape = (1, SIZE, SIZE)
-        self.output_size = ways
-        self.images = data["images"]  # [classes, fonts, 28, 28] uint8
+        self.domain = domain
         self.codepoints = data["codepoints"]
-        fonts = data["fonts"]
-        dejavu = torch.tensor([name.startswith("DejaVu") for name in fonts])
-        self.pools: dict[str, torch.Tensor] = {}
-        self.masks: dict[str, torch.Tensor] = {}
-        for split in SPLITS:
-            drawers = dejavu if domain == "standard" or split == "train" else ~dejavu
-            if domain == "standard":
-                drawers = torch.ones_like(dejavu)
-            available = data["available"][data["split"][split]] & drawers  # [pool, fonts]
-            eligible = available.sum(1) >= shots + queries
-            if int(eligible.sum()) < ways:
-                most = int(available.sum(1).max())
-                raise ValueError(
-                    f"glyphs ({domain}): {split} split has {int(eligible.sum())} classes with {shots}+{queries} "
-                    f"renderings; need {ways} (at most {most} renderings per class there: lower shots or queries)"
-                )
-            self.pools[split] = data["split"][split][eligible]
-            self.masks[split] = available[eligible]
+        split_masks = None
+        if domain == "crossfont":
+            dejavu = torch.tensor([name.startswith("DejaVu") for name in data["fonts"]])
+            split_masks = {"train": dejavu, "val": ~dejavu, "test": ~dejavu}
+        super().__init__(
+            name=f"glyphs ({domain})", images=data["images"], available=data["available"], splits=data["split"],
+            ways=ways, shots=shots, queries=queries, rotations=rotations, jitter=jitter, split_masks=split_masks,
+        )
 
     @property
     def split_classes(self) -> dict[str, set[int]]:
         """The code points each split draws from (disjoint)."""
         return {s: {self.codepoints[i] for i in pool.tolist()} for s, pool in self.pools.items()}
-
-    def draw(self, batch_size: int, split: Split, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Which classes ``[tasks, ways]`` (dataset indices) and drawers ``[tasks, ways, shots+queries]`` to use."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        pool, mask = self.pools[split], self.masks[split]
-        chosen = torch.rand(batch_size, len(pool), generator=generator).argsort(1)[:, : self.ways]  # distinct classes
-        scores = torch.rand(batch_size, self.ways, mask.shape[1], generator=generator)
-        scores = scores.masked_fill(~mask[chosen], -1.0)  # unavailable drawers sort last
-        drawers = scores.argsort(-1, descending=True)[..., : self.shots + self.queries]  # distinct drawers
-        return pool[chosen], drawers
-
-    def sample(self, batch_size: int, split: Split, generator: torch.Generator) -> TaskBatch:
-        """``batch_size`` episodes; labels 0..ways-1 in a random class order per episode."""
-        classes, drawers = self.draw(batch_size, split, generator)
-        n, k, q = self.ways, self.shots, self.queries
-        images = self.images[classes.unsqueeze(-1), drawers].float() / 255.0  # [tasks, ways, k+q, 28, 28]
-        if self.rotations:
-            turns = torch.randint(0, 4, (batch_size, n), generator=generator)
-            for r in (1, 2, 3):
-                picked = turns == r
-                images[picked] = torch.rot90(images[picked], r, dims=(-2, -1))
-        if self.jitter:
-            images = _jitter(images.view(-1, 1, SIZE, SIZE), generator).view(images.shape)
-        labels = torch.arange(n).repeat_interleave(k).expand(batch_size, -1)
-        query_labels = torch.arange(n).repeat_interleave(q).expand(batch_size, -1)
-        support = images[:, :, :k].reshape(batch_size, n * k, 1, SIZE, SIZE)
-        query = images[:, :, k:].reshape(batch_size, n * q, 1, SIZE, SIZE)
-        return TaskBatch(support, labels.contiguous(), query, query_labels.contiguous())
-
-
-def _jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Small random affine transforms: rotation within 10 degrees, scale 0.9-1.1, shift within 2 pixels."""
-    count = images.shape[0]
-    angle = (torch.rand(count, generator=generator) - 0.5) * torch.pi / 9
-    scale = 0.9 + 0.2 * torch.rand(count, generator=generator)
-    shift = (torch.rand(count, 2, generator=generator) - 0.5) * (4 / SIZE)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, align_corners=False)
 
 
 class GlyphsCrossFont(Glyphs):

@@ -1,0 +1,149 @@
+"""Few-shot datasets read from a directory: Omniglot (torchvision's layout) and miniImageNet (Ravi & Larochelle CSVs).
+
+Images are read once with Pillow (no torchvision: its PyPI wheel does not load
+beside the CPU torch build), resized, and cached as one tensor file under the user's
+cache directory, named by a digest of the directory's listing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import torch
+
+from metaopt.tasks.episodes import EpisodeFamily
+from metaopt.tasks.glyphs import default_cache_dir
+
+OMNIGLOT_PARTS = ("images_background", "images_evaluation")
+OMNIGLOT_SPLIT = (1100, 100)  # train, val classes; the remaining 423 are test (Vinyals et al. 2016: 1200 / 423)
+MINI_SPLITS = ("train", "val", "test")
+
+
+def _listing_digest(paths: list[Path], extra: str) -> str:
+    h = hashlib.sha256(extra.encode())
+    for path in paths:
+        h.update(f"{path}:{path.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def _cached(name: str, paths: list[Path], extra: str, build, cache_dir: str | Path | None) -> dict:  # noqa: ANN001
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    file = cache / f"{name}-{_listing_digest(paths, extra)}.pt"
+    if file.is_file():
+        return torch.load(file, weights_only=True)
+    data = build()
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(".tmp")
+    torch.save(data, tmp)
+    tmp.replace(file)
+    return data
+
+
+def _read(path: Path, size: int, mode: str) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert(mode).resize((size, size), Image.Resampling.LANCZOS)
+        pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    return pixels.view(size, size) if mode == "L" else pixels.view(size, size, 3).permute(2, 0, 1)
+
+
+def check_omniglot_root(root: str | Path) -> Path:
+    """``root`` if it holds ``images_background/`` and ``images_evaluation/``, else a clear ``FileNotFoundError``."""
+    root = Path(root).expanduser()
+    missing = [part for part in OMNIGLOT_PARTS if not (root / part).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"omniglot: {root / missing[0]} not found (expected {' and '.join(OMNIGLOT_PARTS)}/ "
+                                f"with alphabet/character/*.png inside, torchvision's layout)")
+    return root
+
+
+class Omniglot(EpisodeFamily):
+    """Omniglot (Lake et al. 2015) at 28x28, white strokes on black; 1100/100/423 character classes."""
+
+    options = ("root", "ways", "shots", "queries", "rotations", "jitter")
+
+    def __init__(self, *, root: str, ways: int = 5, shots: int = 1, queries: int = 5, rotations: bool = True,
+                 jitter: bool = False, cache_dir: str | Path | None = None) -> None:
+        base = check_omniglot_root(root)
+        characters = sorted(c for part in OMNIGLOT_PARTS for a in sorted((base / part).iterdir()) if a.is_dir()
+                            for c in sorted(a.iterdir()) if c.is_dir())
+        files = [sorted(c.glob("*.png")) for c in characters]
+        if not characters:
+            raise FileNotFoundError(f"omniglot: no character folders under {base}")
+
+        def build() -> dict:
+            most = max(len(f) for f in files)
+            images = torch.zeros(len(files), most, 28, 28, dtype=torch.uint8)
+            available = torch.zeros(len(files), most, dtype=torch.bool)
+            for c, pngs in enumerate(files):
+                for d, png in enumerate(pngs):
+                    images[c, d] = 255 - _read(png, 28, "L")  # Omniglot draws black on white
+                    available[c, d] = True
+            return {"images": images, "available": available, "classes": [str(c.relative_to(base)) for c in characters]}
+
+        data = _cached("omniglot", [p for f in files for p in f], "28", build, cache_dir)
+        n_train, n_val = OMNIGLOT_SPLIT if len(characters) >= 1623 else _proportional(len(characters))
+        order = torch.arange(len(characters))
+        splits = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+        self.classes = data["classes"]
+        super().__init__(name="omniglot", images=data["images"], available=data["available"], splits=splits,
+                         ways=ways, shots=shots, queries=queries, rotations=rotations, jitter=jitter)
+
+
+def check_miniimagenet_root(root: str | Path) -> Path:
+    """``root`` if it holds ``images/`` and the split CSVs, else a clear ``FileNotFoundError``."""
+    root = Path(root).expanduser()
+    for needed in ("images", *(f"{s}.csv" for s in MINI_SPLITS)):
+        if not (root / needed).exists():
+            raise FileNotFoundError(f"miniimagenet: {root / needed} not found (expected images/ and "
+                                    f"train.csv, val.csv, test.csv with columns filename,label: Ravi & Larochelle)")
+    return root
+
+
+class MiniImageNet(EpisodeFamily):
+    """miniImageNet (Vinyals et al. 2016; Ravi & Larochelle 2017 splits) at 84x84 RGB; 64/16/20 classes."""
+
+    options = ("root", "ways", "shots", "queries", "jitter")
+
+    def __init__(self, *, root: str, ways: int = 5, shots: int = 1, queries: int = 15, jitter: bool = False,
+                 cache_dir: str | Path | None = None) -> None:
+        base = check_miniimagenet_root(root)
+        by_split: dict[str, dict[str, list[str]]] = {}
+        for split in MINI_SPLITS:
+            with open(base / f"{split}.csv", newline="") as f:
+                rows = list(csv.DictReader(f))
+            if rows and not {"filename", "label"} <= set(rows[0]):
+                raise ValueError(f"miniimagenet: {base / f'{split}.csv'} needs the columns filename,label")
+            classes: dict[str, list[str]] = {}
+            for row in rows:
+                classes.setdefault(row["label"], []).append(row["filename"])
+            by_split[split] = classes
+        labels = [label for split in MINI_SPLITS for label in sorted(by_split[split])]
+        files = [[base / "images" / name for name in by_split[s][label]] for s in MINI_SPLITS for label in sorted(by_split[s])]
+
+        def build() -> dict:
+            most = max(len(f) for f in files)
+            images = torch.zeros(len(files), most, 3, 84, 84, dtype=torch.uint8)
+            available = torch.zeros(len(files), most, dtype=torch.bool)
+            for c, paths in enumerate(files):
+                for d, path in enumerate(paths):
+                    images[c, d], available[c, d] = _read(path, 84, "RGB"), True
+            return {"images": images, "available": available}
+
+        data = _cached("miniimagenet", [p for f in files for p in f], "84", build, cache_dir)
+        counts = [len(by_split[s]) for s in MINI_SPLITS]
+        starts = [0, counts[0], counts[0] + counts[1]]
+        splits = {s: torch.arange(starts[i], starts[i] + counts[i]) for i, s in enumerate(MINI_SPLITS)}
+        self.classes = labels
+        super().__init__(name="miniimagenet", images=data["images"], available=data["available"], splits=splits,
+                         ways=ways, shots=shots, queries=queries, jitter=jitter)
+
+
+def _proportional(total: int) -> tuple[int, int]:
+    """Train and val class counts for a smaller (fixture) Omniglot: the same 1100/100/423 proportions."""
+    n_train = max(1, round(total * 1100 / 1623))
+    n_val = max(1, round(total * 100 / 1623))
+    return n_train, n_val
