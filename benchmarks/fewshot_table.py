@@ -1,0 +1,144 @@
+"""Few-shot image classification: every method on glyphs (or glyphs-crossfont, or a real Omniglot directory).
+
+For each method and each setting (5-way 1-shot, 5-way 5-shot, 20-way 1-shot) a
+Conv-4 learner is meta-trained on ``--train-episodes`` training episodes of that
+setting and scored on 600 held-out test episodes: accuracy mean ± 95% CI, wall
+time, and meta-training episodes/s. Cells run ``--workers`` at a time (one CPU
+thread each); each finished cell is appended to ``<json>.cells.jsonl`` and a rerun
+skips the cells already there with the same settings.
+
+    python benchmarks/fewshot_table.py [--family glyphs] [--root DIR] [--methods ...] [--train-episodes 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import torch
+
+SETTINGS = {"5w1s": (5, 1), "5w5s": (5, 5), "20w1s": (20, 1)}
+QUERIES = 5
+# What each method trains with (Conv-4, Adam 0.001); gradient methods adapt with 1 step in training, 3 at test.
+METHODS: dict[str, dict] = {
+    "protonet": {"meta_batch": 1},
+    "matchingnet": {"meta_batch": 1},
+    "relationnet": {"meta_batch": 1},
+    "siamese": {"meta_batch": 1},
+    "maml": {"inner_lr": 0.4, "inner_steps": 1, "meta_batch": 4},
+    "fomaml": {"inner_lr": 0.4, "inner_steps": 1, "meta_batch": 4},
+    "anil": {"inner_lr": 0.4, "inner_steps": 1, "meta_batch": 4},
+    "metasgd": {"inner_lr": 0.4, "inner_steps": 1, "meta_batch": 4},
+    "metacurvature": {"inner_lr": 0.4, "inner_steps": 1, "meta_batch": 4},
+    "mamlpp": {"inner_lr": 0.4, "inner_steps": 1, "meta_batch": 4},
+    "reptile": {"inner_lr": 0.1, "inner_steps": 5, "outer_lr": 1.0, "meta_batch": 4},
+}
+TEST_STEPS = 3
+PUBLISHED_OMNIGLOT = {  # ../shared/reference/published.md, accuracy %
+    "matchingnet": {"5w1s": 98.1, "5w5s": 98.9, "20w1s": 93.8},
+    "maml": {"5w1s": 98.7, "5w5s": 99.9, "20w1s": 95.8},
+    "fomaml": {"5w1s": 98.3, "5w5s": 99.2, "20w1s": 89.4},
+    "protonet": {"5w1s": 98.8, "5w5s": 99.7, "20w1s": 96.0},
+    "metasgd": {"5w1s": 99.53, "5w5s": 99.93, "20w1s": 95.93},
+    "relationnet": {"5w1s": 99.6, "5w5s": 99.8, "20w1s": 97.6},
+    "reptile": {"5w1s": 97.68, "5w5s": 99.48, "20w1s": 89.43},
+    "mamlpp": {"5w1s": 99.47, "5w5s": 99.93, "20w1s": 97.65},
+}
+
+
+def _family(name: str, root: str | None, ways: int, shots: int):  # noqa: ANN202
+    from metaopt.tasks import FAMILIES
+
+    options = {"ways": ways, "shots": shots, "queries": QUERIES if name != "glyphs-crossfont" else 4 - shots}
+    if root:
+        options["root"] = root
+    return FAMILIES[name](**options)
+
+
+def cell(method: str, setting: str, family_name: str, root: str | None, episodes: int, seed: int) -> dict:
+    """Train one method on one setting and score it on 600 test episodes."""
+    torch.set_num_threads(1)
+    from metaopt.learners.checkpoint import build_learner
+    from metaopt.search.evaluation import TEST_SEED, evaluate_tasks, mean_ci
+
+    ways, shots = SETTINGS[setting]
+    family = _family(family_name, root, ways, shots)
+    hparams = {"outer_lr": 0.001, **METHODS[method]}
+    iterations = max(1, episodes // hparams["meta_batch"])
+    torch.manual_seed(seed)
+    learner = build_learner(method, hparams, backbone={"name": "conv4"}, task_kind="classification",
+                            input_shape=family.input_shape, output_size=ways, n_way=ways, max_iterations=iterations)
+    generator = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        learner.meta_step(family.sample(hparams["meta_batch"], "train", generator))
+    train_s = time.perf_counter() - start
+    tasks = family.fixed_tasks(600, "test", seed=TEST_SEED, chunk=50)
+    steps = TEST_STEPS if hasattr(learner, "inner_loop") else None
+    accuracy = evaluate_tasks(learner, tasks, steps=steps)["accuracy"] * 100
+    mean, ci = mean_ci(accuracy)
+    return {"method": method, "setting": setting, "family": family_name, "episodes": iterations * hparams["meta_batch"],
+            "hparams": hparams, "seed": seed, "accuracy": mean, "accuracy_ci95": ci, "train_s": train_s,
+            "episodes_per_s": iterations * hparams["meta_batch"] / train_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", default="glyphs", choices=["glyphs", "glyphs-crossfont", "omniglot"])
+    parser.add_argument("--root", help="dataset directory (omniglot)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--train-episodes", type=int, default=3000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="default: benchmarks/results/fewshot_<family>.json")
+    args = parser.parse_args()
+    if args.family == "glyphs-crossfont":
+        args.settings = [s for s in args.settings if SETTINGS[s][1] == 1]  # STIX has at most 4 renderings a class
+    out = Path(args.json or Path(__file__).parent / "results" / f"fewshot_{args.family}.json")
+    cells_file = out.with_suffix(".cells.jsonl")
+    results: dict[tuple[str, str], dict] = {}
+    if cells_file.exists():
+        for line in cells_file.read_text().splitlines():
+            r = json.loads(line)
+            if r["episodes"] == max(1, args.train_episodes // METHODS[r["method"]]["meta_batch"]) * METHODS[r["method"]]["meta_batch"] \
+                    and r["seed"] == args.seed and r["hparams"] == {"outer_lr": 0.001, **METHODS[r["method"]]}:
+                results[(r["method"], r["setting"])] = r
+    jobs = [(m, s) for m in args.methods for s in args.settings if (m, s) not in results]
+    print(f"{len(jobs)} cells to run, {len(results)} reused from {cells_file}")
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        futures = {pool.submit(cell, m, s, args.family, args.root, args.train_episodes, args.seed): (m, s) for m, s in jobs}
+        for future in as_completed(futures):
+            r = future.result()
+            results[futures[future]] = r
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with cells_file.open("a") as f:
+                f.write(json.dumps(r) + "\n")
+            print(f"  [{time.perf_counter() - start:6.0f}s] {r['method']:<14} {r['setting']:<6} "
+                  f"{r['accuracy']:6.2f} ± {r['accuracy_ci95']:.2f}%  {r['train_s']:.0f}s  "
+                  f"{r['episodes_per_s']:.1f} episodes/s", flush=True)
+
+    print(f"\n{args.family}: accuracy % (mean ± 95% CI over 600 test episodes), Conv-4, "
+          f"{args.train_episodes} training episodes per cell")
+    print(f"{'method':<14}" + "".join(f"{s:>18}" for s in args.settings) + "   train s   episodes/s")
+    for method in args.methods:
+        cells = [results.get((method, s)) for s in args.settings]
+        text = [f"{c['accuracy']:.2f} ± {c['accuracy_ci95']:.2f}" if c else "-" for c in cells]
+        done = [c for c in cells if c]
+        train_s = sum(c["train_s"] for c in done)
+        rate = sum(c["episodes"] for c in done) / train_s if train_s else 0.0
+        print(f"{method:<14}" + "".join(f"{t:>18}" for t in text) + f"{train_s:>10.0f}{rate:>13.1f}")
+        if args.family == "omniglot" and method in PUBLISHED_OMNIGLOT:
+            published = [str(PUBLISHED_OMNIGLOT[method].get(s, "-")) for s in args.settings]
+            print(f"{'  published':<14}" + "".join(f"{p:>18}" for p in published))
+    out.write_text(json.dumps({"benchmark": "fewshot", "family": args.family, "train_episodes": args.train_episodes,
+                               "cells": list(results.values()), "published_omniglot": PUBLISHED_OMNIGLOT}, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
