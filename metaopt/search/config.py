@@ -129,18 +129,21 @@ class FamilySpec(_Strict):
 
 
 class BackboneSpec(_Strict):
-    """The network every method meta-trains: MLP (1-40-40-1 ReLU by default) or Conv-4 (64 filters)."""
+    """The network every method meta-trains: MLP (1-40-40-1 ReLU by default), Conv-4 (64 filters), ResNet-12/18."""
 
-    name: Literal["mlp", "conv4"] = "mlp"
+    name: Literal["mlp", "conv4", "resnet12", "resnet18"] = "mlp"
     hidden: list[PositiveInt] | PositiveInt | None = None
     activation: Literal["relu", "tanh"] | None = None
+    channels: list[PositiveInt] | None = Field(default=None, description="stage widths (resnet12, resnet18)")
 
     @model_validator(mode="after")
     def _fits_the_backbone(self) -> BackboneSpec:
-        if self.name == "conv4" and (isinstance(self.hidden, list) or self.activation is not None):
-            raise ValueError("conv4 takes hidden: <filters> (an integer) and no activation")
-        if self.name == "mlp" and isinstance(self.hidden, int):
-            raise ValueError("mlp takes hidden: a list of layer widths")
+        if self.name == "conv4" and (isinstance(self.hidden, list) or self.activation or self.channels):
+            raise ValueError("conv4 takes hidden: <filters> (an integer) only")
+        if self.name == "mlp" and (isinstance(self.hidden, int) or self.channels):
+            raise ValueError("mlp takes hidden: a list of layer widths, and activation")
+        if self.name.startswith("resnet") and (self.hidden is not None or self.activation):
+            raise ValueError(f"{self.name} takes channels: a list of stage widths only")
         return self
 
     def spec(self) -> dict[str, Any]:

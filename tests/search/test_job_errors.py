@@ -29,7 +29,7 @@ BAD_JOBS = {
     ),
     "conv4 with mlp options": (
         tiny_job(backbone={"name": "conv4", "hidden": [64, 64]}),
-        "backbone: conv4 takes hidden: <filters> (an integer) and no activation",
+        "backbone: conv4 takes hidden: <filters> (an integer) only",
     ),
     "negative lr": (
         tiny_job(space={"maml": {"inner_lr": -0.01}}),
