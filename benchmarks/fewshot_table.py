@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
+from _cells import load_cells, run_cells
 
 SETTINGS = {"5w1s": (5, 1), "5w5s": (5, 5), "20w1s": (20, 1)}
 QUERIES = 5
@@ -100,27 +100,20 @@ def main() -> None:
         args.settings = [s for s in args.settings if SETTINGS[s][1] == 1]  # STIX has at most 4 renderings a class
     out = Path(args.json or Path(__file__).parent / "results" / f"fewshot_{args.family}.json")
     cells_file = out.with_suffix(".cells.jsonl")
-    results: dict[tuple[str, str], dict] = {}
-    if cells_file.exists():
-        for line in cells_file.read_text().splitlines():
-            r = json.loads(line)
-            if r["episodes"] == max(1, args.train_episodes // METHODS[r["method"]]["meta_batch"]) * METHODS[r["method"]]["meta_batch"] \
-                    and r["seed"] == args.seed and r["hparams"] == {"outer_lr": 0.001, **METHODS[r["method"]]}:
-                results[(r["method"], r["setting"])] = r
-    jobs = [(m, s) for m in args.methods for s in args.settings if (m, s) not in results]
+
+    def same_settings(r: dict) -> bool:
+        batch = METHODS[r["method"]]["meta_batch"]
+        return (r["family"] == args.family and r["seed"] == args.seed
+                and r["episodes"] == max(1, args.train_episodes // batch) * batch
+                and r["hparams"] == {"outer_lr": 0.001, **METHODS[r["method"]]})
+
+    results = load_cells(cells_file, same_settings, lambda r: (r["method"], r["setting"]))
+    jobs = {(m, s): (m, s, args.family, args.root, args.train_episodes, args.seed)
+            for m in args.methods for s in args.settings if (m, s) not in results}
     print(f"{len(jobs)} cells to run, {len(results)} reused from {cells_file}")
-    start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = {pool.submit(cell, m, s, args.family, args.root, args.train_episodes, args.seed): (m, s) for m, s in jobs}
-        for future in as_completed(futures):
-            r = future.result()
-            results[futures[future]] = r
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with cells_file.open("a") as f:
-                f.write(json.dumps(r) + "\n")
-            print(f"  [{time.perf_counter() - start:6.0f}s] {r['method']:<14} {r['setting']:<6} "
-                  f"{r['accuracy']:6.2f} ± {r['accuracy_ci95']:.2f}%  {r['train_s']:.0f}s  "
-                  f"{r['episodes_per_s']:.1f} episodes/s", flush=True)
+    results.update(run_cells(cells_file, jobs, cell, workers=args.workers, describe=lambda r: (
+        f"{r['method']:<14} {r['setting']:<6} {r['accuracy']:6.2f} ± {r['accuracy_ci95']:.2f}%  "
+        f"{r['train_s']:.0f}s  {r['episodes_per_s']:.1f} episodes/s")))
 
     print(f"\n{args.family}: accuracy % (mean ± 95% CI over 600 test episodes), Conv-4, "
           f"{args.train_episodes} training episodes per cell")

@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
+from _cells import load_cells, run_cells
 
 # What each method used: the paper's MAML setting (1 inner SGD step, lr 0.01) unless said.
 SETTINGS: dict[str, dict] = {
@@ -73,12 +73,11 @@ def cell(method: str, shots: int, iterations: int, compile_mode: str, seed: int)
 
 
 def main() -> None:
-    from metaopt.learners import LEARNERS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=70_000)
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20])
-    parser.add_argument("--methods", nargs="+", default=list(LEARNERS), choices=list(LEARNERS))
+    parser.add_argument("--methods", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--workers", type=int, default=2, help="cells run in parallel, one CPU thread each")
     parser.add_argument("--compile", choices=["auto", "always", "never"], default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -87,30 +86,20 @@ def main() -> None:
     args = parser.parse_args()
 
     cells_file = Path(args.json).with_suffix(".cells.jsonl")
-    results: dict[tuple[str, int], dict] = {}
-    if cells_file.exists() and not args.fresh:
-        for line in cells_file.read_text().splitlines():
-            r = json.loads(line)
-            same = r["iterations"] == args.iterations and r["hparams"] == {"outer_lr": 0.001, "meta_batch": 25,
-                                                                          **SETTINGS[r["method"]]}
-            if same and r.get("seed", 0) == args.seed:
-                results[(r["method"], r["shots"])] = r
-    elif args.fresh:
+    if args.fresh:
         cells_file.unlink(missing_ok=True)
-    jobs = [(m, k) for m in args.methods for k in args.shots if (m, k) not in results]
+    settings = lambda method: {"outer_lr": 0.001, "meta_batch": 25, **SETTINGS[method]}  # noqa: E731
+    results = load_cells(
+        cells_file,
+        lambda r: r["iterations"] == args.iterations and r["hparams"] == settings(r["method"]) and r["seed"] == args.seed,
+        lambda r: (r["method"], r["shots"]),
+    )
+    jobs = {(m, k): (m, k, args.iterations, args.compile, args.seed)
+            for m in args.methods for k in args.shots if (m, k) not in results}
     print(f"{len(jobs)} cells to run, {len(results)} reused from {cells_file}")
-    start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = {pool.submit(cell, m, k, args.iterations, args.compile, args.seed): (m, k) for m, k in jobs}
-        for future in as_completed(futures):
-            r = future.result()
-            results[futures[future]] = r
-            cells_file.parent.mkdir(parents=True, exist_ok=True)
-            with cells_file.open("a") as f:
-                f.write(json.dumps(r) + "\n")
-            print(f"  [{time.perf_counter() - start:6.0f}s] {r['method']:<14} {r['shots']:>2}-shot  "
-                  f"MSE@1 {r['mse_1']:.3f} ± {r['mse_1_ci95']:.3f}  MSE@10 {r['mse_10']:.3f}  ({r['train_s']:.0f}s)",
-                  flush=True)
+    results.update(run_cells(cells_file, jobs, cell, workers=args.workers, describe=lambda r: (
+        f"{r['method']:<14} {r['shots']:>2}-shot  MSE@1 {r['mse_1']:.3f} ± {r['mse_1_ci95']:.3f}  "
+        f"MSE@10 {r['mse_10']:.3f}  ({r['train_s']:.0f}s)")))
 
     print(f"\nsine regression, MSE after 1 step (after 10), mean ± 95% CI over 1000 test tasks x 100 points, "
           f"{args.iterations} meta-iterations, meta-batch 25")

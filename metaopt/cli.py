@@ -38,7 +38,8 @@ def render_leaderboard(rows: list[Any], title: str) -> None:
                          f"{_fmt(100 * row.test_accuracy, 2)} ± {_fmt(100 * (row.test_accuracy_ci95 or 0), 2)}")
         cells += [str(row.complete), str(row.pruned), str(row.failed), (row.run_id or "-")[:8]]
         table.add_row(*cells)
-    Console().print(table)
+    # Logs and pipes get a 120-column table instead of rich's 80-column default.
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
 
 
 class _SearchProgress:

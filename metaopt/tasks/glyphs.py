@@ -17,13 +17,13 @@ renderings and validates/tests on the STIX renderings of held-out classes only.
 from __future__ import annotations
 
 import hashlib
-import os
 import unicodedata
 from pathlib import Path
 from typing import Literal
 
 import torch
 
+from metaopt.tasks.cache import cached
 from metaopt.tasks.episodes import EpisodeFamily
 
 DEJAVU = [f"DejaVu{family}{style}" for family in ("Sans", "Serif", "SansMono") for style in
@@ -45,11 +45,6 @@ def font_dir() -> Path:
     import matplotlib
 
     return Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf"
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/metaopt`` or ``~/.cache/metaopt``."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "metaopt"
 
 
 def _digest(paths: list[Path]) -> str:
@@ -108,16 +103,7 @@ def load_glyphs(cache_dir: str | Path | None = None) -> dict:
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"glyphs: matplotlib font not found: {missing[0]}")
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = cache / f"glyphs-{_digest(paths)}.pt"
-    if path.is_file():
-        return torch.load(path, weights_only=True)
-    data = render_dataset(paths)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(data, tmp)
-    tmp.replace(path)
-    return data
+    return cached("glyphs", _digest(paths), lambda: render_dataset(paths), cache_dir)
 
 
 class Glyphs(EpisodeFamily):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
+from metaopt.tasks.cache import cached
 from metaopt.tasks.episodes import EpisodeFamily
-from metaopt.tasks.glyphs import default_cache_dir
 
 OMNIGLOT_PARTS = ("images_background", "images_evaluation")
 OMNIGLOT_SPLIT = (1100, 100)  # train, val classes; the remaining 423 are test (Vinyals et al. 2016: 1200 / 423)
@@ -26,19 +26,6 @@ def _listing_digest(paths: list[Path], extra: str) -> str:
     for path in paths:
         h.update(f"{path}:{path.stat().st_size}".encode())
     return h.hexdigest()[:16]
-
-
-def _cached(name: str, paths: list[Path], extra: str, build, cache_dir: str | Path | None) -> dict:  # noqa: ANN001
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    file = cache / f"{name}-{_listing_digest(paths, extra)}.pt"
-    if file.is_file():
-        return torch.load(file, weights_only=True)
-    data = build()
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(".tmp")
-    torch.save(data, tmp)
-    tmp.replace(file)
-    return data
 
 
 def _read(path: Path, size: int, mode: str) -> torch.Tensor:
@@ -84,7 +71,7 @@ class Omniglot(EpisodeFamily):
                     available[c, d] = True
             return {"images": images, "available": available, "classes": [str(c.relative_to(base)) for c in characters]}
 
-        data = _cached("omniglot", [p for f in files for p in f], "28", build, cache_dir)
+        data = cached("omniglot", _listing_digest([p for f in files for p in f], "28"), build, cache_dir)
         n_train, n_val = OMNIGLOT_SPLIT if len(characters) >= 1623 else _proportional(len(characters))
         order = torch.arange(len(characters))
         splits = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
@@ -133,7 +120,7 @@ class MiniImageNet(EpisodeFamily):
                     images[c, d], available[c, d] = _read(path, 84, "RGB"), True
             return {"images": images, "available": available}
 
-        data = _cached("miniimagenet", [p for f in files for p in f], "84", build, cache_dir)
+        data = cached("miniimagenet", _listing_digest([p for f in files for p in f], "84"), build, cache_dir)
         counts = [len(by_split[s]) for s in MINI_SPLITS]
         starts = [0, counts[0], counts[0] + counts[1]]
         splits = {s: torch.arange(starts[i], starts[i] + counts[i]) for i, s in enumerate(MINI_SPLITS)}
