@@ -37,6 +37,7 @@ METHODS: dict[str, dict] = {
     "reptile": {"inner_lr": 0.1, "inner_steps": 5, "outer_lr": 1.0, "meta_batch": 4},
 }
 TEST_STEPS = 3
+METRIC = {"protonet", "matchingnet", "relationnet", "siamese"}
 PUBLISHED_OMNIGLOT = {  # ../shared/reference/published.md, accuracy %
     "matchingnet": {"5w1s": 98.1, "5w5s": 98.9, "20w1s": 93.8},
     "maml": {"5w1s": 98.7, "5w5s": 99.9, "20w1s": 95.8},
@@ -58,14 +59,18 @@ def _family(name: str, root: str | None, ways: int, shots: int):  # noqa: ANN202
     return FAMILIES[name](**options)
 
 
-def cell(method: str, setting: str, family_name: str, root: str | None, episodes: int, seed: int) -> dict:
-    """Train one method on one setting and score it on 600 test episodes."""
+def cell(method: str, setting: str, family_name: str, root: str | None, episodes: int, seed: int,
+         train_ways: int | None = None) -> dict:
+    """Train one method on one setting (metric learners: optionally on ``train_ways``-way episodes), test on 600."""
     torch.set_num_threads(1)
+    from metaopt.learners import LEARNERS
     from metaopt.learners.checkpoint import build_learner
     from metaopt.search.evaluation import TEST_SEED, evaluate_tasks, mean_ci
 
     ways, shots = SETTINGS[setting]
     family = _family(family_name, root, ways, shots)
+    train_ways = train_ways if train_ways and not LEARNERS[method].uses_head else ways
+    train_family = family if train_ways == ways else _family(family_name, root, train_ways, shots)
     hparams = {"outer_lr": 0.001, **METHODS[method]}
     iterations = max(1, episodes // hparams["meta_batch"])
     torch.manual_seed(seed)
@@ -74,13 +79,14 @@ def cell(method: str, setting: str, family_name: str, root: str | None, episodes
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for _ in range(iterations):
-        learner.meta_step(family.sample(hparams["meta_batch"], "train", generator))
+        learner.meta_step(train_family.sample(hparams["meta_batch"], "train", generator))
     train_s = time.perf_counter() - start
     tasks = family.fixed_tasks(600, "test", seed=TEST_SEED, chunk=50)
     steps = TEST_STEPS if hasattr(learner, "inner_loop") else None
     accuracy = evaluate_tasks(learner, tasks, steps=steps)["accuracy"] * 100
     mean, ci = mean_ci(accuracy)
-    return {"method": method, "setting": setting, "family": family_name, "episodes": iterations * hparams["meta_batch"],
+    return {"method": method, "setting": setting, "family": family_name, "train_ways": train_ways,
+            "episodes": iterations * hparams["meta_batch"],
             "hparams": hparams, "seed": seed, "accuracy": mean, "accuracy_ci95": ci, "train_s": train_s,
             "episodes_per_s": iterations * hparams["meta_batch"] / train_s}
 
@@ -93,6 +99,7 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--train-episodes", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--train-ways", type=int, help="metric learners train on this many ways (Snell et al.)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="default: benchmarks/results/fewshot_<family>.json")
     args = parser.parse_args()
@@ -103,12 +110,14 @@ def main() -> None:
 
     def same_settings(r: dict) -> bool:
         batch = METHODS[r["method"]]["meta_batch"]
-        return (r["family"] == args.family and r["seed"] == args.seed
+        ways = SETTINGS[r["setting"]][0]
+        wanted_ways = args.train_ways if args.train_ways and r["method"] in METRIC else ways
+        return (r["family"] == args.family and r["seed"] == args.seed and r.get("train_ways", ways) == wanted_ways
                 and r["episodes"] == max(1, args.train_episodes // batch) * batch
                 and r["hparams"] == {"outer_lr": 0.001, **METHODS[r["method"]]})
 
     results = load_cells(cells_file, same_settings, lambda r: (r["method"], r["setting"]))
-    jobs = {(m, s): (m, s, args.family, args.root, args.train_episodes, args.seed)
+    jobs = {(m, s): (m, s, args.family, args.root, args.train_episodes, args.seed, args.train_ways)
             for m in args.methods for s in args.settings if (m, s) not in results}
     print(f"{len(jobs)} cells to run, {len(results)} reused from {cells_file}")
     results.update(run_cells(cells_file, jobs, cell, workers=args.workers, describe=lambda r: (
