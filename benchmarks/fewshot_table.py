@@ -75,12 +75,13 @@ def cell(method: str, setting: str, family_name: str, root: str | None, episodes
     iterations = max(1, episodes // hparams["meta_batch"])
     torch.manual_seed(seed)
     learner = build_learner(method, hparams, backbone={"name": "conv4"}, task_kind="classification",
-                            input_shape=family.input_shape, output_size=ways, n_way=ways, max_iterations=iterations)
+                            input_shape=family.input_shape, output_size=ways, n_way=train_ways, max_iterations=iterations)
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for _ in range(iterations):
         learner.meta_step(train_family.sample(hparams["meta_batch"], "train", generator))
     train_s = time.perf_counter() - start
+    learner.n_way = ways  # a metric learner trained on more ways tests on the setting's ways
     tasks = family.fixed_tasks(600, "test", seed=TEST_SEED, chunk=50)
     steps = TEST_STEPS if hasattr(learner, "inner_loop") else None
     accuracy = evaluate_tasks(learner, tasks, steps=steps)["accuracy"] * 100
