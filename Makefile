@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test test-slow bench ui clean
+.PHONY: setup demo test test-slow bench bench-easyfsl ui clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,12 @@ test-slow: setup
 bench: setup
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python benchmarks/throughput.py
+
+# easyfsl needs torchvision, which does not import beside the pinned CPU torch 2.13: its own venv, torch 2.14.1.
+bench-easyfsl:
+	test -x .venv-easyfsl/bin/python || $(PYTHON) -m venv .venv-easyfsl
+	.venv-easyfsl/bin/python -m pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 easyfsl==1.5.0 -e .
+	.venv-easyfsl/bin/python benchmarks/fewshot_throughput.py
 
 ui: setup
 	$(BIN)/metaopt ui

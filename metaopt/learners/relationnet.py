@@ -31,9 +31,8 @@ class RelationNet(MetricLearner):
 
     def make_extras(self) -> dict[str, nn.Parameter]:
         """The relation module's weights, sized from the embedding width."""
-        with torch.no_grad():
-            probe = next(iter(self.params.values()))
-            width = self._embedding_width(probe)
+        probe = next(iter(self.params.values()))
+        width = self.embedding_width()
         hidden = self.hparams["relation_hidden"]
         first, second = nn.Linear(2 * width, hidden), nn.Linear(hidden, 1)
         return {
@@ -42,15 +41,6 @@ class RelationNet(MetricLearner):
             "relation.w2": nn.Parameter(second.weight.detach().to(probe)),
             "relation.b2": nn.Parameter(second.bias.detach().to(probe)),
         }
-
-    def _embedding_width(self, probe: Tensor) -> int:
-        for module in reversed(list(self.backbone.modules())):
-            if isinstance(module, nn.Linear):
-                return module.out_features
-        size = getattr(self.backbone, "embedding_size", None)
-        if size is None:
-            raise ValueError("relationnet needs a backbone whose embedding width is known (Conv-4 or MLP)")
-        return size
 
     def episode_logits(self, meta: Params, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int) -> Tensor:
         """Relation scores ``[queries, ways]`` before the sigmoid."""

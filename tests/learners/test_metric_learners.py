@@ -68,6 +68,49 @@ def test_metric_learner_learns_an_easy_separable_family_beyond_90_percent(method
     assert logits.shape == (25, 5)
 
 
+@pytest.mark.parametrize("method", ["protonet", "matchingnet", "relationnet", "siamese"])
+def test_cpu_loop_over_episodes_equals_vmap_with_conv4_batch_norm(method):
+    torch.manual_seed(0)
+    learner = build_learner(method, {}, backbone={"name": "conv4", "hidden": 8}, task_kind="classification",
+                            input_shape=(1, 28, 28), output_size=3, n_way=3)
+    x = torch.randn(4, 6, 1, 28, 28)
+    batch = TaskBatch(x[:, :3], torch.arange(3).repeat(4, 1), x[:, 3:], torch.arange(3).repeat(4, 1))
+    looped = learner.batch_logits(learner.meta_parameters(), batch)
+    learner.force_vmap = True
+    assert torch.allclose(looped, learner.batch_logits(learner.meta_parameters(), batch), atol=1e-5)
+
+
+def test_matching_net_full_context_embeddings_use_lstm_cells_and_learn():
+    from metaopt.learners.matchingnet import _lstm_cell
+
+    torch.manual_seed(0)
+    cell = torch.nn.LSTMCell(6, 6)
+    meta = {f"fce.forward.{k}": getattr(cell, k) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+    x, h, c = torch.randn(3, 6), torch.randn(3, 6), torch.randn(3, 6)
+    for ours, theirs in zip(_lstm_cell(meta, "forward", x, h, c), cell(x, (h, c)), strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-6)
+
+    family = Blobs(ways=5, shots=2, queries=5)
+    learner = build_learner("matchingnet", {"outer_lr": 0.003, "meta_batch": 8, "fce": True},
+                            backbone={"name": "mlp", "hidden": [32, 16]}, task_kind="classification",
+                            input_shape=(8,), output_size=5, n_way=5)
+    assert {k.split(".")[1] for k in learner.extras} == {"forward", "backward", "attention"}
+    batch = family.sample(3, "train", torch.Generator().manual_seed(0))
+    meta = learner.meta_parameters()
+    looped = learner.batch_logits(meta, batch)
+    learner.force_vmap = True
+    batched = learner.batch_logits(meta, batch)
+    learner.force_vmap = False
+    for t in range(3):  # vmap over episodes = the CPU's loop = one episode at a time
+        single = learner.episode_logits(meta, batch.support_x[t], batch.support_y[t], batch.query_x[t], 5)
+        assert torch.allclose(batched[t], single, atol=1e-5) and torch.allclose(looped[t], single, atol=1e-5)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        learner.meta_step(family.sample(8, "train", generator))
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.extras.values())
+    assert learner.evaluate(family.sample(200, "test", torch.Generator().manual_seed(1)))["accuracy"].mean() > 0.9
+
+
 def test_few_shot_classifier_api(tmp_path):
     import metaopt
     from metaopt.learners.checkpoint import make_checkpoint, save_checkpoint
