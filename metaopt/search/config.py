@@ -36,16 +36,19 @@ class _Strict(BaseModel):
 
 
 class FloatRange(_Strict):
-    """A float searched in ``[low, high]``, optionally on a log scale."""
+    """A float searched in ``[low, high]``, optionally on a log scale or on a grid of ``step``."""
 
     type: Literal["float"]
     low: float
     high: float
     log: bool = False
+    step: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> FloatRange:
         _check_range(self.low, self.high, self.log)
+        if self.step is not None and self.log:
+            raise ValueError("step and log cannot be combined (Optuna steps on a linear scale)")
         return self
 
 
@@ -163,11 +166,21 @@ class Budget(_Strict):
 
 
 class PrunerSpec(_Strict):
-    """Optuna pruner that may stop a trial at an evaluation."""
+    """Optuna pruner that may stop a trial at an evaluation.
 
-    type: Literal["median", "none"] = "median"
-    n_startup_trials: int = Field(default=3, ge=0)
-    n_warmup_steps: int = Field(default=0, ge=0)
+    ``median``: below the median of earlier trials at the same iteration; ``hyperband``:
+    successive halving in brackets, rungs from ``min_resource`` (default: the eval
+    interval) to the trial's iterations; ``wilcoxon``: a signed-rank test, paired over the
+    validation episodes at the same iteration, against the best trial; ``none``.
+    No trial is pruned before ``n_warmup_steps`` iterations.
+    """
+
+    type: Literal["median", "hyperband", "wilcoxon", "none"] = "median"
+    n_startup_trials: int = Field(default=3, ge=0, description="median: trials that are never pruned")
+    n_warmup_steps: int = Field(default=0, ge=0, description="iterations before any pruning")
+    min_resource: PositiveInt | None = Field(default=None, description="hyperband: iterations of the first rung")
+    reduction_factor: int = Field(default=3, ge=2, description="hyperband: 1/fraction promoted at each rung")
+    p_threshold: float = Field(default=0.1, gt=0, lt=1, description="wilcoxon: p-value below which a trial is pruned")
 
 
 class Resources(_Strict):
@@ -186,7 +199,7 @@ class Job(_Strict):
     search_space: str | None = Field(default=None, description="path to a search-space file, relative to the job")
     space: dict[str, MethodSpace] = Field(default_factory=dict, description="per-method overrides of search_space")
     budget: Budget
-    strategy: Literal["tpe", "random"] = "tpe"
+    strategy: Literal["tpe", "random", "cmaes", "gp", "grid"] = "tpe"
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     resources: Resources = Field(default_factory=Resources)
     backbone: BackboneSpec = Field(default_factory=BackboneSpec)

@@ -51,6 +51,13 @@ def load_job(path: str | Path) -> LoadedJob:
             raise ConfigError(f"{path}: space.{method}: method is not in methods ({', '.join(job.methods)})")
         spaces[method] = {**spaces.get(method, {}), **overrides}
     space = _validated(SearchSpace(job.methods, spaces), str(path), prefix="space.")
+    if job.strategy == "grid":
+        from metaopt.search.strategies import grid_size
+
+        try:
+            grid_size(space)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: space.{exc}") from None
     for i, config in enumerate(job.enqueue):
         try:
             space.enqueue_params(config)

@@ -76,19 +76,44 @@ class NullTracker:
 class Reporter:
     """Carries a trial's evaluations to Optuna (pruning) and the tracker (curves), and checkpoints."""
 
-    def __init__(self, trial: optuna.Trial | None, log: TrialLog, checkpoint_path: Path) -> None:
+    def __init__(
+        self,
+        trial: optuna.Trial | None,
+        log: TrialLog,
+        checkpoint_path: Path,
+        *,
+        per_instance: bool = False,
+        warmup: int = 0,
+    ) -> None:
         self.trial, self.log, self.checkpoint_path = trial, log, checkpoint_path
+        self.per_instance, self.warmup = per_instance, warmup
         self.last_step: int | None = None
         self.last_value: float | None = None
         self.has_checkpoint = False
 
-    def report(self, step: int, metrics: dict[str, float], objective: str, checkpoint: Callable[[], dict]) -> None:
-        """Log ``metrics``, write a checkpoint, and raise ``optuna.TrialPruned`` if the pruner says so."""
+    def report(
+        self,
+        step: int,
+        metrics: dict[str, float],
+        objective: str,
+        checkpoint: Callable[[], dict],
+        instances: list[float] | None = None,
+    ) -> None:
+        """Log ``metrics``, write a checkpoint, and raise ``optuna.TrialPruned`` if the pruner says so.
+
+        With ``per_instance`` (the Wilcoxon pruner) Optuna gets the objective of every
+        validation episode, ``instances``, as step ``step * len(instances) + i``: two trials
+        are then paired on the same episodes at the same iteration.
+        """
         self.log.log_metrics(metrics, step)
         save_checkpoint(checkpoint(), self.checkpoint_path)
         self.has_checkpoint = True
         self.last_step, self.last_value = step, metrics[objective]
         if self.trial is not None:
-            self.trial.report(metrics[objective], step)
-            if self.trial.should_prune():
+            if self.per_instance and instances:
+                for i, value in enumerate(instances):
+                    self.trial.report(value, step * len(instances) + i)
+            else:
+                self.trial.report(metrics[objective], step)
+            if step >= self.warmup and self.trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at iteration {step} ({objective}={metrics[objective]:.4g})")

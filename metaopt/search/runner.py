@@ -21,7 +21,7 @@ from metaopt.search.executors import Executor
 from metaopt.search.job import LoadedJob
 from metaopt.search.reporting import NullTracker, TrialTracker
 from metaopt.search.storage import journal_storage
-from metaopt.search.strategies import STRATEGIES, make_pruner
+from metaopt.search.strategies import grid_size, make_pruner, make_sampler
 from metaopt.search.trial import TrialConfig, TrialResult, evaluate_checkpoint, execute_trial
 
 OPTUNA_STATES = {
@@ -121,8 +121,8 @@ def run_search(
     study = optuna.create_study(
         study_name=search_id,
         storage=journal_storage(storage_path),
-        sampler=STRATEGIES[job.strategy](job.seed),
-        pruner=make_pruner(job.pruner),
+        sampler=make_sampler(job.strategy, job.seed),
+        pruner=make_pruner(job.pruner, job.budget),
         direction="minimize",
     )
     for config in job.enqueue:
@@ -138,10 +138,14 @@ def run_search(
     results: list[TrialResult] = []
     pending: dict[Any, tuple[optuna.Trial, TrialConfig]] = {}
     asked = 0
+    budget_trials = job.budget.trials
+    if job.strategy == "grid" and grid_size(space) < budget_trials:
+        budget_trials = grid_size(space)
+        progress("warning", {"message": f"the grid has {budget_trials} configurations: the search stops there"})
     status = "FAILED"
     try:
         while True:
-            while len(pending) < executor.slots and asked < job.budget.trials and time.monotonic() < deadline:
+            while len(pending) < executor.slots and asked < budget_trials and time.monotonic() < deadline:
                 trial = study.ask()
                 method, hparams = space.suggest(trial)
                 config = TrialConfig(

@@ -53,7 +53,7 @@ class SearchSpace:
         for name, spec in self.spaces[method].items():
             key = f"{method}.{name}"
             if isinstance(spec, FloatRange):
-                hparams[name] = trial.suggest_float(key, spec.low, spec.high, log=spec.log)
+                hparams[name] = trial.suggest_float(key, spec.low, spec.high, log=spec.log, step=spec.step)
             elif isinstance(spec, IntRange):
                 hparams[name] = trial.suggest_int(key, spec.low, spec.high, step=spec.step, log=spec.log)
             elif isinstance(spec, Categorical):

@@ -116,11 +116,12 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
         train_loss = (running / count).item()
         running.zero_()
         count = 0
-        value = evaluate_tasks(learner, val_tasks)["loss"].mean().item()
+        per_task = evaluate_tasks(learner, val_tasks)["loss"]
+        value = per_task.mean().item()
         if not (math.isfinite(train_loss) and math.isfinite(value)):
             raise Diverged(f"non-finite loss at iteration {it} (train_loss={train_loss}, val_loss={value})")
         metrics = {"train_loss": train_loss, OBJECTIVE: value, **compiler.pop_metrics()}
-        reporter.report(it, metrics, OBJECTIVE, checkpoint)
+        reporter.report(it, metrics, OBJECTIVE, checkpoint, instances=per_task.tolist())
     return value
 
 
@@ -186,7 +187,9 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
     with tracker.open_trial(tags, run_name=f"{config.method}-{config.number}") as log:
         result.run_id = log.run_id
         log.log_params({"method": config.method, **config.hparams})
-        reporter = Reporter(_optuna_trial(config), log, config.checkpoint_path)
+        pruner = config.job.get("pruner", {})
+        reporter = Reporter(_optuna_trial(config), log, config.checkpoint_path,
+                            per_instance=pruner.get("type") == "wilcoxon", warmup=pruner.get("n_warmup_steps", 0))
         try:
             result.value = train(config, reporter)
             result.state = "complete"
@@ -234,10 +237,11 @@ def _optuna_trial(config: TrialConfig) -> Any:
     from metaopt.search.storage import journal_storage
     from metaopt.search.strategies import make_pruner
 
+    job = Job.model_validate(config.job)
     study = optuna.load_study(
         study_name=config.study_name,
         storage=journal_storage(config.storage_path),
-        pruner=make_pruner(Job.model_validate(config.job).pruner),
+        pruner=make_pruner(job.pruner, job.budget),
     )
     return optuna.Trial(study, config.trial_id)
 

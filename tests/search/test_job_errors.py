@@ -49,7 +49,19 @@ BAD_JOBS = {
     ),
     "unknown field": (tiny_job(budgett={}), "budgett: Extra inputs are not permitted"),
     "zero trials": (tiny_job(budget={"trials": 0, "meta_iterations": 1, "eval_interval": 1}), "budget.trials: Input should be greater than 0"),
-    "bad strategy": (tiny_job(strategy="bayes"), "strategy: Input should be 'tpe' or 'random'"),
+    "bad strategy": (tiny_job(strategy="bayes"), "strategy: Input should be 'tpe', 'random', 'cmaes', 'gp' or 'grid'"),
+    "grid over a continuous range": (
+        tiny_job(strategy="grid", methods=["maml"]),
+        "space.maml.inner_lr: strategy grid needs a step for every float range",
+    ),
+    "step on a log range": (
+        tiny_job(space={"maml": {"inner_lr": {"type": "float", "low": 0.1, "high": 0.3, "log": True, "step": 0.1}}}),
+        "space.maml.inner_lr: step and log cannot be combined",
+    ),
+    "bad pruner": (
+        tiny_job(pruner={"type": "asha"}),
+        "pruner.type: Input should be 'median', 'hyperband', 'wilcoxon' or 'none'",
+    ),
 }
 
 

@@ -1,0 +1,71 @@
+"""Every strategy and pruner a job can name, on the real Optuna storage and the in-process driver."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from metaopt.search import load_job
+from metaopt.search.executors import InProcessExecutor
+from metaopt.search.runner import run_search
+from metaopt.search.storage import journal_storage
+from metaopt.search.strategies import grid_size
+from tests.search.jobs import GOOD, tiny_job, write_job
+
+GRID_SPACE = {
+    "maml": {"inner_lr": {"type": "float", "low": 0.01, "high": 0.03, "step": 0.01}, "inner_steps": {"type": "categorical", "choices": [1, 2]},
+             "outer_lr": 0.003, "meta_batch": 10},
+    "fomaml": {"inner_lr": 0.01, "outer_lr": 0.003, "inner_steps": {"type": "int", "low": 1, "high": 2}, "meta_batch": 10},
+}
+
+
+def _trials(tmp_path, summary) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name=summary.search_id, storage=journal_storage(tmp_path / "work" / "optuna.journal"))
+    return study.trials
+
+
+@pytest.mark.parametrize("strategy", ["tpe", "random", "cmaes", "gp"])
+def test_each_strategy_runs_a_conditional_search_past_its_startup_trials(strategy, tmp_path):
+    job = tiny_job(strategy=strategy, budget={**tiny_job()["budget"], "trials": 8, "meta_iterations": 10})
+    summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(), workdir=tmp_path / "work")
+    trials = _trials(tmp_path, summary)
+    assert len(trials) == 8 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    for trial in trials:  # only the chosen method's parameters, each inside its range
+        method = trial.params["method"]
+        assert all(name == "method" or name.startswith(f"{method}.") for name in trial.params)
+        for name, value in trial.params.items():
+            if name != "method" and hasattr(trial.distributions[name], "low"):
+                assert trial.distributions[name].low <= value <= trial.distributions[name].high
+    assert summary.champion is not None
+
+
+def test_grid_enumerates_every_configuration_once_then_stops(tmp_path):
+    job = tiny_job(strategy="grid", methods=["maml", "fomaml"], search_space=None, space=GRID_SPACE,
+                   budget={**tiny_job()["budget"], "trials": 50, "meta_iterations": 10})
+    loaded = load_job(write_job(tmp_path, job))
+    assert grid_size(loaded.space) == 3 * 2 + 2
+    messages = []
+    summary = run_search(loaded, executor=InProcessExecutor(), workdir=tmp_path / "work",
+                         progress=lambda event, info: messages.append(info.get("message")))
+    seen = [(r.method, tuple(sorted(r.hparams.items()))) for r in summary.results]
+    assert len(seen) == 8 and len(set(seen)) == 8
+    maml_lrs = sorted({round(r.hparams["inner_lr"], 6) for r in summary.results if r.method == "maml"})
+    assert maml_lrs == [0.01, 0.02, 0.03]
+    assert any(m and "8 configurations" in m for m in messages)
+
+
+@pytest.mark.parametrize("pruner", [
+    {"type": "hyperband", "reduction_factor": 9},  # 80/10 iterations < 9: one bracket, so all three trials meet
+    {"type": "wilcoxon", "p_threshold": 0.1},
+])
+def test_pruner_stops_a_hopeless_trial_and_records_it_pruned(pruner, tmp_path):
+    hopeless = {**GOOD, "outer_lr": 1e-7, "inner_lr": 1e-6}
+    job = tiny_job(methods=["maml"], enqueue=[GOOD, GOOD, hopeless], pruner=pruner,
+                   budget={**tiny_job()["budget"], "trials": 3, "meta_iterations": 80})
+    summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(), workdir=tmp_path / "work")
+    trials = _trials(tmp_path, summary)
+    assert trials[2].state == optuna.trial.TrialState.PRUNED
+    assert summary.results[2].state == "pruned" and summary.results[2].iterations < 80
+    assert "pruned at iteration" in trials[2].user_attrs["reason"]
+    if pruner["type"] == "wilcoxon":  # one value per validation episode, paired by episode and iteration
+        assert len(trials[0].intermediate_values) == 20 * 8 and 10 * 20 in trials[0].intermediate_values
