@@ -1,4 +1,4 @@
-"""The ``metaopt`` command: search, leaderboard, ui."""
+"""The ``metaopt`` command: search, resume, leaderboard, ui."""
 
 from __future__ import annotations
 
@@ -94,29 +94,64 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
-    from metaopt.search.executors import InProcessExecutor, RayExecutor
     from metaopt.search.runner import run_search
     from metaopt.tracking import MlflowSearchTracker
 
-    job = loaded.job
     tracker = MlflowSearchTracker(args.tracking_uri)
-    if args.in_process:
-        executor = InProcessExecutor()
-    else:
-        workers = job.resources.max_concurrent or os.cpu_count() or 1
-        executor = RayExecutor(
-            address=args.address,
-            num_cpus=None if args.address else workers * job.resources.cpus_per_trial,
-            cpus_per_trial=job.resources.cpus_per_trial,
-            max_concurrent=job.resources.max_concurrent,
-        )
-    with executor:
+    with _executor(args, loaded.job) as executor:
         summary = run_search(loaded, executor=executor, tracker=tracker, workdir=args.workdir, progress=_SearchProgress())
-    render_leaderboard(summary.rows, f"{job.family.name}: search {summary.search_id} ({summary.seconds:.0f}s)")
-    if summary.champion is not None:
-        print(f"champion: {summary.champion.method} -> models:/metaopt-{job.family.name}@champion")
-    print(f"tracking: {tracker.tracking_uri}  (metaopt ui to browse)")
+    _print_summary(summary, tracker)
     return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Continue a search whose driver was stopped or lost."""
+    from metaopt.search.runner import recorded_job, resume_search
+    from metaopt.tracking import MlflowSearchTracker
+
+    try:
+        loaded = recorded_job(args.search_id, workdir=args.workdir)
+    except LookupError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    tracker = MlflowSearchTracker(args.tracking_uri)
+    with _executor(args, loaded.job) as executor:
+        summary = resume_search(args.search_id, executor=executor, tracker=tracker, workdir=args.workdir,
+                                progress=_SearchProgress())
+    _print_summary(summary, tracker)
+    return 0
+
+
+def _executor(args: argparse.Namespace, job: Any) -> Any:
+    from metaopt.search.executors import InProcessExecutor, RayExecutor
+
+    if args.in_process:
+        return InProcessExecutor()
+    workers = job.resources.max_concurrent or os.cpu_count() or 1
+    return RayExecutor(
+        address=args.address,
+        num_cpus=None if args.address else workers * job.resources.cpus_per_trial,
+        num_gpus=None if args.address else _local_gpus(job),
+        cpus_per_trial=job.resources.cpus_per_trial,
+        gpus_per_trial=job.resources.gpus_per_trial,
+        max_concurrent=job.resources.max_concurrent,
+        max_retries=job.resources.max_retries,
+    )
+
+
+def _local_gpus(job: Any) -> int | None:
+    if job.resources.gpus_per_trial <= 0:
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _print_summary(summary: Any, tracker: Any) -> None:
+    render_leaderboard(summary.rows, f"{summary.family}: search {summary.search_id} ({summary.seconds:.0f}s)")
+    if summary.champion is not None:
+        print(f"champion: {summary.champion.method} -> models:/metaopt-{summary.family}@champion")
+    print(f"tracking: {tracker.tracking_uri}  (metaopt ui to browse)")
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -159,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--workdir", default=".metaopt", help="Optuna journal and checkpoints (default: .metaopt)")
     search.add_argument("--in-process", action="store_true", help="run trials in this process, without Ray")
     search.set_defaults(func=cmd_search)
+
+    resume = sub.add_parser("resume", help="continue a search whose driver was stopped or lost")
+    resume.add_argument("search_id", help="the search id the search printed, e.g. quickstart-20261126-101500-ab12")
+    resume.add_argument("--address", help="Ray cluster address (default: local Ray)")
+    resume.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    resume.add_argument("--workdir", default=".metaopt", help="where the search's Optuna journal is (default: .metaopt)")
+    resume.add_argument("--in-process", action="store_true", help="run trials in this process, without Ray")
+    resume.set_defaults(func=cmd_resume)
 
     board = sub.add_parser("leaderboard", help="best method per family, test mean and 95%% CI")
     board.add_argument("family", help="task family, e.g. sine")

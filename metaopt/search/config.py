@@ -163,6 +163,7 @@ class Budget(_Strict):
     val_tasks: PositiveInt = 200
     test_tasks: PositiveInt = 1000
     timeout_s: float | None = Field(default=None, gt=0, description="wall-clock limit for the whole search")
+    trial_timeout_s: float | None = Field(default=None, gt=0, description="wall-clock limit per trial: then PRUNED")
 
 
 class PrunerSpec(_Strict):
@@ -184,10 +185,12 @@ class PrunerSpec(_Strict):
 
 
 class Resources(_Strict):
-    """Ray resources of one trial and how many trials run at once."""
+    """Ray resources of one trial, how many trials run at once, and how often a lost trial is retried."""
 
     cpus_per_trial: PositiveInt = 1
+    gpus_per_trial: float = Field(default=0.0, ge=0, description="a fraction shares a GPU: 0.25 runs 4 trials on one")
     max_concurrent: PositiveInt | None = None
+    max_retries: int = Field(default=2, ge=0, description="reruns of a trial whose worker or node was lost")
 
 
 class Job(_Strict):

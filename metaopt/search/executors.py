@@ -86,8 +86,11 @@ class RayExecutor(Executor):
         *,
         address: str | None = None,
         num_cpus: int | None = None,
+        num_gpus: int | None = None,
         cpus_per_trial: int = 1,
+        gpus_per_trial: float = 0.0,
         max_concurrent: int | None = None,
+        max_retries: int = 0,
     ) -> None:
         import ray
 
@@ -99,16 +102,29 @@ class RayExecutor(Executor):
             if address:
                 ray.init(address=address, **kwargs)
             else:
-                ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
-        total = int(ray.cluster_resources().get("CPU", 1))
-        self.cpus_per_trial = cpus_per_trial
-        self.slots = max(1, min(max_concurrent or total, total // cpus_per_trial or 1))
+                ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **kwargs)
+        resources = ray.cluster_resources()
+        total = int(resources.get("CPU", 1)) // cpus_per_trial or 1
+        if gpus_per_trial > 0:
+            gpus = resources.get("GPU", 0)
+            if gpus < gpus_per_trial:
+                raise RuntimeError(f"resources.gpus_per_trial is {gpus_per_trial} but the Ray cluster has {gpus:g} GPUs")
+            total = min(total, int(gpus / gpus_per_trial + 1e-9))
+        self.cpus_per_trial, self.gpus_per_trial, self.max_retries = cpus_per_trial, gpus_per_trial, max_retries
+        self.slots = max(1, min(max_concurrent or total, total))
         self._remote: dict[Callable[..., Any], Any] = {}
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn.remote(*args)`` with this executor's CPUs per task; no retries (a retry is a new trial)."""
+        """``fn.remote(*args)`` with this executor's CPUs (and GPUs) per task.
+
+        A task whose worker process or node dies is rerun up to ``max_retries`` times
+        (Ray's system-failure retries; an exception inside the trial is never retried):
+        the trial resumes from its last checkpoint, under the same number and record.
+        """
         if fn not in self._remote:
-            self._remote[fn] = self._ray.remote(num_cpus=self.cpus_per_trial, max_retries=0)(fn)
+            self._remote[fn] = self._ray.remote(
+                num_cpus=self.cpus_per_trial, num_gpus=self.gpus_per_trial, max_retries=self.max_retries
+            )(fn)
         return self._remote[fn].remote(*args)
 
     def wait(self, handles: list[Any]) -> list[Done]:

@@ -66,6 +66,12 @@ def load_job(path: str | Path) -> LoadedJob:
     return LoadedJob(job=job, path=path, space=space)
 
 
+def loaded_from_data(job_data: dict, space_data: dict, origin: Path) -> LoadedJob:
+    """A ``LoadedJob`` from what a study recorded (``Job.model_dump()`` and ``SearchSpace.to_data()``)."""
+    job = Job.model_validate(job_data)
+    return LoadedJob(job=job, path=origin, space=SearchSpace(job.methods, _SPACE_FILE.validate_python(space_data)))
+
+
 def _validated(space: SearchSpace, where: str, *, prefix: str) -> SearchSpace:
     try:
         space.validate()

@@ -37,8 +37,10 @@ class TrialLog(Protocol):
 class TrialTracker(Protocol):
     """Opens a ``TrialLog`` per trial; must pickle, since trials run on Ray workers."""
 
-    def open_trial(self, tags: dict[str, str], run_name: str) -> contextlib.AbstractContextManager[TrialLog]:
-        """A context in which the trial's record is open."""
+    def open_trial(
+        self, tags: dict[str, str], run_name: str, run_id: str | None = None
+    ) -> contextlib.AbstractContextManager[TrialLog]:
+        """A context in which the trial's record (``run_id``'s, when the driver made it) is open."""
 
     def fetch_checkpoint(self, run_id: str) -> Path | None:
         """A local copy of the checkpoint a trial recorded (for workers on another node), if any."""
@@ -64,7 +66,7 @@ class NullTracker:
     """Records nothing."""
 
     @contextlib.contextmanager
-    def open_trial(self, tags: dict[str, str], run_name: str) -> Iterator[TrialLog]:
+    def open_trial(self, tags: dict[str, str], run_name: str, run_id: str | None = None) -> Iterator[TrialLog]:
         """A log that drops everything."""
         yield _NullLog()
 
@@ -90,6 +92,13 @@ class Reporter:
         self.last_step: int | None = None
         self.last_value: float | None = None
         self.has_checkpoint = False
+        self.resumed_from: int | None = None
+
+    def resumed(self, step: int, value: float) -> None:
+        """The trial continues from its checkpoint at ``step`` (a retry after its worker was lost)."""
+        self.resumed_from, self.last_step, self.last_value = step, step, value
+        self.has_checkpoint = True
+        self.log.log_metrics({"resumed_at": float(step)}, step)
 
     def report(
         self,

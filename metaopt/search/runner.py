@@ -18,17 +18,21 @@ from typing import Any, Protocol
 import optuna
 
 from metaopt.search.executors import Executor
-from metaopt.search.job import LoadedJob
+from metaopt.search.job import LoadedJob, loaded_from_data
 from metaopt.search.reporting import NullTracker, TrialTracker
+from metaopt.search.space import METHOD_PARAM, SearchSpace
 from metaopt.search.storage import journal_storage
 from metaopt.search.strategies import grid_size, make_pruner, make_sampler
-from metaopt.search.trial import TrialConfig, TrialResult, evaluate_checkpoint, execute_trial
+from metaopt.search.trial import TrialConfig, TrialResult, evaluate_checkpoint, execute_trial, trial_tags
 
+JOURNAL = "optuna.journal"
+RUN_ATTR = "mlflow_run_id"
 OPTUNA_STATES = {
     "complete": optuna.trial.TrialState.COMPLETE,
     "pruned": optuna.trial.TrialState.PRUNED,
     "failed": optuna.trial.TrialState.FAIL,
 }
+FINISHED = tuple(OPTUNA_STATES.values())
 
 
 @dataclass
@@ -68,6 +72,12 @@ class SearchTracker(Protocol):
     def start_search(self, search_id: str, loaded: LoadedJob) -> str | None:
         """Open the search's record; returns its id."""
 
+    def resume_search(self, search_id: str, parent_run_id: str, family: str) -> str | None:
+        """Reopen the record of an interrupted search."""
+
+    def create_trial_run(self, tags: dict[str, str], run_name: str) -> str | None:
+        """A record for a trial about to start (reopened by its retries); returns its id."""
+
     def trial_tracker(self) -> TrialTracker:
         """A picklable tracker that opens each trial's record under the search's."""
 
@@ -82,6 +92,12 @@ class NullSearchTracker:
     """Records nothing."""
 
     def start_search(self, search_id: str, loaded: LoadedJob) -> str | None:
+        return None
+
+    def resume_search(self, search_id: str, parent_run_id: str, family: str) -> str | None:
+        return None
+
+    def create_trial_run(self, tags: dict[str, str], run_name: str) -> str | None:
         return None
 
     def trial_tracker(self) -> TrialTracker:
@@ -112,55 +128,125 @@ def run_search(
     progress: Progress | None = None,
 ) -> SearchSummary:
     """Run the whole search of ``loaded`` and return its summary."""
-    job, space = loaded.job, loaded.space
+    job = loaded.job
     tracker = tracker or NullSearchTracker()
-    progress = progress or (lambda event, info: None)
     workdir = Path(workdir).resolve()
     search_id = search_id or new_search_id(job.name)
-    storage_path = workdir / "optuna.journal"
     study = optuna.create_study(
         study_name=search_id,
-        storage=journal_storage(storage_path),
+        storage=journal_storage(workdir / JOURNAL),
         sampler=make_sampler(job.strategy, job.seed),
         pruner=make_pruner(job.pruner, job.budget),
         direction="minimize",
     )
     for config in job.enqueue:
-        study.enqueue_trial(space.enqueue_params(config))
+        study.enqueue_trial(loaded.space.enqueue_params(config))
     study.set_user_attr("job", job.model_dump())
+    study.set_user_attr("space", loaded.space.to_data())
+    parent_run_id = tracker.start_search(search_id, loaded)
+    study.set_user_attr("parent_run_id", parent_run_id)
+    return _drive(loaded, study, executor, tracker, workdir, parent_run_id, progress, [], [])
 
+
+def resume_search(
+    search_id: str,
+    *,
+    executor: Executor,
+    tracker: SearchTracker | None = None,
+    workdir: str | Path = ".metaopt",
+    progress: Progress | None = None,
+) -> SearchSummary:
+    """Continue an interrupted search: its unfinished trials from their checkpoints, then the rest of its budget.
+
+    The same Optuna study and the same parent record; each trial keeps its number and its record.
+    """
+    tracker = tracker or NullSearchTracker()
+    workdir = Path(workdir).resolve()
+    journal = workdir / JOURNAL
+    loaded = recorded_job(search_id, workdir=workdir)
+    job = loaded.job
+    study = optuna.load_study(
+        study_name=search_id,
+        storage=journal_storage(journal),
+        sampler=make_sampler(job.strategy, job.seed),
+        pruner=make_pruner(job.pruner, job.budget),
+    )
+    parent_run_id = study.user_attrs.get("parent_run_id")
+    if parent_run_id is not None:
+        tracker.resume_search(search_id, parent_run_id, job.family.name)
+    finished = [t for t in study.trials if t.state in FINISHED]
+    results = [_result_of(t, loaded.space) for t in finished]
+    unfinished = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    return _drive(loaded, study, executor, tracker, workdir, parent_run_id, progress, results, unfinished)
+
+
+def recorded_job(search_id: str, *, workdir: str | Path = ".metaopt") -> LoadedJob:
+    """The job and search space a search was started with, as its study recorded them."""
+    journal = Path(workdir).resolve() / JOURNAL
+    if not journal.is_file() or search_id not in optuna.get_all_study_names(journal_storage(journal)):
+        raise LookupError(f"no search {search_id!r} in {journal}")
+    study = optuna.load_study(study_name=search_id, storage=journal_storage(journal))
+    return loaded_from_data(study.user_attrs["job"], study.user_attrs["space"], journal)
+
+
+def _drive(
+    loaded: LoadedJob,
+    study: optuna.Study,
+    executor: Executor,
+    tracker: SearchTracker,
+    workdir: Path,
+    parent_run_id: str | None,
+    progress: Progress | None,
+    results: list[TrialResult],
+    unfinished: list[optuna.trial.FrozenTrial],
+) -> SearchSummary:
+    """Ask, run and tell until the budget is spent; then score the best trial of each method on test tasks."""
+    job, space, search_id = loaded.job, loaded.space, study.study_name
+    progress = progress or (lambda event, info: None)
     start = time.monotonic()
     deadline = start + job.budget.timeout_s if job.budget.timeout_s else math.inf
-    parent_run_id = tracker.start_search(search_id, loaded)
     trial_tracker = tracker.trial_tracker()
     job_data = job.model_dump()
-    progress("start", {"search_id": search_id, "trials": job.budget.trials, "parent_run_id": parent_run_id})
-    results: list[TrialResult] = []
-    pending: dict[Any, tuple[optuna.Trial, TrialConfig]] = {}
-    asked = 0
     budget_trials = job.budget.trials
     if job.strategy == "grid" and grid_size(space) < budget_trials:
         budget_trials = grid_size(space)
         progress("warning", {"message": f"the grid has {budget_trials} configurations: the search stops there"})
+    progress("start", {"search_id": search_id, "trials": budget_trials, "parent_run_id": parent_run_id,
+                       "done": len(results)})
+    pending: dict[Any, tuple[optuna.Trial, TrialConfig]] = {}
+    asked = sum(t.state != optuna.trial.TrialState.WAITING for t in study.trials)
+
+    def submit(trial: optuna.Trial, number: int, method: str, hparams: dict[str, Any], run_id: str | None) -> None:
+        config = TrialConfig(
+            search_id=search_id,
+            number=number,
+            method=method,
+            hparams=hparams,
+            job=job_data,
+            checkpoint_dir=str(workdir / "checkpoints" / search_id),
+            cpus=job.resources.cpus_per_trial,
+            study_name=search_id,
+            storage_path=str(workdir / JOURNAL),
+            trial_id=trial._trial_id,
+            run_id=run_id,
+        )
+        pending[executor.submit(execute_trial, config, trial_tracker)] = (trial, config)
+
+    for frozen in unfinished:  # interrupted with the driver: same number, same record, from the checkpoint
+        method = frozen.params[METHOD_PARAM]
+        hparams = space.hparams_of(method, frozen.params)
+        submit(optuna.Trial(study, frozen._trial_id), frozen.number, method, hparams, frozen.user_attrs.get(RUN_ATTR))
     status = "FAILED"
     try:
         while True:
             while len(pending) < executor.slots and asked < budget_trials and time.monotonic() < deadline:
                 trial = study.ask()
                 method, hparams = space.suggest(trial)
-                config = TrialConfig(
-                    search_id=search_id,
-                    number=trial.number,
-                    method=method,
-                    hparams=hparams,
-                    job=job_data,
-                    checkpoint_dir=str(workdir / "checkpoints" / search_id),
-                    cpus=job.resources.cpus_per_trial,
-                    study_name=search_id,
-                    storage_path=str(storage_path),
-                    trial_id=trial._trial_id,
-                )
-                pending[executor.submit(execute_trial, config, trial_tracker)] = (trial, config)
+                run_id = tracker.create_trial_run(trial_tags(search_id, job.family.name, method, trial.number),
+                                                  f"{method}-{trial.number}")
+                if run_id is not None:
+                    trial.set_user_attr(RUN_ATTR, run_id)
+                submit(trial, trial.number, method, hparams, run_id)
                 asked += 1
             if not pending:
                 break
@@ -169,7 +255,8 @@ def run_search(
                 result = done.value
                 if done.error is not None:
                     result = TrialResult(
-                        config.number, config.method, config.hparams, "failed", reason=f"worker error: {done.error!r}"
+                        config.number, config.method, config.hparams, "failed", reason=f"worker error: {done.error!r}",
+                        run_id=config.run_id,
                     )
                 _tell(study, trial, result)
                 results.append(result)
@@ -199,11 +286,26 @@ def _tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> None
     if result.reason:
         trial.set_user_attr("reason", result.reason)
     if result.run_id:
-        trial.set_user_attr("mlflow_run_id", result.run_id)
+        trial.set_user_attr(RUN_ATTR, result.run_id)
+    trial.set_user_attr("outcome", {"value": result.value, "iterations": result.iterations,
+                                    "seconds": result.seconds, "checkpoint": result.checkpoint})
     if result.state == "complete":
         study.tell(trial, result.value)
     else:
         study.tell(trial, state=OPTUNA_STATES[result.state])
+
+
+def _result_of(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> TrialResult:
+    """The ``TrialResult`` a finished trial was told with, from what the study recorded."""
+    method = trial.params[METHOD_PARAM]
+    hparams = space.hparams_of(method, trial.params)
+    outcome = trial.user_attrs.get("outcome", {})
+    state = next(name for name, s in OPTUNA_STATES.items() if s == trial.state)
+    return TrialResult(
+        trial.number, method, hparams, state, value=outcome.get("value"), reason=trial.user_attrs.get("reason"),
+        run_id=trial.user_attrs.get(RUN_ATTR), checkpoint=outcome.get("checkpoint"),
+        iterations=outcome.get("iterations", 0), seconds=outcome.get("seconds", 0.0),
+    )
 
 
 def _best(results: list[TrialResult]) -> TrialResult | None:

@@ -62,6 +62,20 @@ class SearchSpace:
                 hparams[name] = spec
         return method, hparams
 
+    def hparams_of(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A trial's hyperparameters from its Optuna ``params`` (searched) and the space (fixed)."""
+        return {
+            name: params[f"{method}.{name}"] if isinstance(spec, (FloatRange, IntRange, Categorical)) else spec
+            for name, spec in self.spaces[method].items()
+        }
+
+    def to_data(self) -> dict[str, dict[str, Any]]:
+        """The space as plain data (what a search-space file holds), to record with the study."""
+        return {
+            method: {name: spec.model_dump() if hasattr(spec, "model_dump") else spec for name, spec in space.items()}
+            for method, space in self.spaces.items()
+        }
+
     def enqueue_params(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """Optuna parameters for a fixed configuration ``{method: m, param: value, ...}``."""
         config = dict(config)

@@ -46,6 +46,7 @@ class TrialConfig:
     study_name: str | None = None
     storage_path: str | None = None
     trial_id: int | None = None
+    run_id: str | None = None  # the trial's record, made by the driver: a retry or a resumed search reopens it
 
     @property
     def checkpoint_path(self) -> Path:
@@ -70,7 +71,20 @@ class TrialResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _new_learner(job: Job, method: str, hparams: dict[str, Any]) -> MetaLearner:
+class TrialTimeLimit(RuntimeError):
+    """The trial ran out of its ``budget.trial_timeout_s``."""
+
+
+def trial_device(job: Job) -> torch.device:
+    """``cuda`` when the job gives trials GPUs (Ray then sets ``CUDA_VISIBLE_DEVICES``), else the CPU."""
+    if job.resources.gpus_per_trial > 0:
+        if not torch.cuda.is_available():
+            raise RuntimeError("resources.gpus_per_trial > 0 but this worker sees no CUDA device")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _new_learner(job: Job, method: str, hparams: dict[str, Any], device: torch.device) -> MetaLearner:
     family = job.family.build()
     torch.manual_seed(job.seed)
     return build_learner(
@@ -82,6 +96,7 @@ def _new_learner(job: Job, method: str, hparams: dict[str, Any]) -> MetaLearner:
         output_size=family.output_size,
         n_way=family.n_way,
         max_iterations=job.budget.meta_iterations,
+        device=device,
     )
 
 
@@ -90,27 +105,38 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
     torch.set_num_threads(config.cpus)
     job = Job.model_validate(config.job)
     family = job.family.build()
-    learner = _new_learner(job, config.method, config.hparams)
+    device = trial_device(job)
+    learner = _new_learner(job, config.method, config.hparams, device)
     budget = job.budget
+    deadline = time.monotonic() + budget.trial_timeout_s if budget.trial_timeout_s else math.inf
     val_tasks = family.fixed_tasks(budget.val_tasks, "val", seed=job.seed + 1)
     generator = torch.Generator().manual_seed(job.seed)
     meta_batch = learner.hparams["meta_batch"]
 
     def checkpoint() -> dict:
-        return make_checkpoint(
+        ckpt = make_checkpoint(
             learner,
             backbone=job.backbone.spec(),
             input_shape=family.input_shape,
             output_size=family.output_size,
         )
+        ckpt["resume"] = {"iteration": it, "generator": generator.get_state(), "value": value}
+        return ckpt
 
-    running, count, value = torch.zeros(()), 0, math.nan
-    compiler = _CompileDecision(job.compile, learner, budget.meta_iterations)
-    for it in range(1, budget.meta_iterations + 1):
-        compiler.before_step(it)
-        running += learner.meta_step(family.sample(meta_batch, "train", generator))["loss"]
-        compiler.after_step(it)
+    it, value = 0, math.nan
+    resumed = _resume(config.checkpoint_path, learner, generator)
+    if resumed is not None:
+        it, value = resumed
+        reporter.resumed(it, value)
+    start, running, count = it, torch.zeros((), device=device), 0
+    compiler = _CompileDecision(job.compile, learner, budget.meta_iterations - start)
+    for it in range(start + 1, budget.meta_iterations + 1):
+        compiler.before_step(it - start)
+        running += learner.meta_step(family.sample(meta_batch, "train", generator).to(device))["loss"]
+        compiler.after_step(it - start)
         count += 1
+        if time.monotonic() > deadline:
+            raise TrialTimeLimit(f"time limit of {budget.trial_timeout_s:g}s reached at iteration {it}")
         if it % budget.eval_interval and it != budget.meta_iterations:
             continue
         train_loss = (running / count).item()
@@ -123,6 +149,18 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
         metrics = {"train_loss": train_loss, OBJECTIVE: value, **compiler.pop_metrics()}
         reporter.report(it, metrics, OBJECTIVE, checkpoint, instances=per_task.tolist())
     return value
+
+
+def _resume(path: Path, learner: MetaLearner, generator: torch.Generator) -> tuple[int, float] | None:
+    """Restore a retried trial from its last checkpoint: ``(iteration, last validation loss)``, or None."""
+    if not path.is_file():
+        return None
+    ckpt = torch.load(path, map_location=learner.device, weights_only=True)
+    if "resume" not in ckpt:
+        return None
+    learner.load_state_dict(ckpt["state"])
+    generator.set_state(ckpt["resume"]["generator"])
+    return int(ckpt["resume"]["iteration"]), float(ckpt["resume"]["value"])
 
 
 class _CompileDecision:
@@ -172,19 +210,24 @@ class _CompileDecision:
         return metrics
 
 
+def trial_tags(search_id: str, family: str, method: str, number: int) -> dict[str, str]:
+    """The tags of a trial's record."""
+    return {
+        "metaopt.role": "trial",
+        "metaopt.search_id": search_id,
+        "metaopt.family": family,
+        "metaopt.method": method,
+        "metaopt.trial_number": str(number),
+    }
+
+
 def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
     """Run ``train`` on this worker and record its outcome; never raises for a trial's own failure."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     start = time.monotonic()
     result = TrialResult(config.number, config.method, dict(config.hparams), state="failed")
-    tags = {
-        "metaopt.role": "trial",
-        "metaopt.search_id": config.search_id,
-        "metaopt.family": config.job["family"]["name"],
-        "metaopt.method": config.method,
-        "metaopt.trial_number": str(config.number),
-    }
-    with tracker.open_trial(tags, run_name=f"{config.method}-{config.number}") as log:
+    tags = trial_tags(config.search_id, config.job["family"]["name"], config.method, config.number)
+    with tracker.open_trial(tags, run_name=f"{config.method}-{config.number}", run_id=config.run_id) as log:
         result.run_id = log.run_id
         log.log_params({"method": config.method, **config.hparams})
         pruner = config.job.get("pruner", {})
@@ -196,9 +239,13 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
         except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded trial state
             import optuna
 
-            if isinstance(exc, optuna.TrialPruned):
+            stopped = isinstance(exc, optuna.TrialPruned) or (
+                isinstance(exc, TrialTimeLimit) and reporter.last_value is not None
+            )
+            if stopped:
                 result.state, result.value = "pruned", reporter.last_value
-            result.reason = str(exc) if isinstance(exc, (optuna.TrialPruned, Diverged)) else _describe(exc)
+            own = (optuna.TrialPruned, Diverged, TrialTimeLimit)
+            result.reason = str(exc) if isinstance(exc, own) else _describe(exc)
         result.iterations = reporter.last_step or 0
         if reporter.has_checkpoint and result.state != "failed":
             result.checkpoint = str(config.checkpoint_path)

@@ -72,12 +72,15 @@ class MlflowTrialTracker:
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
 
     @contextlib.contextmanager
-    def open_trial(self, tags: dict[str, str], run_name: str) -> Iterator[MlflowTrialLog]:
-        """A child run, ended with FINISHED, KILLED (pruned) or FAILED."""
+    def open_trial(self, tags: dict[str, str], run_name: str, run_id: str | None = None) -> Iterator[MlflowTrialLog]:
+        """The child run ``run_id`` (reopened), or a new one; ended with FINISHED, KILLED (pruned) or FAILED."""
         mlflow.set_tracking_uri(self.tracking_uri)
-        run = mlflow.start_run(
-            experiment_id=self.experiment_id, run_name=run_name, parent_run_id=self.parent_run_id, tags=tags
-        )
+        if run_id is not None:
+            run = mlflow.start_run(run_id=run_id)
+        else:
+            run = mlflow.start_run(
+                experiment_id=self.experiment_id, run_name=run_name, parent_run_id=self.parent_run_id, tags=tags
+            )
         status = "FAILED"
         try:
             log = MlflowTrialLog(run.info.run_id)
@@ -132,13 +135,25 @@ class MlflowSearchTracker:
         self.client.log_artifact(self.parent_run_id, str(loaded.path), artifact_path="job")
         with tempfile.TemporaryDirectory() as tmp:
             space_file = Path(tmp) / "resolved_job.json"
-            spaces = {
-                method: {name: spec.model_dump() if hasattr(spec, "model_dump") else spec for name, spec in space.items()}
-                for method, space in loaded.space.spaces.items()
-            }
-            space_file.write_text(json.dumps({**job.model_dump(mode="json"), "space": spaces}, indent=2))
+            space_file.write_text(json.dumps({**job.model_dump(mode="json"), "space": loaded.space.to_data()}, indent=2))
             self.client.log_artifact(self.parent_run_id, str(space_file), artifact_path="job")
         return self.parent_run_id
+
+    def create_trial_run(self, tags: dict[str, str], run_name: str) -> str:
+        """A child run for a trial about to start, so a retry or a resumed search reopens the same one."""
+        assert self.experiment_id is not None and self.parent_run_id is not None, "start_search first"
+        tags = {**tags, "mlflow.parentRunId": self.parent_run_id}
+        return self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
+
+    def resume_search(self, search_id: str, parent_run_id: str, family: str) -> str:
+        """Reopen the parent run of an interrupted search."""
+        run = self.client.get_run(parent_run_id)
+        if run.data.tags.get("metaopt.search_id") != search_id:
+            raise LookupError(f"MLflow run {parent_run_id} is not the parent run of search {search_id}")
+        self.family, self.parent_run_id, self.experiment_id = family, parent_run_id, run.info.experiment_id
+        self.client.update_run(parent_run_id, status="RUNNING")
+        self.client.set_tag(parent_run_id, "metaopt.resumed", "true")
+        return parent_run_id
 
     def trial_tracker(self) -> MlflowTrialTracker:
         """What workers use to open child runs."""

@@ -1,0 +1,156 @@
+"""Trials that lose their worker resume from their checkpoint; a search whose driver dies resumes with no trial lost."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from metaopt.search import load_job
+from metaopt.search.executors import InProcessExecutor
+from metaopt.search.reporting import NullTracker
+from metaopt.search.runner import run_search
+from metaopt.search.storage import journal_storage
+from metaopt.search.trial import TrialConfig, execute_trial
+from tests.search.jobs import GOOD, REPO, tiny_job, write_job
+
+
+class _WorkerLost(Exception):
+    pass
+
+
+class _LoseWorkerAt:
+    """A trial tracker whose log fails at one step, as if the worker died there (after the previous checkpoint)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    @contextlib.contextmanager
+    def open_trial(self, tags, run_name, run_id=None):
+        log = NullTracker().open_trial(tags, run_name).__enter__()
+        step = self.step
+
+        class Log(type(log)):
+            def log_metrics(self, metrics, at):
+                if at == step:
+                    raise _WorkerLost(f"worker lost at {at}")
+
+        yield Log()
+
+    def fetch_checkpoint(self, run_id):
+        return None
+
+
+def _config(tmp_path: Path, name: str) -> TrialConfig:
+    job = tiny_job(budget={**tiny_job()["budget"], "meta_iterations": 40})
+    loaded = load_job(write_job(tmp_path, job))
+    return TrialConfig(search_id="s", number=0, method="maml", hparams={k: v for k, v in GOOD.items() if k != "method"},
+                       job=loaded.job.model_dump(), checkpoint_dir=str(tmp_path / name))
+
+
+def test_a_retried_trial_resumes_from_its_checkpoint_and_ends_where_an_unbroken_one_does(tmp_path):
+    unbroken = execute_trial(_config(tmp_path, "a"), NullTracker())
+    config = _config(tmp_path, "b")
+    lost = execute_trial(config, _LoseWorkerAt(30))
+    assert lost.state == "failed" and "worker lost at 30" in lost.reason and config.checkpoint_path.is_file()
+    retried = execute_trial(config, NullTracker())
+    assert retried.state == "complete" and retried.iterations == 40
+    assert retried.value == pytest.approx(unbroken.value, rel=1e-6, abs=1e-9)
+
+
+def test_a_trial_past_its_time_limit_is_pruned_with_the_reason(tmp_path):
+    job = tiny_job(methods=["maml"], enqueue=[GOOD],
+                   budget={**tiny_job()["budget"], "trials": 1, "meta_iterations": 100_000, "trial_timeout_s": 2})
+    summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(), workdir=tmp_path / "work")
+    result = summary.results[0]
+    assert result.state == "pruned" and "time limit of 2s reached" in result.reason
+    assert 10 <= result.iterations < 100_000 and result.value is not None
+
+
+def _kill_processes_with(marker: str) -> None:
+    """SIGKILL every process whose environment holds ``marker``: what a test started, Ray's agents included.
+
+    (Killed with its driver, a local Ray takes its raylet and workers along but leaves
+    its dashboard and runtime-env agents behind; ``ray stop`` would kill every Ray here.)
+    """
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if marker.encode() in (proc / "environ").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
+
+
+def _study(workdir: Path) -> optuna.Study:
+    storage = journal_storage(workdir / "optuna.journal")
+    (name,) = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_driver_killed_mid_search_then_resume_finishes_the_budget_with_each_trial_once(tmp_path):
+    job = tiny_job(methods=["maml", "fomaml"], enqueue=[GOOD],
+                   budget={**tiny_job()["budget"], "trials": 6, "meta_iterations": 1500, "eval_interval": 100},
+                   resources={"cpus_per_trial": 1, "max_concurrent": 2}, compile="never")
+    path = write_job(tmp_path, job)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    workdir = tmp_path / "work"
+    command = [sys.executable, "-m", "metaopt.cli"]
+    marker = f"METAOPT_TEST_RUN={tmp_path.name}-{os.getpid()}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "METAOPT_TEST_RUN": marker.split("=", 1)[1]}
+    driver = subprocess.Popen([*command, "search", str(path), "--tracking-uri", uri, "--workdir", str(workdir)],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # kill once a trial has finished and others are mid-way
+            time.sleep(1)
+            if (workdir / "optuna.journal").is_file():
+                trials = _study(workdir).trials
+                done = [t for t in trials if t.state.is_finished()]
+                running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values]
+                if done and running:
+                    break
+        else:
+            pytest.fail("the search never got a trial done and one running")
+    finally:
+        os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as a crash would
+        driver.wait()
+        time.sleep(2)
+        _kill_processes_with(marker)
+    before = _study(workdir)
+    interrupted = {t.number for t in before.trials if t.state == optuna.trial.TrialState.RUNNING}
+    assert interrupted and len(before.trials) < 6
+
+    try:
+        resumed = subprocess.run([*command, "resume", before.study_name, "--tracking-uri", uri, "--workdir",
+                                  str(workdir)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    finally:
+        _kill_processes_with(marker)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    after = _study(workdir)
+    assert sorted(t.number for t in after.trials) == list(range(6))
+    assert all(t.state.is_finished() for t in after.trials)
+    for number in interrupted:  # resumed from its checkpoint, not started over
+        assert after.trials[number].state == optuna.trial.TrialState.COMPLETE
+    client = MlflowClient(uri)
+    parent_id = after.user_attrs["parent_run_id"]
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags.get("metaopt.resumed") == "true"
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    numbers = sorted(int(run.data.tags["metaopt.trial_number"]) for run in children)
+    assert numbers == list(range(6))
+    for run in children:
+        assert run.info.status in {"FINISHED", "KILLED", "FAILED"}
+        if run.info.status == "FINISHED":  # no point of the curve lost (one may repeat: logged, then killed)
+            steps = {m.step for m in client.get_metric_history(run.info.run_id, "val_loss")}
+            assert steps == set(range(100, 1501, 100))
+    resumed_runs = [r for r in children if int(r.data.tags["metaopt.trial_number"]) in interrupted]
+    assert any(client.get_metric_history(r.info.run_id, "resumed_at") for r in resumed_runs)
