@@ -7,6 +7,7 @@ them with MLflow, and ``NullTracker`` records nothing (unit tests).
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -93,12 +94,30 @@ class Reporter:
         self.last_value: float | None = None
         self.has_checkpoint = False
         self.resumed_from: int | None = None
+        self.unsent: list[tuple[dict[str, float], int]] = []
+        self.warned = False
+
+    def _log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.unsent.append((metrics, step))
+        self.flush()
+
+    def flush(self) -> None:
+        """Send held-back metrics, oldest first; what the tracker refuses (unreachable past its own retries) waits."""
+        while self.unsent:
+            try:
+                self.log.log_metrics(*self.unsent[0])
+            except Exception as exc:  # noqa: BLE001 - tracking trouble must not end the trial
+                if not self.warned:
+                    warnings.warn(f"tracking unavailable, metrics kept for later: {exc!r}", stacklevel=2)
+                    self.warned = True
+                return
+            self.unsent.pop(0)
 
     def resumed(self, step: int, value: float) -> None:
         """The trial continues from its checkpoint at ``step`` (a retry after its worker was lost)."""
         self.resumed_from, self.last_step, self.last_value = step, step, value
         self.has_checkpoint = True
-        self.log.log_metrics({"resumed_at": float(step)}, step)
+        self._log_metrics({"resumed_at": float(step)}, step)
 
     def report(
         self,
@@ -114,7 +133,7 @@ class Reporter:
         validation episode, ``instances``, as step ``step * len(instances) + i``: two trials
         are then paired on the same episodes at the same iteration.
         """
-        self.log.log_metrics(metrics, step)
+        self._log_metrics(metrics, step)
         save_checkpoint(checkpoint(), self.checkpoint_path)
         self.has_checkpoint = True
         self.last_step, self.last_value = step, metrics[objective]

@@ -246,6 +246,7 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
                 result.state, result.value = "pruned", reporter.last_value
             own = (optuna.TrialPruned, Diverged, TrialTimeLimit)
             result.reason = str(exc) if isinstance(exc, own) else _describe(exc)
+        reporter.flush()
         result.iterations = reporter.last_step or 0
         if reporter.has_checkpoint and result.state != "failed":
             result.checkpoint = str(config.checkpoint_path)
