@@ -10,6 +10,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 WORKER_ENV = {
@@ -92,6 +93,8 @@ class RayExecutor(Executor):
         max_concurrent: int | None = None,
         max_retries: int = 0,
     ) -> None:
+        if address and "RAY_AUTH_MODE" not in os.environ and _auth_token_available():
+            os.environ["RAY_AUTH_MODE"] = "token"  # `ray start` clusters (Ray >= 2.60) expect it; read at import
         import ray
 
         self._ray = ray
@@ -100,7 +103,15 @@ class RayExecutor(Executor):
             os.environ.update(WORKER_ENV)
             kwargs: dict[str, Any] = {"runtime_env": {"env_vars": WORKER_ENV}, "log_to_driver": True}
             if address:
-                ray.init(address=address, **kwargs)
+                try:
+                    ray.init(address=address, **kwargs)
+                except Exception as exc:
+                    if "InvalidAuthToken" in f"{exc} {exc.__cause__}":
+                        raise ConnectionError(
+                            f"the Ray cluster at {address} uses token authentication: put its token in "
+                            "~/.ray/auth_token (or set RAY_AUTH_TOKEN) and retry"
+                        ) from None
+                    raise
             else:
                 ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **kwargs)
         resources = ray.cluster_resources()
@@ -142,3 +153,9 @@ class RayExecutor(Executor):
         """Shut Ray down if this executor started it."""
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
+
+
+def _auth_token_available() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return True
+    return (Path.home() / ".ray" / "auth_token").is_file()

@@ -25,6 +25,9 @@ class TrialLog(Protocol):
     def log_params(self, params: dict[str, Any]) -> None:
         """Record the trial's configuration."""
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Record facts about the trial's run (where it ran); a later attempt overwrites them."""
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Record metrics at a meta-iteration."""
 
@@ -51,6 +54,9 @@ class _NullLog:
     run_id = None
 
     def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
         pass
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:

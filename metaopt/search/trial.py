@@ -230,6 +230,7 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
     with tracker.open_trial(tags, run_name=f"{config.method}-{config.number}", run_id=config.run_id) as log:
         result.run_id = log.run_id
         log.log_params({"method": config.method, **config.hparams})
+        log.set_tags({"metaopt.node": _where(), "metaopt.pid": str(os.getpid())})
         pruner = config.job.get("pruner", {})
         reporter = Reporter(_optuna_trial(config), log, config.checkpoint_path,
                             per_instance=pruner.get("type") == "wilcoxon", warmup=pruner.get("n_warmup_steps", 0))
@@ -292,6 +293,17 @@ def _optuna_trial(config: TrialConfig) -> Any:
         pruner=make_pruner(job.pruner, job.budget),
     )
     return optuna.Trial(study, config.trial_id)
+
+
+def _where() -> str:
+    """The Ray node this trial runs on (its id), or the host name outside Ray."""
+    import socket
+    import sys
+
+    ray = sys.modules.get("ray")  # a Ray worker has imported it; never import it here
+    if ray is not None and ray.is_initialized():
+        return ray.get_runtime_context().get_node_id()
+    return socket.gethostname()
 
 
 def _describe(exc: BaseException) -> str:

@@ -40,6 +40,10 @@ class MlflowTrialLog:
         """Hyperparameters of the trial."""
         mlflow.log_params(params)
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Tags of the trial's run."""
+        mlflow.set_tags(tags)
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """A point of the validation and training curves."""
         mlflow.log_metrics(metrics, step=step)

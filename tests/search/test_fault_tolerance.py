@@ -20,6 +20,7 @@ from metaopt.search.reporting import NullTracker
 from metaopt.search.runner import run_search
 from metaopt.search.storage import journal_storage
 from metaopt.search.trial import TrialConfig, execute_trial
+from tests.processes import kill_marked
 from tests.search.jobs import GOOD, REPO, tiny_job, write_job
 
 
@@ -75,20 +76,6 @@ def test_a_trial_past_its_time_limit_is_pruned_with_the_reason(tmp_path):
     assert 10 <= result.iterations < 100_000 and result.value is not None
 
 
-def _kill_processes_with(marker: str) -> None:
-    """SIGKILL every process whose environment holds ``marker``: what a test started, Ray's agents included.
-
-    (Killed with its driver, a local Ray takes its raylet and workers along but leaves
-    its dashboard and runtime-env agents behind; ``ray stop`` would kill every Ray here.)
-    """
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if marker.encode() in (proc / "environ").read_bytes():
-                os.kill(int(proc.name), signal.SIGKILL)
-
-
 def _study(workdir: Path) -> optuna.Study:
     storage = journal_storage(workdir / "optuna.journal")
     (name,) = optuna.get_all_study_names(storage)
@@ -123,7 +110,7 @@ def test_driver_killed_mid_search_then_resume_finishes_the_budget_with_each_tria
         os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as a crash would
         driver.wait()
         time.sleep(2)
-        _kill_processes_with(marker)
+        kill_marked(marker)
     before = _study(workdir)
     interrupted = {t.number for t in before.trials if t.state == optuna.trial.TrialState.RUNNING}
     assert interrupted and len(before.trials) < 6
@@ -132,7 +119,7 @@ def test_driver_killed_mid_search_then_resume_finishes_the_budget_with_each_tria
         resumed = subprocess.run([*command, "resume", before.study_name, "--tracking-uri", uri, "--workdir",
                                   str(workdir)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     finally:
-        _kill_processes_with(marker)
+        kill_marked(marker)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
     after = _study(workdir)
