@@ -97,9 +97,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     from metaopt.search.runner import run_search
     from metaopt.tracking import MlflowSearchTracker
 
+    if (problem := _storage_problem(args.storage)) is not None:
+        print(f"error: --storage: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     tracker = MlflowSearchTracker(args.tracking_uri)
     with _executor(args, loaded.job) as executor:
-        summary = run_search(loaded, executor=executor, tracker=tracker, workdir=args.workdir, progress=_SearchProgress())
+        summary = run_search(loaded, executor=executor, tracker=tracker, workdir=args.workdir, storage=args.storage,
+                             progress=_SearchProgress())
     _print_summary(summary, tracker)
     return 0
 
@@ -110,16 +114,31 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from metaopt.tracking import MlflowSearchTracker
 
     try:
-        loaded = recorded_job(args.search_id, workdir=args.workdir)
+        loaded = recorded_job(args.search_id, workdir=args.workdir, storage=args.storage)
     except LookupError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_USAGE
     tracker = MlflowSearchTracker(args.tracking_uri)
     with _executor(args, loaded.job) as executor:
         summary = resume_search(args.search_id, executor=executor, tracker=tracker, workdir=args.workdir,
-                                progress=_SearchProgress())
+                                storage=args.storage, progress=_SearchProgress())
     _print_summary(summary, tracker)
     return 0
+
+
+def _storage_problem(url: str | None) -> str | None:
+    """Why the Optuna database ``url`` cannot be opened, in one line; None when it can (or none is given)."""
+    if not url:
+        return None
+    from metaopt.search.storage import describe, open_storage
+
+    try:
+        open_storage(url)
+    except ImportError:
+        return f"{describe(url)} needs its database driver (PostgreSQL: pip install 'metaopt[cluster]')"
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; the user needs one line
+        return f"cannot open {describe(url)}: {str(exc).splitlines()[0]}"
+    return None
 
 
 def _executor(args: argparse.Namespace, job: Any) -> Any:
@@ -192,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--address", help="Ray cluster address (ray://host:10001 or host:6379); default: local Ray")
     search.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
     search.add_argument("--workdir", default=".metaopt", help="Optuna journal and checkpoints (default: .metaopt)")
+    search.add_argument("--storage", help="Optuna database URL every node reaches, e.g. postgresql://user:pw@db/optuna "
+                        "(default: a journal file in --workdir)")
     search.add_argument("--in-process", action="store_true", help="run trials in this process, without Ray")
     search.set_defaults(func=cmd_search)
 
@@ -200,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--address", help="Ray cluster address (default: local Ray)")
     resume.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
     resume.add_argument("--workdir", default=".metaopt", help="where the search's Optuna journal is (default: .metaopt)")
+    resume.add_argument("--storage", help="the Optuna database URL the search used (default: --workdir's journal)")
     resume.add_argument("--in-process", action="store_true", help="run trials in this process, without Ray")
     resume.set_defaults(func=cmd_resume)
 

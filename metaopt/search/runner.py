@@ -21,11 +21,10 @@ from metaopt.search.executors import Executor
 from metaopt.search.job import LoadedJob, loaded_from_data
 from metaopt.search.reporting import NullTracker, TrialTracker
 from metaopt.search.space import METHOD_PARAM, SearchSpace
-from metaopt.search.storage import journal_storage
+from metaopt.search.storage import describe, open_storage, storage_locator
 from metaopt.search.strategies import grid_size, make_pruner, make_sampler
 from metaopt.search.trial import TrialConfig, TrialResult, evaluate_checkpoint, execute_trial, trial_tags
 
-JOURNAL = "optuna.journal"
 RUN_ATTR = "mlflow_run_id"
 OPTUNA_STATES = {
     "complete": optuna.trial.TrialState.COMPLETE,
@@ -126,15 +125,17 @@ def run_search(
     workdir: str | Path = ".metaopt",
     search_id: str | None = None,
     progress: Progress | None = None,
+    storage: str | None = None,
 ) -> SearchSummary:
-    """Run the whole search of ``loaded`` and return its summary."""
+    """Run the whole search of ``loaded`` and return its summary (``storage``: an Optuna database URL)."""
     job = loaded.job
     tracker = tracker or NullSearchTracker()
     workdir = Path(workdir).resolve()
     search_id = search_id or new_search_id(job.name)
+    locator = storage_locator(workdir, storage)
     study = optuna.create_study(
         study_name=search_id,
-        storage=journal_storage(workdir / JOURNAL),
+        storage=open_storage(locator),
         sampler=make_sampler(job.strategy, job.seed),
         pruner=make_pruner(job.pruner, job.budget),
         direction="minimize",
@@ -145,7 +146,7 @@ def run_search(
     study.set_user_attr("space", loaded.space.to_data())
     parent_run_id = tracker.start_search(search_id, loaded)
     study.set_user_attr("parent_run_id", parent_run_id)
-    return _drive(loaded, study, executor, tracker, workdir, parent_run_id, progress, [], [])
+    return _drive(loaded, study, locator, executor, tracker, workdir, parent_run_id, progress, [], [])
 
 
 def resume_search(
@@ -155,6 +156,7 @@ def resume_search(
     tracker: SearchTracker | None = None,
     workdir: str | Path = ".metaopt",
     progress: Progress | None = None,
+    storage: str | None = None,
 ) -> SearchSummary:
     """Continue an interrupted search: its unfinished trials from their checkpoints, then the rest of its budget.
 
@@ -162,12 +164,12 @@ def resume_search(
     """
     tracker = tracker or NullSearchTracker()
     workdir = Path(workdir).resolve()
-    journal = workdir / JOURNAL
-    loaded = recorded_job(search_id, workdir=workdir)
+    locator = storage_locator(workdir, storage)
+    loaded = recorded_job(search_id, workdir=workdir, storage=storage)
     job = loaded.job
     study = optuna.load_study(
         study_name=search_id,
-        storage=journal_storage(journal),
+        storage=open_storage(locator),
         sampler=make_sampler(job.strategy, job.seed),
         pruner=make_pruner(job.pruner, job.budget),
     )
@@ -177,21 +179,23 @@ def resume_search(
     finished = [t for t in study.trials if t.state in FINISHED]
     results = [_result_of(t, loaded.space) for t in finished]
     unfinished = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-    return _drive(loaded, study, executor, tracker, workdir, parent_run_id, progress, results, unfinished)
+    return _drive(loaded, study, locator, executor, tracker, workdir, parent_run_id, progress, results, unfinished)
 
 
-def recorded_job(search_id: str, *, workdir: str | Path = ".metaopt") -> LoadedJob:
+def recorded_job(search_id: str, *, workdir: str | Path = ".metaopt", storage: str | None = None) -> LoadedJob:
     """The job and search space a search was started with, as its study recorded them."""
-    journal = Path(workdir).resolve() / JOURNAL
-    if not journal.is_file() or search_id not in optuna.get_all_study_names(journal_storage(journal)):
-        raise LookupError(f"no search {search_id!r} in {journal}")
-    study = optuna.load_study(study_name=search_id, storage=journal_storage(journal))
-    return loaded_from_data(study.user_attrs["job"], study.user_attrs["space"], journal)
+    locator = storage_locator(workdir, storage)
+    exists = "://" in locator or Path(locator).is_file()
+    if not exists or search_id not in optuna.get_all_study_names(open_storage(locator)):
+        raise LookupError(f"no search {search_id!r} in {describe(locator)}")
+    study = optuna.load_study(study_name=search_id, storage=open_storage(locator))
+    return loaded_from_data(study.user_attrs["job"], study.user_attrs["space"], Path(describe(locator)))
 
 
 def _drive(
     loaded: LoadedJob,
     study: optuna.Study,
+    locator: str,
     executor: Executor,
     tracker: SearchTracker,
     workdir: Path,
@@ -226,7 +230,7 @@ def _drive(
             checkpoint_dir=str(workdir / "checkpoints" / search_id),
             cpus=job.resources.cpus_per_trial,
             study_name=search_id,
-            storage_path=str(workdir / JOURNAL),
+            storage=locator,
             trial_id=trial._trial_id,
             run_id=run_id,
         )

@@ -44,7 +44,7 @@ class TrialConfig:
     checkpoint_dir: str
     cpus: int = 1
     study_name: str | None = None
-    storage_path: str | None = None
+    storage: str | None = None  # the study's storage: a journal file path or a database URL
     trial_id: int | None = None
     run_id: str | None = None  # the trial's record, made by the driver: a retry or a resumed search reopens it
 
@@ -279,17 +279,17 @@ def evaluate_checkpoint(result: TrialResult, job: dict[str, Any], tracker: Trial
 
 
 def _optuna_trial(config: TrialConfig) -> Any:
-    if config.storage_path is None or config.trial_id is None:
+    if config.storage is None or config.trial_id is None:
         return None
     import optuna
 
-    from metaopt.search.storage import journal_storage
+    from metaopt.search.storage import open_storage
     from metaopt.search.strategies import make_pruner
 
     job = Job.model_validate(config.job)
     study = optuna.load_study(
         study_name=config.study_name,
-        storage=journal_storage(config.storage_path),
+        storage=open_storage(config.storage),
         pruner=make_pruner(job.pruner, job.budget),
     )
     return optuna.Trial(study, config.trial_id)

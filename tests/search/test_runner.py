@@ -75,3 +75,28 @@ def test_enqueue_rejects_unknown_method_and_values():
         space.enqueue_params({"method": "reptile"})
     with pytest.raises(ValueError, match="inner_lr must be > 0"):
         space.enqueue_params({"method": "maml", "inner_lr": 0})
+
+
+def test_a_database_storage_holds_the_study_and_resume_reads_it_back(tmp_path):
+    from metaopt.search.runner import recorded_job, resume_search
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    loaded = load_job(write_job(tmp_path, tiny_job(budget={**tiny_job()["budget"], "trials": 2})))
+    summary = run_search(loaded, executor=InProcessExecutor(), workdir=tmp_path / "work", storage=url)
+    assert not (tmp_path / "work" / "optuna.journal").exists()
+    study = optuna.load_study(study_name=summary.search_id, storage=url)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert recorded_job(summary.search_id, workdir=tmp_path / "work", storage=url).job == loaded.job
+    again = resume_search(summary.search_id, executor=InProcessExecutor(), workdir=tmp_path / "work", storage=url)
+    assert len(again.results) == 2 and len(optuna.load_study(study_name=summary.search_id, storage=url).trials) == 2
+    with pytest.raises(LookupError, match="no search 'nope'"):
+        recorded_job("nope", workdir=tmp_path / "work", storage=url)
+
+
+def test_bad_storage_url_is_one_line_and_exit_2(tmp_path, capsys):
+    from metaopt.cli import main
+
+    path = write_job(tmp_path, tiny_job())
+    assert main(["search", str(path), "--in-process", "--storage", "postgresql://u:secret@127.0.0.1:1/x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --storage: ") and "secret" not in err and len(err.splitlines()) == 1

@@ -69,3 +69,29 @@ def test_pruner_stops_a_hopeless_trial_and_records_it_pruned(pruner, tmp_path):
     assert "pruned at iteration" in trials[2].user_attrs["reason"]
     if pruner["type"] == "wilcoxon":  # one value per validation episode, paired by episode and iteration
         assert len(trials[0].intermediate_values) == 20 * 8 and 10 * 20 in trials[0].intermediate_values
+
+
+def test_conditional_search_over_seven_methods_prunes_and_records_it_in_optuna_and_mlflow(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from metaopt.tracking import MlflowSearchTracker
+
+    methods = ["maml", "fomaml", "mamlpp", "reptile", "anil", "metasgd", "metacurvature"]
+    hopeless = {**GOOD, "outer_lr": 1e-7, "inner_lr": 1e-6}
+    job = tiny_job(methods=methods, enqueue=[GOOD, GOOD, hopeless],
+                   pruner={"type": "median", "n_startup_trials": 2},
+                   budget={**tiny_job()["budget"], "trials": 9, "meta_iterations": 60})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(),
+                         tracker=MlflowSearchTracker(uri), workdir=tmp_path / "work")
+    trials = _trials(tmp_path, summary)
+    assert len({t.params["method"] for t in trials}) >= 3  # the space is conditional on the method
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert 2 in {t.number for t in pruned}
+    client = MlflowClient(uri)
+    for trial in pruned:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.info.status == "KILLED" and run.data.tags["metaopt.state"] == "pruned"
+        last_step = max(trial.intermediate_values)
+        assert f"pruned at iteration {last_step}" in run.data.tags["metaopt.reason"]
+        assert max(m.step for m in client.get_metric_history(run.info.run_id, "val_loss")) == last_step
