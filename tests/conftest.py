@@ -26,6 +26,7 @@ def ray_session():
 
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray ignores TMPDIR; keep the socket path short
     ray.init(
+        address="local",
         num_cpus=2,
         include_dashboard=False,
         _temp_dir=temp_dir,

@@ -113,7 +113,8 @@ class RayExecutor(Executor):
                         ) from None
                     raise
             else:
-                ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **kwargs)
+                # "local": a new Ray of our own, never a cluster a stale /tmp/ray/ray_current_cluster names
+                ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **kwargs)
         resources = ray.cluster_resources()
         total = int(resources.get("CPU", 1)) // cpus_per_trial or 1
         if gpus_per_trial > 0:

@@ -73,6 +73,9 @@ def test_worker_node_lost_mid_trial_every_trial_ends_exactly_once(tmp_path):
     finally:
         for marker in (driver_mark, worker, head):
             kill_marked(marker)
+        current = Path("/tmp/ray/ray_current_cluster")  # `ray start --head` left our address there
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
     assert len(seen_nodes) == 2
     storage = journal_storage(workdir / "optuna.journal")
