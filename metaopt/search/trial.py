@@ -248,6 +248,8 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
             own = (optuna.TrialPruned, Diverged, TrialTimeLimit)
             result.reason = str(exc) if isinstance(exc, own) else _describe(exc)
         reporter.flush()
+        if reporter.resumed_from is not None:
+            result.extra["resumed_at"] = reporter.resumed_from
         result.iterations = reporter.last_step or 0
         if reporter.has_checkpoint and result.state != "failed":
             result.checkpoint = str(config.checkpoint_path)
