@@ -1,4 +1,4 @@
-"""The ``metaopt`` command: search, resume, leaderboard, ui."""
+"""The ``metaopt`` command: search, resume, leaderboard, select, ui."""
 
 from __future__ import annotations
 
@@ -168,9 +168,49 @@ def _local_gpus(job: Any) -> int | None:
 
 def _print_summary(summary: Any, tracker: Any) -> None:
     render_leaderboard(summary.rows, f"{summary.family}: search {summary.search_id} ({summary.seconds:.0f}s)")
-    if summary.champion is not None:
-        print(f"champion: {summary.champion.method} -> models:/metaopt-{summary.family}@champion")
+    selection = tracker.champion_selection
+    if selection is not None:
+        where = f"models:/metaopt-{summary.family}@champion"
+        if selection.moved:
+            print(f"champion: {selection.best.method} -> {where} (version {selection.version}; {selection.reason})")
+        else:
+            print(f"champion unchanged at {where}: {selection.reason}")
     print(f"tracking: {tracker.tracking_uri}  (metaopt ui to browse)")
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    """Re-score each method's best trial and the champion on the same test tasks; move the champion if beaten."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from metaopt.tracking.selection import select_champion
+
+    try:
+        selection = select_champion(args.family, tracking_uri=args.tracking_uri, test_tasks=args.test_tasks,
+                                    apply=not args.dry_run)
+    except LookupError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 1
+    table = Table(title=f"{args.family}: finalists on {selection.test_tasks} test tasks (the same for all)")
+    accuracy = any(s.test_accuracy is not None for s in selection.candidates)
+    for column in ["method", "run", "test loss ± 95% CI", *(["test acc %"] if accuracy else []), ""]:
+        table.add_column(column, justify="left" if column in {"method", "run", ""} else "right")
+    champion_id = selection.champion.run_id if selection.champion else None
+    rows = sorted({s.run_id: s for s in [*selection.candidates, *filter(None, [selection.champion])]}.values(),
+                  key=lambda s: s.test_loss)
+    for s in rows:
+        marks = ", ".join(m for m, on in (("champion", s.run_id == champion_id), ("best", s is selection.best)) if on)
+        cells = [s.method, s.run_id[:8], f"{_fmt(s.test_loss)} ± {_fmt(s.test_loss_ci95)}"]
+        if accuracy:
+            cells.append(_fmt(100 * s.test_accuracy, 2) if s.test_accuracy is not None else "-")
+        table.add_row(*cells, marks)
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
+    if selection.moved:
+        did = "would move" if args.dry_run else f"moved to version {selection.version}"
+        print(f"champion {did}: {selection.best.method} ({selection.reason})")
+    else:
+        print(f"champion unchanged: {selection.reason}")
+    return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -230,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--search", help="only this search id")
     board.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
     board.set_defaults(func=cmd_leaderboard)
+
+    select = sub.add_parser("select", help="re-score the finalists and move the champion alias if beaten beyond its CI")
+    select.add_argument("family", help="task family, e.g. sine")
+    select.add_argument("--test-tasks", type=int, help="how many test tasks (default: the champion's search's budget)")
+    select.add_argument("--dry-run", action="store_true", help="say what would happen, move nothing")
+    select.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    select.set_defaults(func=cmd_select)
 
     ui = sub.add_parser("ui", help="MLflow UI on 127.0.0.1 against the same store")
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")

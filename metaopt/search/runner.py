@@ -63,6 +63,7 @@ class SearchSummary:
     champion: MethodRow | None
     seconds: float
     parent_run_id: str | None = None
+    storage: str | None = None  # where the Optuna study is (a journal path or a database URL)
 
 
 class SearchTracker(Protocol):
@@ -279,7 +280,7 @@ def _drive(
         if status != "FINISHED":
             rows, champion = [], None
         summary = SearchSummary(
-            search_id, job.family.name, results, rows, champion, time.monotonic() - start, parent_run_id
+            search_id, job.family.name, results, rows, champion, time.monotonic() - start, parent_run_id, locator
         )
         tracker.finish_search(summary, status)
     progress("end", {"summary": summary})

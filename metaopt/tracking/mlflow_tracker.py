@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import optuna
 from mlflow.tracking import MlflowClient
 
 import metaopt
 from metaopt.search.job import LoadedJob
 from metaopt.search.runner import SearchSummary
-from metaopt.tracking.store import get_or_create_experiment, registered_model_name, resolve_tracking_uri
+from metaopt.tracking.selection import Selection, select_champion
+from metaopt.tracking.store import get_or_create_experiment, resolve_tracking_uri
 
-CHAMPION_ALIAS = "champion"
 RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 
 
@@ -112,6 +113,7 @@ class MlflowSearchTracker:
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self.family: str | None = None
+        self.champion_selection: Selection | None = None
 
     def start_search(self, search_id: str, loaded: LoadedJob) -> str:
         """Create the parent run with the job's settings and the job file as an artifact."""
@@ -171,7 +173,7 @@ class MlflowSearchTracker:
         self.client.set_tag(run_id, "metaopt.tested", "true")
 
     def finish_search(self, summary: SearchSummary, status: str) -> None:
-        """Leaderboard on the parent run, champion registered as ``metaopt-<family>@champion``."""
+        """Leaderboard on the parent run; the search's best becomes ``metaopt-<family>@champion`` if it beats the champion."""
         if self.parent_run_id is None:
             return
         run_id = self.parent_run_id
@@ -183,6 +185,7 @@ class MlflowSearchTracker:
             board = Path(tmp) / "leaderboard.json"
             board.write_text(json.dumps([asdict(row) for row in summary.rows], indent=2, default=str))
             self.client.log_artifact(run_id, str(board))
+            self._log_report(summary, Path(tmp) / "report")
         if summary.champion is not None:
             champ = summary.champion
             self.client.set_tag(run_id, "metaopt.champion_method", champ.method)
@@ -190,15 +193,24 @@ class MlflowSearchTracker:
             self.client.log_metric(run_id, "best_val_loss", champ.best_val)
             if champ.test_loss is not None and math.isfinite(champ.test_loss):
                 self.client.log_metric(run_id, "champion_test_loss", champ.test_loss)
-            if champ.run_id:
-                self.register_champion(champ.run_id, summary.family)
+            if champ.run_id and status == "FINISHED":
+                selection = select_champion(summary.family, tracking_uri=self.tracking_uri, run_ids=[champ.run_id])
+                self.client.set_tag(run_id, "metaopt.champion_decision", selection.reason)
+                self.champion_selection = selection
         self.client.set_terminated(run_id, status=status)
 
-    def register_champion(self, run_id: str, family: str) -> str:
-        """Register the run's model under ``metaopt-<family>`` and point the ``champion`` alias at it."""
-        name = registered_model_name(family)
-        mlflow.set_tracking_uri(self.tracking_uri)
-        model_uri = self.client.get_run(run_id).data.tags.get("metaopt.model_uri", f"runs:/{run_id}/model")
-        version = mlflow.register_model(model_uri, name)
-        self.client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
-        return version.version
+    def _log_report(self, summary: SearchSummary, out: Path) -> None:
+        """The trial table and the search's figures, under the parent run's ``report/``."""
+        from metaopt.search.storage import open_storage
+        from metaopt.tracking.plots import write_search_report
+
+        study = None
+        if summary.storage:
+            with contextlib.suppress(KeyError):
+                study = optuna.load_study(study_name=summary.search_id, storage=open_storage(summary.storage))
+
+        def curve(run_id: str) -> list[tuple[int, float]]:
+            return [(m.step, m.value) for m in self.client.get_metric_history(run_id, "val_loss")]
+
+        for path in write_search_report(summary, study, curve, out):
+            self.client.log_artifact(self.parent_run_id, str(path), artifact_path="report")

@@ -38,6 +38,11 @@ def test_ray_search_writes_child_runs_under_the_parent(ray_search):
         [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{summary.parent_run_id}'"
     )
     assert len(children) == 4
+    report = {a.path.split("/")[-1] for a in client.list_artifacts(summary.parent_run_id, "report")}
+    assert {"trials.csv", "optimization_history.png", "best_so_far_per_method.png", "val_curves_top5.png"} <= report
+    table = client.download_artifacts(summary.parent_run_id, "report/trials.csv")
+    lines = open(table).read().strip().splitlines()
+    assert lines[0].startswith("number,method,state") and len(lines) == 5
     by_state = {run.data.tags["metaopt.state"]: run for run in children}
     assert by_state["failed"].info.status == "FAILED"
     assert "non-finite loss" in by_state["failed"].data.tags["metaopt.reason"]
