@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
@@ -42,6 +43,12 @@ def write_search_report(summary: SearchSummary, study: optuna.Study | None, curv
     return written
 
 
+def _log_y(ax: plt.Axes) -> None:
+    ax.set_yscale("log")
+    for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis(matplotlib.ticker.FormatStrFormatter("%.3g"))
+
+
 def _trial_table(summary: SearchSummary, path: Path) -> Path:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -65,7 +72,7 @@ def _best_so_far(summary: SearchSummary) -> plt.Figure:
             ys.append(best)
         ax.step(xs, ys, where="post", marker="o", label=method)
     ax.set(xlabel="trial", ylabel="best validation loss so far", title=f"{summary.search_id}: best so far per method")
-    ax.set_yscale("log")
+    _log_y(ax)
     ax.legend(fontsize=8)
     return figure
 
@@ -79,6 +86,6 @@ def _top_curves(summary: SearchSummary, curves: Curves) -> plt.Figure:
         points = curves(r.run_id)
         ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=f"#{r.number} {r.method}")
     ax.set(xlabel="meta-iteration", ylabel="validation loss", title="validation curves of the 5 best trials")
-    ax.set_yscale("log")
+    _log_y(ax)
     ax.legend(fontsize=8)
     return figure
