@@ -6,6 +6,7 @@ from metaopt.learners.anil import ANIL
 from metaopt.learners.base import HParam, MetaLearner, Predictor
 from metaopt.learners.fomaml import FOMAML
 from metaopt.learners.gradient import GradientLearner
+from metaopt.learners.hypergrad import HyperGrad
 from metaopt.learners.maml import MAML
 from metaopt.learners.mamlpp import MAMLPlusPlus
 from metaopt.learners.matchingnet import MatchingNet
@@ -29,6 +30,7 @@ LEARNERS: dict[str, type[MetaLearner]] = {
     "matchingnet": MatchingNet,
     "relationnet": RelationNet,
     "siamese": Siamese,
+    "hypergrad": HyperGrad,
 }
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "ProtoNet",
     "GradientLearner",
     "HParam",
+    "HyperGrad",
     "Predictor",
     "RelationNet",
     "Reptile",

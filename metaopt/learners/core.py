@@ -66,6 +66,7 @@ class InnerLoop:
     adapt: frozenset[str] | None = None  # None: every parameter adapts (ANIL: only the head)
     precondition: Callable[[Params], Params] | None = None  # Meta-Curvature
     optimizer: InnerOptimizer = SGD()
+    weight_decay: LearningRate | None = None  # L2 on the adapting parameters: grad + wd * p (a tensor is learnable)
 
     def trajectory(self, loss: LossFn, params: Params, x: Tensor, y: Tensor) -> list[Params]:
         """The full parameters after each inner step on ``(x, y)``."""
@@ -76,6 +77,9 @@ class InnerLoop:
         steps = []
         for t, lr in enumerate(self.lrs):
             grads = grad_fn(detach(fast) if self.first_order else fast, x, y)
+            if self.weight_decay is not None:
+                wd = self.weight_decay
+                grads = {k: g + (wd[k] if isinstance(wd, Mapping) else wd) * fast[k] for k, g in grads.items()}
             if self.precondition is not None:
                 grads = self.precondition(grads)
             direction, state = self.optimizer.update(grads, state, t)

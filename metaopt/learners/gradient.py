@@ -106,6 +106,13 @@ class GradientLearner(MetaLearner):
         """A transform of the inner gradient (None: the identity)."""
         return None
 
+    def before_outer_step(self) -> None:
+        """Called with the meta-gradients in ``.grad``, before the outer optimizer steps (Adam-HD's hook)."""
+
+    def inner_weight_decay(self, meta: Params) -> LearningRate | None:
+        """L2 weight decay of the inner loop (None: none)."""
+        return None
+
     def loss_inputs(self) -> dict[str, Tensor]:
         """Tensors the meta-loss needs besides the meta-parameters and the batch (MAML++'s step weights)."""
         return {}
@@ -143,6 +150,7 @@ class GradientLearner(MetaLearner):
             adapt=self.adapted_names(),
             precondition=self.preconditioner(meta),
             optimizer=self.inner_optimizer,
+            weight_decay=self.inner_weight_decay(meta),
         )
 
     def adapt_batch(self, batch: TaskBatch, *, first_order: bool, steps: int | None = None) -> Params:
@@ -177,6 +185,7 @@ class GradientLearner(MetaLearner):
             grads, loss = self.eager_meta_gradient(meta, batch, inputs)
         for name, p in meta.items():
             p.grad = grads[name]
+        self.before_outer_step()
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()

@@ -147,6 +147,8 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
         if not (math.isfinite(train_loss) and math.isfinite(value)):
             raise Diverged(f"non-finite loss at iteration {it} (train_loss={train_loss}, val_loss={value})")
         metrics = {"train_loss": train_loss, OBJECTIVE: value, **compiler.pop_metrics()}
+        if hasattr(learner, "learned_hyperparameters"):  # the hypergradient learner's trajectories
+            metrics.update({f"hyper/{k}": v for k, v in learner.learned_hyperparameters().items()})
         reporter.report(it, metrics, OBJECTIVE, checkpoint, instances=per_task.tolist())
     return value
 

@@ -114,6 +114,7 @@ TRAINING = {
     "anil": {"inner_lr": 0.1, "outer_lr": 0.003},
     "metasgd": {"inner_lr": 0.01, "outer_lr": 0.003},
     "metacurvature": {"inner_lr": 0.01, "outer_lr": 0.003},
+    "hypergrad": {"inner_lr": 0.01, "outer_lr": 0.003},
 }
 
 
