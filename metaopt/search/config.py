@@ -202,7 +202,7 @@ class Job(_Strict):
     search_space: str | None = Field(default=None, description="path to a search-space file, relative to the job")
     space: dict[str, MethodSpace] = Field(default_factory=dict, description="per-method overrides of search_space")
     budget: Budget
-    strategy: Literal["tpe", "random", "cmaes", "gp", "grid"] = "tpe"
+    strategy: Literal["tpe", "random", "cmaes", "gp", "grid", "hypergrad", "tpe+hypergrad"] = "tpe"
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     resources: Resources = Field(default_factory=Resources)
     backbone: BackboneSpec = Field(default_factory=BackboneSpec)

@@ -51,6 +51,13 @@ def load_job(path: str | Path) -> LoadedJob:
             raise ConfigError(f"{path}: space.{method}: method is not in methods ({', '.join(job.methods)})")
         spaces[method] = {**spaces.get(method, {}), **overrides}
     space = _validated(SearchSpace(job.methods, spaces), str(path), prefix="space.")
+    if job.strategy in ("hypergrad", "tpe+hypergrad"):
+        from metaopt.learners.hypergrad import BASES
+
+        others = [m for m in job.methods if m not in BASES]
+        if others:
+            raise ConfigError(f"{path}: methods: strategy {job.strategy} learns the hyperparameters of "
+                              f"{', '.join(BASES)} only, not {', '.join(others)}")
     if job.strategy == "grid":
         from metaopt.search.strategies import grid_size
 

@@ -22,7 +22,7 @@ from metaopt.search.job import LoadedJob, loaded_from_data
 from metaopt.search.reporting import NullTracker, TrialTracker
 from metaopt.search.space import METHOD_PARAM, SearchSpace
 from metaopt.search.storage import describe, open_storage, storage_locator
-from metaopt.search.strategies import grid_size, make_pruner, make_sampler
+from metaopt.search.strategies import grid_size, make_pruner, make_sampler, samples_floats, trial_learner
 from metaopt.search.trial import TrialConfig, TrialResult, evaluate_checkpoint, execute_trial, trial_tags
 
 RUN_ATTR = "mlflow_run_id"
@@ -178,7 +178,7 @@ def resume_search(
     if parent_run_id is not None:
         tracker.resume_search(search_id, parent_run_id, job.family.name)
     finished = [t for t in study.trials if t.state in FINISHED]
-    results = [_result_of(t, loaded.space) for t in finished]
+    results = [_result_of(t, loaded.space, job.strategy) for t in finished]
     unfinished = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     return _drive(loaded, study, locator, executor, tracker, workdir, parent_run_id, progress, results, unfinished)
 
@@ -237,16 +237,18 @@ def _drive(
         )
         pending[executor.submit(execute_trial, config, trial_tracker)] = (trial, config)
 
+    learned = not samples_floats(job.strategy)
     for frozen in unfinished:  # interrupted with the driver: same number, same record, from the checkpoint
         method = frozen.params[METHOD_PARAM]
-        hparams = space.hparams_of(method, frozen.params)
+        method, hparams = trial_learner(job.strategy, space, method,
+                                        space.hparams_of(method, frozen.params, learned_floats=learned))
         submit(optuna.Trial(study, frozen._trial_id), frozen.number, method, hparams, frozen.user_attrs.get(RUN_ATTR))
     status = "FAILED"
     try:
         while True:
             while len(pending) < executor.slots and asked < budget_trials and time.monotonic() < deadline:
                 trial = study.ask()
-                method, hparams = space.suggest(trial)
+                method, hparams = trial_learner(job.strategy, space, *space.suggest(trial, learned_floats=learned))
                 run_id = tracker.create_trial_run(trial_tags(search_id, job.family.name, method, trial.number),
                                                   f"{method}-{trial.number}")
                 if run_id is not None:
@@ -300,10 +302,11 @@ def _tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> None
         study.tell(trial, state=OPTUNA_STATES[result.state])
 
 
-def _result_of(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> TrialResult:
+def _result_of(trial: optuna.trial.FrozenTrial, space: SearchSpace, strategy: str) -> TrialResult:
     """The ``TrialResult`` a finished trial was told with, from what the study recorded."""
     method = trial.params[METHOD_PARAM]
-    hparams = space.hparams_of(method, trial.params)
+    hparams = space.hparams_of(method, trial.params, learned_floats=not samples_floats(strategy))
+    method, hparams = trial_learner(strategy, space, method, hparams)
     outcome = trial.user_attrs.get("outcome", {})
     state = next(name for name, s in OPTUNA_STATES.items() if s == trial.state)
     return TrialResult(

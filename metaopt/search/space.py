@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,13 +47,19 @@ class SearchSpace:
                 except ValueError as exc:
                     raise ValueError(f"{where}: {exc} (allowed: {hp.describe()})") from None
 
-    def suggest(self, trial: optuna.Trial) -> tuple[str, dict[str, Any]]:
-        """Sample a method, then its hyperparameters (named ``method.param`` in Optuna)."""
+    def suggest(self, trial: optuna.Trial, *, learned_floats: bool = False) -> tuple[str, dict[str, Any]]:
+        """Sample a method, then its hyperparameters (named ``method.param`` in Optuna).
+
+        ``learned_floats``: float ranges are not sampled but start at their middle (geometric
+        on a log scale), for a learner that tunes them itself as it trains.
+        """
         method = trial.suggest_categorical(METHOD_PARAM, self.methods)
         hparams: dict[str, Any] = {}
         for name, spec in self.spaces[method].items():
             key = f"{method}.{name}"
-            if isinstance(spec, FloatRange):
+            if isinstance(spec, FloatRange) and learned_floats:
+                hparams[name] = middle(spec)
+            elif isinstance(spec, FloatRange):
                 hparams[name] = trial.suggest_float(key, spec.low, spec.high, log=spec.log, step=spec.step)
             elif isinstance(spec, IntRange):
                 hparams[name] = trial.suggest_int(key, spec.low, spec.high, step=spec.step, log=spec.log)
@@ -62,12 +69,17 @@ class SearchSpace:
                 hparams[name] = spec
         return method, hparams
 
-    def hparams_of(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        """A trial's hyperparameters from its Optuna ``params`` (searched) and the space (fixed)."""
-        return {
-            name: params[f"{method}.{name}"] if isinstance(spec, (FloatRange, IntRange, Categorical)) else spec
-            for name, spec in self.spaces[method].items()
-        }
+    def hparams_of(self, method: str, params: Mapping[str, Any], *, learned_floats: bool = False) -> dict[str, Any]:
+        """A trial's hyperparameters from its Optuna ``params`` (searched) and the space (fixed, or learned)."""
+        hparams = {}
+        for name, spec in self.spaces[method].items():
+            if isinstance(spec, FloatRange) and learned_floats:
+                hparams[name] = middle(spec)
+            elif isinstance(spec, (FloatRange, IntRange, Categorical)):
+                hparams[name] = params[f"{method}.{name}"]
+            else:
+                hparams[name] = spec
+        return hparams
 
     def to_data(self) -> dict[str, dict[str, Any]]:
         """The space as plain data (what a search-space file holds), to record with the study."""
@@ -88,3 +100,8 @@ class SearchSpace:
                 raise ValueError(f"{name}: unknown hyperparameter for {method} (allowed: {', '.join(sorted(declared))})")
             declared[name].check(name, value)
         return {METHOD_PARAM: method, **{f"{method}.{name}": value for name, value in config.items()}}
+
+
+def middle(spec: FloatRange) -> float:
+    """The middle of a float range: geometric on a log scale."""
+    return math.sqrt(spec.low * spec.high) if spec.log else (spec.low + spec.high) / 2

@@ -53,7 +53,33 @@ STRATEGIES: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
         seed=seed, n_startup_trials=5, independent_sampler=_tpe(seed), warn_independent_sampling=False
     )),
     "grid": lambda seed: _quiet(lambda: _Grid(seed=seed)),
+    # The hypergradient learner tunes the continuous hyperparameters inside each trial: `hypergrad` starts
+    # each trial from a random configuration, `tpe+hypergrad` lets TPE choose the method and the discrete
+    # settings and starts the continuous ones at the middle of their ranges.
+    "hypergrad": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    "tpe+hypergrad": _tpe,
 }
+HYPERGRAD_STRATEGIES = ("hypergrad", "tpe+hypergrad")
+
+
+def samples_floats(strategy: str) -> bool:
+    """Whether the sampler picks float hyperparameters (not for ``tpe+hypergrad``: the learner does)."""
+    return strategy != "tpe+hypergrad"
+
+
+def trial_learner(strategy: str, space: SearchSpace, method: str, hparams: dict) -> tuple[str, dict]:
+    """The learner a trial runs: the method itself, or, for a hypergradient strategy, ``hypergrad`` on it.
+
+    The hypergradient learner clamps the rates it learns to the search space's ranges.
+    """
+    if strategy not in HYPERGRAD_STRATEGIES:
+        return method, hparams
+    learned = {"base": method, **hparams}
+    for name, low, high in (("inner_lr", "min_inner_lr", "max_inner_lr"), ("outer_lr", "min_outer_lr", "max_outer_lr")):
+        spec = space.spaces[method].get(name)
+        if isinstance(spec, FloatRange):
+            learned[low], learned[high] = spec.low, spec.high
+    return "hypergrad", learned
 
 
 def make_sampler(strategy: str, seed: int) -> optuna.samplers.BaseSampler:

@@ -95,3 +95,31 @@ def test_conditional_search_over_seven_methods_prunes_and_records_it_in_optuna_a
         last_step = max(trial.intermediate_values)
         assert f"pruned at iteration {last_step}" in run.data.tags["metaopt.reason"]
         assert max(m.step for m in client.get_metric_history(run.info.run_id, "val_loss")) == last_step
+
+
+@pytest.mark.parametrize("strategy", ["hypergrad", "tpe+hypergrad"])
+def test_hypergradient_strategies_run_the_hypergrad_learner_on_each_base_method(strategy, tmp_path):
+    job = tiny_job(strategy=strategy, methods=["maml", "fomaml", "anil"],
+                   budget={**tiny_job()["budget"], "trials": 6, "meta_iterations": 20})
+    loaded = load_job(write_job(tmp_path, job))
+    summary = run_search(loaded, executor=InProcessExecutor(), workdir=tmp_path / "work")
+    assert {r.method for r in summary.results} == {"hypergrad"}
+    assert all(r.state == "complete" for r in summary.results)
+    bases = {r.hparams["base"] for r in summary.results}
+    assert bases <= {"maml", "fomaml", "anil"} and len(bases) >= 2
+    for r in summary.results:
+        spec = loaded.space.spaces[r.hparams["base"]]["inner_lr"]
+        assert (r.hparams["min_inner_lr"], r.hparams["max_inner_lr"]) == (spec.low, spec.high)
+        if strategy == "tpe+hypergrad":  # the learner, not TPE, sets the rates: they start mid-range
+            assert r.hparams["inner_lr"] == pytest.approx((spec.low * spec.high) ** 0.5)
+    trials = _trials(tmp_path, summary)
+    if strategy == "tpe+hypergrad":
+        assert not any(name.endswith("_lr") for t in trials for name in t.params)
+
+
+def test_hypergradient_strategy_rejects_methods_it_cannot_tune(tmp_path):
+    from metaopt.search import ConfigError
+
+    with pytest.raises(ConfigError, match="strategy hypergrad learns the hyperparameters of maml, fomaml, anil, mamlpp"
+                                          " only, not reptile"):
+        load_job(write_job(tmp_path, tiny_job(strategy="hypergrad")))
