@@ -42,6 +42,7 @@ class HyperGrad(MAMLPlusPlus):
         **{k: v for k, v in MAMLPlusPlus.hyperparameters.items() if k != "learn_lrs"},
         "inner_steps": HParam(type=int, default=1, minimum=1, help="inner-loop steps per task"),
         "base": HParam(type=str, default="maml", choices=BASES, help="the method whose hyperparameters are learned"),
+        "shared_lr": HParam(type=bool, default=False, help="one learned inner rate for every layer and step"),
         "weight_decay": HParam(default=1e-4, help="initial inner L2 weight decay", **POSITIVE_FLOAT),
         "min_inner_lr": HParam(default=1e-4, help="lower clamp of the inner learning rates", **POSITIVE_FLOAT),
         "max_inner_lr": HParam(default=1.0, help="upper clamp of the inner learning rates", **POSITIVE_FLOAT),
@@ -93,9 +94,11 @@ class HyperGrad(MAMLPlusPlus):
     def make_extras(self) -> dict[str, nn.Parameter]:
         """log alpha[name] of shape [inner_steps] per adapted layer, and log weight decay."""
         steps, probe = self.hparams["inner_steps"], next(iter(self.params.values()))
-        extras = {f"log_lr:{name}": nn.Parameter(torch.full((steps,), math.log(self.hparams["inner_lr"]),
+        names = ["*"] if self.hparams["shared_lr"] else self._adapting()
+        extras = {f"log_lr:{name}": nn.Parameter(torch.full((1 if name == "*" else steps,),
+                                                            math.log(self.hparams["inner_lr"]),
                                                             dtype=probe.dtype, device=probe.device))
-                  for name in self._adapting()}
+                  for name in names}
         extras["log_wd"] = nn.Parameter(torch.tensor(math.log(self.hparams["weight_decay"]),
                                                      dtype=probe.dtype, device=probe.device))
         return extras
@@ -109,6 +112,8 @@ class HyperGrad(MAMLPlusPlus):
 
     def inner_lrs(self, meta: Params, steps: int | None = None) -> Sequence[LearningRate]:
         """exp(log alpha[name][t]); steps beyond those trained reuse the last step's rates."""
+        if self.hparams["shared_lr"]:
+            return [meta["log_lr:*"][0].exp()] * self.steps(steps)
         trained = self.hparams["inner_steps"]
         return [{name: meta[f"log_lr:{name}"][min(t, trained - 1)].exp() for name in self._adapting()}
                 for t in range(self.steps(steps))]

@@ -76,7 +76,7 @@ class Categorical(_Strict):
 
 Range = Annotated[Union[FloatRange, IntRange, Categorical], Field(discriminator="type")]
 # A hyperparameter is searched (a range or choices) or fixed (a plain value).
-ParamSpec = Union[Range, StrictBool, StrictInt, StrictFloat]
+ParamSpec = Union[Range, StrictBool, StrictInt, StrictFloat, StrictStr]
 MethodSpace = dict[str, ParamSpec]
 
 
@@ -240,7 +240,7 @@ def format_validation_error(path: Path | str, error: ValidationError) -> str:
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic puts the chosen union member in the location ("float", "function-after[...]").
-    return isinstance(part, str) and (part in {"float", "int", "categorical", "bool"} or "[" in part)
+    return isinstance(part, str) and (part in {"float", "int", "categorical", "bool", "str"} or "[" in part)
 
 
 def read_yaml(path: Path) -> Any:

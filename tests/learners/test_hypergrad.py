@@ -17,9 +17,10 @@ def _hyper(learner) -> dict[str, torch.Tensor]:
     return dict(learner.extras)
 
 
-@pytest.mark.parametrize("base", ["maml", "anil", "mamlpp"])
+@pytest.mark.parametrize("base", ["maml", "anil", "mamlpp", "shared"])
 def test_hypergradient_of_every_log_rate_and_log_weight_decay_matches_finite_differences(base):
-    learner = tiny_learner("hypergrad", {**HYPER, "base": base})
+    shared = base == "shared"
+    learner = tiny_learner("hypergrad", {**HYPER, "base": "maml" if shared else base, "shared_lr": shared})
     with torch.no_grad():  # distinct rates per layer and step
         for p in learner.extras.values():
             p.add_(0.2 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1), dtype=p.dtype))
@@ -31,7 +32,8 @@ def test_hypergradient_of_every_log_rate_and_log_weight_decay_matches_finite_dif
     analytic = dict(zip(hyper, torch.autograd.grad(loss, list(hyper.values()))))
     numeric = finite_difference_grad(lambda: learner.meta_loss(batch), hyper)
     assert relative_error(analytic, numeric) < 1e-6
-    assert len(analytic["log_wd"].shape) == 0 and all(v.shape == (3,) for k, v in analytic.items() if k != "log_wd")
+    assert len(analytic["log_wd"].shape) == 0
+    assert all(v.shape == ((1,) if shared else (3,)) for k, v in analytic.items() if k != "log_wd")
 
 
 @pytest.mark.parametrize("base", BASES)
