@@ -31,6 +31,9 @@ class TrialLog(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Record metrics at a meta-iteration."""
 
+    def log_artifact(self, path: Path, folder: str) -> None:
+        """Record a file (a figure) under ``folder``."""
+
     def log_model(self, checkpoint_path: Path, *, full: bool) -> None:
         """Record the trained meta-parameters (``full``: also as a loadable registered-model candidate)."""
 
@@ -60,6 +63,9 @@ class _NullLog:
         pass
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_artifact(self, path: Path, folder: str) -> None:
         pass
 
     def log_model(self, checkpoint_path: Path, *, full: bool) -> None:
@@ -118,6 +124,13 @@ class Reporter:
                     self.warned = True
                 return
             self.unsent.pop(0)
+
+    def attach(self, path: Path, folder: str = "figures") -> None:
+        """Record a file with the trial; tracking trouble only warns."""
+        try:
+            self.log.log_artifact(path, folder)
+        except Exception as exc:  # noqa: BLE001 - tracking trouble must not end the trial
+            warnings.warn(f"could not record {path.name}: {exc!r}", stacklevel=2)
 
     def resumed(self, step: int, value: float) -> None:
         """The trial continues from its checkpoint at ``step`` (a retry after its worker was lost)."""

@@ -128,6 +128,7 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
     if resumed is not None:
         it, value = resumed
         reporter.resumed(it, value)
+    trajectory: list[tuple[int, dict[str, float]]] = []
     start, running, count = it, torch.zeros((), device=device), 0
     compiler = _CompileDecision(job.compile, learner, budget.meta_iterations - start)
     for it in range(start + 1, budget.meta_iterations + 1):
@@ -148,8 +149,15 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
             raise Diverged(f"non-finite loss at iteration {it} (train_loss={train_loss}, val_loss={value})")
         metrics = {"train_loss": train_loss, OBJECTIVE: value, **compiler.pop_metrics()}
         if hasattr(learner, "learned_hyperparameters"):  # the hypergradient learner's trajectories
-            metrics.update({f"hyper/{k}": v for k, v in learner.learned_hyperparameters().items()})
+            learned = learner.learned_hyperparameters()
+            trajectory.append((it, learned))
+            metrics.update({f"hyper/{k}": v for k, v in learned.items()})
         reporter.report(it, metrics, OBJECTIVE, checkpoint, instances=per_task.tolist())
+    if trajectory:
+        from metaopt.figures import plot_learned_hyperparameters
+
+        figure = config.checkpoint_path.with_name(f"trial-{config.number:05d}-hyperparameters.png")
+        reporter.attach(plot_learned_hyperparameters(trajectory, figure))
     return value
 
 

@@ -49,6 +49,10 @@ class MlflowTrialLog:
         """A point of the validation and training curves."""
         mlflow.log_metrics(metrics, step=step)
 
+    def log_artifact(self, path: Path, folder: str) -> None:
+        """A file of the trial (a figure)."""
+        mlflow.log_artifact(str(path), artifact_path=folder)
+
     def log_model(self, checkpoint_path: Path, *, full: bool) -> None:
         """The checkpoint as an artifact; for finished trials also an MLflow model that can be registered."""
         mlflow.log_artifact(str(checkpoint_path), artifact_path="checkpoint")

@@ -7,14 +7,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
-import matplotlib.ticker
+import matplotlib.pyplot as plt
+import optuna
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-
-from metaopt.search.runner import SearchSummary  # noqa: E402
+from metaopt.figures import log_y
+from metaopt.search.runner import SearchSummary
 
 Curves = Callable[[str], list[tuple[int, float]]]  # run id -> (iteration, val_loss) points
 
@@ -43,12 +40,6 @@ def write_search_report(summary: SearchSummary, study: optuna.Study | None, curv
     return written
 
 
-def _log_y(ax: plt.Axes) -> None:
-    ax.set_yscale("log")
-    for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
-        axis(matplotlib.ticker.FormatStrFormatter("%.3g"))
-
-
 def _trial_table(summary: SearchSummary, path: Path) -> Path:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -72,7 +63,7 @@ def _best_so_far(summary: SearchSummary) -> plt.Figure:
             ys.append(best)
         ax.step(xs, ys, where="post", marker="o", label=method)
     ax.set(xlabel="trial", ylabel="best validation loss so far", title=f"{summary.search_id}: best so far per method")
-    _log_y(ax)
+    log_y(ax)
     ax.legend(fontsize=8)
     return figure
 
@@ -86,6 +77,6 @@ def _top_curves(summary: SearchSummary, curves: Curves) -> plt.Figure:
         points = curves(r.run_id)
         ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=f"#{r.number} {r.method}")
     ax.set(xlabel="meta-iteration", ylabel="validation loss", title="validation curves of the 5 best trials")
-    _log_y(ax)
+    log_y(ax)
     ax.legend(fontsize=8)
     return figure

@@ -123,3 +123,21 @@ def test_hypergradient_strategy_rejects_methods_it_cannot_tune(tmp_path):
     with pytest.raises(ConfigError, match="strategy hypergrad learns the hyperparameters of maml, fomaml, anil, mamlpp"
                                           " only, not reptile"):
         load_job(write_job(tmp_path, tiny_job(strategy="hypergrad")))
+
+
+def test_hypergrad_trial_logs_its_learned_trajectories_as_metrics_and_a_figure(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from metaopt.tracking import MlflowSearchTracker
+
+    job = tiny_job(strategy="tpe+hypergrad", methods=["maml"], budget={**tiny_job()["budget"], "trials": 1})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(),
+                         tracker=MlflowSearchTracker(uri), workdir=tmp_path / "work")
+    client, run_id = MlflowClient(uri), summary.results[0].run_id
+    outer = client.get_metric_history(run_id, "hyper/outer_lr")
+    assert [m.step for m in outer] == [10, 20]
+    assert client.get_metric_history(run_id, "hyper/weight_decay")
+    assert any(k.startswith("hyper/inner_lr/") for k in client.get_run(run_id).data.metrics)
+    figures = [a.path for a in client.list_artifacts(run_id, "figures")]
+    assert figures == ["figures/trial-00000-hyperparameters.png"]
