@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--train-ways", type=int, help="metric learners train on this many ways (Snell et al.)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="default: benchmarks/results/fewshot_<family>.json")
+    parser.add_argument("--report-only", action="store_true", help="print the cells measured so far, run nothing")
     args = parser.parse_args()
     if args.family == "glyphs-crossfont":
         args.settings = [s for s in args.settings if SETTINGS[s][1] == 1]  # STIX has at most 4 renderings a class
@@ -121,6 +122,8 @@ def main() -> None:
     jobs = {(m, s): (m, s, args.family, args.root, args.train_episodes, args.seed, args.train_ways)
             for m in args.methods for s in args.settings if (m, s) not in results}
     print(f"{len(jobs)} cells to run, {len(results)} reused from {cells_file}")
+    if args.report_only:
+        jobs = {}
     results.update(run_cells(cells_file, jobs, cell, workers=args.workers, describe=lambda r: (
         f"{r['method']:<14} {r['setting']:<6} {r['accuracy']:6.2f} ± {r['accuracy_ci95']:.2f}%  "
         f"{r['train_s']:.0f}s  {r['episodes_per_s']:.1f} episodes/s")))
@@ -138,6 +141,17 @@ def main() -> None:
         if args.family == "omniglot" and method in PUBLISHED_OMNIGLOT:
             published = [str(PUBLISHED_OMNIGLOT[method].get(s, "-")) for s in args.settings]
             print(f"{'  published':<14}" + "".join(f"{p:>18}" for p in published))
+    print("\nmarkdown:\n| method | " + " | ".join(args.settings) + " | train s | episodes/s |")
+    print("| --- |" + " --- |" * (len(args.settings) + 2))
+    for method in args.methods:
+        cells = [results.get((method, s)) for s in args.settings]
+        done = [c for c in cells if c]
+        if not done:
+            continue
+        train_s = sum(c["train_s"] for c in done)
+        text = [f"{c['accuracy']:.2f} ± {c['accuracy_ci95']:.2f}" if c else "–" for c in cells]
+        rate = sum(c["episodes"] for c in done) / train_s
+        print(f"| {method} | " + " | ".join(text) + f" | {train_s:.0f} | {rate:.1f} |")
     out.write_text(json.dumps({"benchmark": "fewshot", "family": args.family, "train_episodes": args.train_episodes,
                                "cells": list(results.values()), "published_omniglot": PUBLISHED_OMNIGLOT}, indent=2))
     print(f"\nwrote {out}")
