@@ -26,13 +26,14 @@ def render_leaderboard(rows: list[Any], title: str) -> None:
 
     table = Table(title=title, caption="done/pruned/failed: trials by outcome")
     accuracy = any(row.test_accuracy is not None for row in rows)
-    columns = ["method", "val loss", "test loss ± 95% CI", *(["test acc % ± 95% CI"] if accuracy else []),
-               "done", "pruned", "failed", "run"]
+    strategies = any(row.strategy for row in rows)
+    columns = ["method", *(["strategy"] if strategies else []), "val loss", "test loss ± 95% CI",
+               *(["test acc % ± 95% CI"] if accuracy else []), "done", "pruned", "failed", "run"]
     for column in columns:
-        table.add_column(column, justify="left" if column in {"method", "run"} else "right")
+        table.add_column(column, justify="left" if column in {"method", "strategy", "run"} else "right")
     for row in rows:
         test = "-" if row.test_loss is None else f"{_fmt(row.test_loss)} ± {_fmt(row.test_loss_ci95)}"
-        cells = [row.method, _fmt(row.best_val), test]
+        cells = [row.method, *([row.strategy or "-"] if strategies else []), _fmt(row.best_val), test]
         if accuracy:
             cells.append("-" if row.test_accuracy is None else
                          f"{_fmt(100 * row.test_accuracy, 2)} ± {_fmt(100 * (row.test_accuracy_ci95 or 0), 2)}")

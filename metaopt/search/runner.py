@@ -40,6 +40,7 @@ class MethodRow:
 
     method: str
     best_val: float | None = None
+    strategy: str | None = None  # of the search the best trial came from (across searches)
     test_loss: float | None = None
     test_loss_ci95: float | None = None
     test_accuracy: float | None = None
@@ -249,7 +250,7 @@ def _drive(
             while len(pending) < executor.slots and asked < budget_trials and time.monotonic() < deadline:
                 trial = study.ask()
                 method, hparams = trial_learner(job.strategy, space, *space.suggest(trial, learned_floats=learned))
-                run_id = tracker.create_trial_run(trial_tags(search_id, job.family.name, method, trial.number),
+                run_id = tracker.create_trial_run(trial_tags(search_id, job_data, method, trial.number),
                                                   f"{method}-{trial.number}")
                 if run_id is not None:
                     trial.set_user_attr(RUN_ATTR, run_id)

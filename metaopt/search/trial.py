@@ -220,12 +220,13 @@ class _CompileDecision:
         return metrics
 
 
-def trial_tags(search_id: str, family: str, method: str, number: int) -> dict[str, str]:
+def trial_tags(search_id: str, job: dict[str, Any], method: str, number: int) -> dict[str, str]:
     """The tags of a trial's record."""
     return {
         "metaopt.role": "trial",
         "metaopt.search_id": search_id,
-        "metaopt.family": family,
+        "metaopt.family": job["family"]["name"],
+        "metaopt.strategy": job.get("strategy", "tpe"),
         "metaopt.method": method,
         "metaopt.trial_number": str(number),
     }
@@ -236,7 +237,7 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     start = time.monotonic()
     result = TrialResult(config.number, config.method, dict(config.hparams), state="failed")
-    tags = trial_tags(config.search_id, config.job["family"]["name"], config.method, config.number)
+    tags = trial_tags(config.search_id, config.job, config.method, config.number)
     with tracker.open_trial(tags, run_name=f"{config.method}-{config.number}", run_id=config.run_id) as log:
         result.run_id = log.run_id
         log.log_params({"method": config.method, **config.hparams})

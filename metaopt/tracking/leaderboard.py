@@ -39,6 +39,7 @@ def leaderboard(family: str, *, tracking_uri: str | None = None, search_id: str 
                 row.test_accuracy_ci95 = metrics.get("test_accuracy_ci95")
                 row.trial_number = int(tags.get("metaopt.trial_number", -1))
                 row.run_id = run.info.run_id
+                row.strategy = tags.get("metaopt.strategy")
                 row.hparams = dict(run.data.params)
     return sorted(rows.values(), key=lambda row: (row.best_val is None, row.best_val or 0.0))
 

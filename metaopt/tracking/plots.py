@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +31,9 @@ def write_search_report(summary: SearchSummary, study: optuna.Study | None, curv
         figures["param_importances.png"] = lambda: optuna.visualization.matplotlib.plot_param_importances(study).figure
     for name, make in figures.items():
         try:
-            figure = make()
+            with warnings.catch_warnings():  # Optuna's "experimental" and few-trials notes, on every search
+                warnings.simplefilter("ignore")
+                figure = make()
         except (ValueError, RuntimeError, ZeroDivisionError):  # too few finished trials for this figure
             continue
         figure.tight_layout()
