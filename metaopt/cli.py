@@ -114,6 +114,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from metaopt.search.runner import recorded_job, resume_search
     from metaopt.tracking import MlflowSearchTracker
 
+    if (problem := _storage_problem(args.storage)) is not None:
+        print(f"error: --storage: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         loaded = recorded_job(args.search_id, workdir=args.workdir, storage=args.storage)
     except LookupError as exc:
