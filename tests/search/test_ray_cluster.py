@@ -6,6 +6,7 @@ The test starts both nodes and stops them by PID (``ray stop`` would stop every 
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import subprocess
 import sys
@@ -23,8 +24,11 @@ from tests.search.jobs import GOOD, REPO, tiny_job, write_job
 RAY = str(Path(sys.executable).parent / "ray")
 
 
+TOKEN = secrets.token_hex(32)  # this test's cluster token, not ~/.ray/auth_token (absent on a fresh machine)
+
+
 def _ray_start(args: list[str], marker: str) -> None:
-    env = {**os.environ, "RAY_AUTH_MODE": "token", marker.split("=")[0]: marker.split("=")[1]}
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, marker.split("=")[0]: marker.split("=")[1]}
     done = subprocess.run([RAY, "start", *args, "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
                            "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -55,7 +59,8 @@ def test_worker_node_lost_mid_trial_every_trial_ends_exactly_once(tmp_path):
         _ray_start(["--head", "--port", str(port), "--ray-client-server-port", str(free_port()),
                     "--include-dashboard", "false"], head)
         _ray_start(["--address", f"127.0.0.1:{port}"], worker)
-        env = {**os.environ, "PYTHONPATH": str(REPO), "METAOPT_TEST_NODE": driver_mark.split("=")[1]}
+        env = {**os.environ, "PYTHONPATH": str(REPO), "METAOPT_TEST_NODE": driver_mark.split("=")[1],
+               "RAY_AUTH_TOKEN": TOKEN}  # metaopt sees a token and sets RAY_AUTH_MODE=token itself
         driver = subprocess.Popen(
             [sys.executable, "-m", "metaopt.cli", "search", str(path), "--address", f"127.0.0.1:{port}",
              "--tracking-uri", f"sqlite:///{db}", "--workdir", str(workdir)],
