@@ -67,7 +67,7 @@ class _SearchProgress:
         if event == "start":
             console.print(f"search [bold]{info['search_id']}[/] (MLflow parent run {info['parent_run_id']})")
             self.bar.start()
-            self.task = self.bar.add_task("searching", total=info["trials"], best="")
+            self.task = self.bar.add_task("searching", total=info["trials"], completed=info.get("done", 0), best="")
         elif event == "trial":
             r = info["result"]
             value = _fmt(r.value)
