@@ -92,6 +92,14 @@ def cell(method: str, setting: str, family_name: str, root: str | None, episodes
             "episodes_per_s": iterations * hparams["meta_batch"] / train_s}
 
 
+def _row(cells: list[dict | None]) -> tuple[list[str], float, float]:
+    """A method's accuracy texts per setting ("-" where not measured), its training seconds and episodes/s."""
+    done = [c for c in cells if c]
+    train_s = sum(c["train_s"] for c in done)
+    rate = sum(c["episodes"] for c in done) / train_s if train_s else 0.0
+    return [f"{c['accuracy']:.2f} ± {c['accuracy_ci95']:.2f}" if c else "-" for c in cells], train_s, rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", default="glyphs", choices=["glyphs", "glyphs-crossfont", "omniglot"])
@@ -131,27 +139,18 @@ def main() -> None:
     print(f"\n{args.family}: accuracy % (mean ± 95% CI over 600 test episodes), Conv-4, "
           f"{args.train_episodes} training episodes per cell")
     print(f"{'method':<14}" + "".join(f"{s:>18}" for s in args.settings) + "   train s   episodes/s")
-    for method in args.methods:
-        cells = [results.get((method, s)) for s in args.settings]
-        text = [f"{c['accuracy']:.2f} ± {c['accuracy_ci95']:.2f}" if c else "-" for c in cells]
-        done = [c for c in cells if c]
-        train_s = sum(c["train_s"] for c in done)
-        rate = sum(c["episodes"] for c in done) / train_s if train_s else 0.0
+    rows = {method: _row([results.get((method, s)) for s in args.settings]) for method in args.methods}
+    for method, (text, train_s, rate) in rows.items():
         print(f"{method:<14}" + "".join(f"{t:>18}" for t in text) + f"{train_s:>10.0f}{rate:>13.1f}")
         if args.family == "omniglot" and method in PUBLISHED_OMNIGLOT:
             published = [str(PUBLISHED_OMNIGLOT[method].get(s, "-")) for s in args.settings]
             print(f"{'  published':<14}" + "".join(f"{p:>18}" for p in published))
     print("\nmarkdown:\n| method | " + " | ".join(args.settings) + " | train s | episodes/s |")
     print("| --- |" + " --- |" * (len(args.settings) + 2))
-    for method in args.methods:
-        cells = [results.get((method, s)) for s in args.settings]
-        done = [c for c in cells if c]
-        if not done:
-            continue
-        train_s = sum(c["train_s"] for c in done)
-        text = [f"{c['accuracy']:.2f} ± {c['accuracy_ci95']:.2f}" if c else "–" for c in cells]
-        rate = sum(c["episodes"] for c in done) / train_s
-        print(f"| {method} | " + " | ".join(text) + f" | {train_s:.0f} | {rate:.1f} |")
+    for method, (text, train_s, rate) in rows.items():
+        if train_s:
+            print(f"| {method} | " + " | ".join("–" if t == "-" else t for t in text)
+                  + f" | {train_s:.0f} | {rate:.1f} |")
     out.write_text(json.dumps({"benchmark": "fewshot", "family": args.family, "train_episodes": args.train_episodes,
                                "cells": list(results.values()), "published_omniglot": PUBLISHED_OMNIGLOT}, indent=2))
     print(f"\nwrote {out}")
