@@ -71,9 +71,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Met
     ckpt = torch.load(path, map_location=device, weights_only=True)
     if ckpt.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported checkpoint format {ckpt.get('format')!r} (expected {FORMAT_VERSION})")
+    hparams = dict(ckpt["hparams"])
+    if ckpt["method"] == "mamlpp":
+        hparams.setdefault("per_step_bn", False)  # written before MAML++ had per-step batch-norm weights
     learner = build_learner(
         ckpt["method"],
-        ckpt["hparams"],
+        hparams,
         backbone=ckpt["backbone"],
         task_kind=ckpt["task_kind"],
         input_shape=tuple(ckpt["input_shape"]),

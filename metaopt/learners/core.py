@@ -67,16 +67,19 @@ class InnerLoop:
     precondition: Callable[[Params], Params] | None = None  # Meta-Curvature
     optimizer: InnerOptimizer = SGD()
     weight_decay: LearningRate | None = None  # L2 on the adapting parameters: grad + wd * p (a tensor is learnable)
+    # MAML++'s per-step batch-norm weights: after step t the non-adapting parameters in after_step[t] (the
+    # last entry for later steps) replace the network's, in the next step's forward and in the result.
+    after_step: Sequence[Params] = ()
 
     def trajectory(self, loss: LossFn, params: Params, x: Tensor, y: Tensor) -> list[Params]:
         """The full parameters after each inner step on ``(x, y)``."""
         fixed = {} if self.adapt is None else {k: v for k, v in params.items() if k not in self.adapt}
         fast = dict(params) if self.adapt is None else {k: params[k] for k in self.adapt}
-        grad_fn = grad(lambda f, xs, ys: loss({**fixed, **f}, xs, ys))
+        grad_fn = grad(lambda f, c, xs, ys: loss({**c, **f}, xs, ys))
         state = self.optimizer.init(fast)
         steps = []
         for t, lr in enumerate(self.lrs):
-            grads = grad_fn(detach(fast) if self.first_order else fast, x, y)
+            grads = grad_fn(detach(fast) if self.first_order else fast, fixed, x, y)
             if self.weight_decay is not None:
                 wd = self.weight_decay
                 grads = {k: g + (wd[k] if isinstance(wd, Mapping) else wd) * fast[k] for k, g in grads.items()}
@@ -84,6 +87,8 @@ class InnerLoop:
                 grads = self.precondition(grads)
             direction, state = self.optimizer.update(grads, state, t)
             fast = sgd_step(fast, direction, lr)
+            if self.after_step:
+                fixed = {**fixed, **self.after_step[min(t, len(self.after_step) - 1)]}
             steps.append({**fixed, **fast})
         return steps
 

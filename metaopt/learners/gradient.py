@@ -109,6 +109,10 @@ class GradientLearner(MetaLearner):
     def before_outer_step(self) -> None:
         """Called with the meta-gradients in ``.grad``, before the outer optimizer steps (Adam-HD's hook)."""
 
+    def after_step_parameters(self, meta: Params) -> Sequence[Params]:
+        """Non-adapting parameters that replace the network's after each inner step (MAML++'s BNWB; none here)."""
+        return ()
+
     def inner_weight_decay(self, meta: Params) -> LearningRate | None:
         """L2 weight decay of the inner loop (None: none)."""
         return None
@@ -151,6 +155,7 @@ class GradientLearner(MetaLearner):
             precondition=self.preconditioner(meta),
             optimizer=self.inner_optimizer,
             weight_decay=self.inner_weight_decay(meta),
+            after_step=self.after_step_parameters(meta),
         )
 
     def adapt_batch(self, batch: TaskBatch, *, first_order: bool, steps: int | None = None) -> Params:

@@ -39,7 +39,7 @@ class HyperGrad(MAMLPlusPlus):
 
     name = "hypergrad"
     hyperparameters = {
-        **{k: v for k, v in MAMLPlusPlus.hyperparameters.items() if k != "learn_lrs"},
+        **{k: v for k, v in MAMLPlusPlus.hyperparameters.items() if k not in ("learn_lrs", "per_step_bn")},
         "inner_steps": HParam(type=int, default=1, minimum=1, help="inner-loop steps per task"),
         "base": HParam(type=str, default="maml", choices=BASES, help="the method whose hyperparameters are learned"),
         "shared_lr": HParam(type=bool, default=False, help="one learned inner rate for every layer and step"),

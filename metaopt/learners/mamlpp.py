@@ -11,8 +11,11 @@ On top of MAML:
   fraction of training, second order after.
 - CA: cosine annealing of the outer learning rate over the training budget, down
   to ``min_outer_lr``.
-- Per-step batch-norm statistics and weights apply where the backbone has batch
-  norm; the MLP backbone has none.
+- BNWB / BNRS: per-step batch-norm weights and biases. After inner step t the
+  network's batch-norm affine parameters are beta[name][t] (step 0 uses the
+  network's own); they are meta-learned and not adapted in the inner loop, as in
+  the authors' code. Batch-norm statistics are always the current batch's (no
+  running statistics), so they are per step and per task. The MLP has no batch norm.
 The schedules need the budget (``max_iterations``); without one MSL and DA are off
 and the outer learning rate stays constant.
 """
@@ -45,6 +48,7 @@ class MAMLPlusPlus(GradientLearner):
         "msl_anneal": HParam(default=0.1, help="fraction of training over which MSL anneals", **FRACTION),
         "first_order_until": HParam(default=0.3, help="fraction of training run first order (DA)", **FRACTION),
         "min_outer_lr": HParam(default=1e-5, help="floor of the cosine outer schedule", **POSITIVE_FLOAT),
+        "per_step_bn": HParam(type=bool, default=True, help="BNWB: per-step batch-norm weights and biases"),
     }
 
     def make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
@@ -55,21 +59,44 @@ class MAMLPlusPlus(GradientLearner):
             self.optimizer, T_max=self.max_iterations, eta_min=self.hparams["min_outer_lr"]
         )
 
+    def per_step_bn_names(self) -> list[str]:
+        """The batch-norm weights and biases that are per step (none without BNWB or batch norm)."""
+        if not self.hparams.get("per_step_bn"):
+            return []
+        return [f"{module_name}.{name}" if module_name else name
+                for module_name, module in self.backbone.named_modules()
+                if isinstance(module, nn.modules.batchnorm._BatchNorm)
+                for name, _ in module.named_parameters(recurse=False)]
+
+    def adapted_names(self) -> frozenset[str] | None:
+        """Every parameter but the per-step batch-norm ones."""
+        per_step = set(self.per_step_bn_names())
+        return frozenset(name for name in self.params if name not in per_step) if per_step else None
+
     def make_extras(self) -> dict[str, nn.Parameter]:
-        """alpha[name] of shape [inner_steps], one learning rate per layer and step (LSLR)."""
-        if not self.hparams["learn_lrs"]:
-            return {}
+        """alpha[name] of shape [inner_steps] per adapted layer (LSLR); beta[name] of shape [inner_steps, ...] (BNWB)."""
         steps, lr = self.hparams["inner_steps"], self.hparams["inner_lr"]
-        return {f"lslr:{name}": nn.Parameter(torch.full((steps,), lr, dtype=p.dtype, device=p.device))
-                for name, p in self.params.items()}
+        extras = {f"bnws:{name}": nn.Parameter(self.params[name].detach().expand(steps, *self.params[name].shape).clone())
+                  for name in self.per_step_bn_names()}
+        if self.hparams["learn_lrs"]:
+            adapted = self.adapted_names()
+            extras.update({f"lslr:{name}": nn.Parameter(torch.full((steps,), lr, dtype=p.dtype, device=p.device))
+                           for name, p in self.params.items() if adapted is None or name in adapted})
+        return extras
 
     def inner_lrs(self, meta: Params, steps: int | None = None) -> Sequence[LearningRate]:
         """Step t uses alpha[:, t]; steps beyond those trained reuse the last step's rates."""
         if not self.hparams["learn_lrs"]:
             return super().inner_lrs(meta, steps)
         trained = self.hparams["inner_steps"]
-        return [{name: meta[f"lslr:{name}"][min(t, trained - 1)] for name in self.params}
-                for t in range(self.steps(steps))]
+        names = [name.removeprefix("lslr:") for name in meta if name.startswith("lslr:")]
+        return [{name: meta[f"lslr:{name}"][min(t, trained - 1)] for name in names} for t in range(self.steps(steps))]
+
+    def after_step_parameters(self, meta: Params) -> Sequence[Params]:
+        """BNWB: the batch-norm weights and biases after each trained step (later steps reuse the last)."""
+        names = self.per_step_bn_names()
+        return [{name: meta[f"bnws:{name}"][t] for name in names}
+                for t in range(self.hparams["inner_steps"])] if names else ()
 
     @property
     def progress(self) -> float | None:

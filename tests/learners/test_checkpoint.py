@@ -29,3 +29,20 @@ def test_checkpoint_round_trip(tmp_path):
     restored.meta_step(next_batch)
     for k in learner.params:
         assert torch.allclose(restored.params[k], learner.params[k])
+
+
+def test_conv4_mamlpp_round_trip_and_a_checkpoint_from_before_per_step_batch_norm(tmp_path):
+    from metaopt.learners.checkpoint import build_learner
+
+    spec = {"name": "conv4", "hidden": 4}
+    kwargs = dict(backbone=spec, task_kind="classification", input_shape=(1, 28, 28), output_size=3, n_way=3)
+    learner = build_learner("mamlpp", {"inner_steps": 2}, **kwargs)
+    assert any(name.startswith("bnws:") for name in learner.extras)
+    restored = load_checkpoint(save_checkpoint(make_checkpoint(learner, backbone=spec, input_shape=(1, 28, 28),
+                                                               output_size=3), tmp_path / "new.pt"))
+    assert torch.equal(restored.extras["bnws:features.0.1.weight"], learner.extras["bnws:features.0.1.weight"])
+
+    old = build_learner("mamlpp", {"inner_steps": 2, "per_step_bn": False}, **kwargs)
+    checkpoint = make_checkpoint(old, backbone=spec, input_shape=(1, 28, 28), output_size=3)
+    del checkpoint["hparams"]["per_step_bn"]  # as written before the option existed
+    assert load_checkpoint(save_checkpoint(checkpoint, tmp_path / "old.pt")).hparams["per_step_bn"] is False

@@ -94,6 +94,41 @@ def test_mamlpp_with_one_step_no_msl_fixed_rates_equals_maml():
     assert relative_error(meta_grads(learner, batch), maml) < 1e-12
 
 
+def bn_mamlpp(hparams: dict):
+    """MAML++ on a tanh MLP with batch norm (1-4-BN-4-1, no bias before the norm, as in a conv block), float64."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(1, 4, bias=False), torch.nn.BatchNorm1d(4, track_running_stats=False),
+                              torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+    with torch.no_grad():  # batch norm divides by the weights' scale: keep it well away from zero for the differences
+        net[0].weight.copy_(torch.tensor([[0.5], [-0.7], [0.9], [-1.1]]))
+    return LEARNERS["mamlpp"](net, hparams, task_kind="regression")
+
+
+def test_mamlpp_per_step_batch_norm_weights_are_exact_meta_gradients():
+    learner = bn_mamlpp({"inner_steps": 3, "inner_lr": 0.1, "first_order_until": 0.0})
+    assert learner.per_step_bn_names() == ["1.weight", "1.bias"]
+    assert learner.adapted_names() == {"0.weight", "3.weight", "3.bias"}
+    assert learner.extras["bnws:1.weight"].shape == (3, 4)
+    with torch.no_grad():  # distinct per-step values, so a step reading another step's row would show
+        for name in ("bnws:1.weight", "bnws:1.bias"):
+            learner.extras[name].add_(0.1 * torch.randn(3, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64))
+    learner.max_iterations, learner.iteration = 100, 2  # MSL on: every step's weights reach the loss
+    assert_meta_gradient_exact(learner, sine_batch(3))
+
+
+def test_mamlpp_batch_norm_weights_after_step_t_are_row_t_and_do_not_adapt():
+    learner = bn_mamlpp({"inner_steps": 2, "inner_lr": 0.1})
+    with torch.no_grad():
+        learner.extras["bnws:1.weight"].copy_(torch.tensor([[2.0] * 4, [3.0] * 4]))
+    batch = sine_batch(2)
+    trajectory = learner.inner_loop(steps=3).trajectory(learner.loss, learner.params, batch.support_x[0], batch.support_y[0])
+    assert [p["1.weight"].tolist() for p in trajectory] == [[2.0] * 4, [3.0] * 4, [3.0] * 4]  # step 3 reuses the last
+    assert torch.equal(trajectory[-1]["1.bias"], learner.extras["bnws:1.bias"][1])
+    assert not any(name.startswith("lslr:1.") for name in learner.extras)
+    off = bn_mamlpp({"inner_steps": 2, "inner_lr": 0.1, "per_step_bn": False})
+    assert off.adapted_names() is None and not any(name.startswith("bnws:") for name in off.extras)
+
+
 def test_mamlpp_schedules():
     learner = tiny_learner("mamlpp", {"inner_steps": 4, "msl_anneal": 0.5, "first_order_until": 0.25})
     learner.max_iterations = 100
