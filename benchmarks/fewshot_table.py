@@ -2,7 +2,8 @@
 
 For each method and each setting (5-way 1-shot, 5-way 5-shot, 20-way 1-shot) a
 Conv-4 learner is meta-trained on ``--train-episodes`` training episodes of that
-setting and scored on 600 held-out test episodes: accuracy mean ± 95% CI, wall
+setting (the Relation Network on Conv-4 with two pooling blocks, its paper's
+embedding) and scored on 600 held-out test episodes: accuracy mean ± 95% CI, wall
 time, and meta-training episodes/s. Cells run ``--workers`` at a time (one CPU
 thread each); each finished cell is appended to ``<json>.cells.jsonl`` and a rerun
 skips the cells already there with the same settings.
@@ -37,6 +38,9 @@ METHODS: dict[str, dict] = {
     "reptile": {"inner_lr": 0.1, "inner_steps": 5, "outer_lr": 1.0, "meta_batch": 4},
 }
 TEST_STEPS = 3
+CONV4 = {"name": "conv4"}
+# The Relation Network's embedding pools in its first two blocks only: 64x7x7 maps for its conv relation module.
+BACKBONES = {"relationnet": {"name": "conv4", "pooled_blocks": 2}}
 METRIC = {"protonet", "matchingnet", "relationnet", "siamese"}
 PUBLISHED_OMNIGLOT = {  # ../shared/reference/published.md, accuracy %
     "matchingnet": {"5w1s": 98.1, "5w5s": 98.9, "20w1s": 93.8},
@@ -74,7 +78,8 @@ def cell(method: str, setting: str, family_name: str, root: str | None, episodes
     hparams = {"outer_lr": 0.001, **METHODS[method]}
     iterations = max(1, episodes // hparams["meta_batch"])
     torch.manual_seed(seed)
-    learner = build_learner(method, hparams, backbone={"name": "conv4"}, task_kind="classification",
+    backbone = BACKBONES.get(method, CONV4)
+    learner = build_learner(method, hparams, backbone=backbone, task_kind="classification",
                             input_shape=family.input_shape, output_size=ways, n_way=train_ways, max_iterations=iterations)
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
@@ -86,7 +91,7 @@ def cell(method: str, setting: str, family_name: str, root: str | None, episodes
     steps = TEST_STEPS if hasattr(learner, "inner_loop") else None
     accuracy = evaluate_tasks(learner, tasks, steps=steps)["accuracy"] * 100
     mean, ci = mean_ci(accuracy)
-    return {"method": method, "setting": setting, "family": family_name, "train_ways": train_ways,
+    return {"method": method, "setting": setting, "family": family_name, "backbone": backbone, "train_ways": train_ways,
             "episodes": iterations * hparams["meta_batch"],
             "hparams": hparams, "seed": seed, "accuracy": mean, "accuracy_ci95": ci, "train_s": train_s,
             "episodes_per_s": iterations * hparams["meta_batch"] / train_s}
@@ -124,7 +129,8 @@ def main() -> None:
         wanted_ways = args.train_ways if args.train_ways and r["method"] in METRIC else ways
         return (r["family"] == args.family and r["seed"] == args.seed and r.get("train_ways", ways) == wanted_ways
                 and r["episodes"] == max(1, args.train_episodes // batch) * batch
-                and r["hparams"] == {"outer_lr": 0.001, **METHODS[r["method"]]})
+                and r["hparams"] == {"outer_lr": 0.001, **METHODS[r["method"]]}
+                and r.get("backbone", CONV4) == BACKBONES.get(r["method"], CONV4))
 
     results = load_cells(cells_file, same_settings, lambda r: (r["method"], r["setting"]))
     jobs = {(m, s): (m, s, args.family, args.root, args.train_episodes, args.seed, args.train_ways)

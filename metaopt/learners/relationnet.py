@@ -3,9 +3,14 @@
 Per episode: the class representation is the sum of its support embeddings; a
 learned relation module g scores each (query, class) pair, r = sigmoid(g([f(x), c_k]));
 the loss is the mean squared error of r against the one-hot labels, as in the paper.
-Here g is a two-layer MLP on concatenated embedding vectors (the paper convolves
-concatenated 64x5x5 feature maps; Conv-4 with four poolings leaves 1x1 maps on
-28x28 inputs, where the two coincide up to the kernel size).
+
+On feature maps of at least 4x4 (Conv-4 with ``pooled_blocks: 2``: 64x7x7 on 28x28,
+the paper's embedding) g is the paper's module: two blocks of 3x3 conv (as many
+filters as the maps' channels), batch norm, ReLU and 2x2 max-pool on the
+concatenated maps, then a ReLU layer of ``relation_hidden`` units and one output.
+On smaller maps or embedding vectors (Conv-4 with every block pooled leaves 1x1
+maps on 28x28; ResNet and MLP embed to vectors) g is a two-layer MLP on the
+concatenated vectors instead.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from metaopt.learners.base import HParam
 from metaopt.learners.core import Params
 from metaopt.learners.metric import METRIC_HPARAMS, MetricLearner, class_means
 
+CONV_BLOCKS = ("relation.conv1", "relation.conv2")
+
 
 class RelationNet(MetricLearner):
     """A learned similarity between a query and each class."""
@@ -26,33 +33,62 @@ class RelationNet(MetricLearner):
     hyperparameters = {
         **METRIC_HPARAMS,
         # 32, not the paper's 8: on embedding vectors a width-8 ReLU layer often dies at the start.
-        "relation_hidden": HParam(type=int, default=32, minimum=1, help="width of the relation module"),
+        "relation_hidden": HParam(type=int, default=32, minimum=1, help="width of the relation module's ReLU layer"),
     }
 
+    def feature_maps(self) -> tuple[int, int, int] | None:
+        """``(channels, height, width)`` of the embedding when the conv relation module applies, else None."""
+        shape = getattr(self.backbone, "feature_shape", None)
+        return tuple(shape) if shape is not None and min(shape[1:]) >= 4 else None
+
     def make_extras(self) -> dict[str, nn.Parameter]:
-        """The relation module's weights, sized from the embedding width."""
+        """The relation module's weights, sized from the embedding."""
         probe = next(iter(self.params.values()))
-        width = self.embedding_width()
         hidden = self.hparams["relation_hidden"]
-        first, second = nn.Linear(2 * width, hidden), nn.Linear(hidden, 1)
-        return {
-            "relation.w1": nn.Parameter(first.weight.detach().to(probe)),
-            "relation.b1": nn.Parameter(first.bias.detach().to(probe)),
-            "relation.w2": nn.Parameter(second.weight.detach().to(probe)),
-            "relation.b2": nn.Parameter(second.bias.detach().to(probe)),
-        }
+        maps = self.feature_maps()
+        modules: dict[str, nn.Module] = {}
+        if maps is None:
+            width = self.embedding_width()
+            first = nn.Linear(2 * width, hidden)
+        else:
+            channels, height, width = maps
+            for name in CONV_BLOCKS:
+                modules[name] = nn.Conv2d(2 * channels if name.endswith("1") else channels, channels, 3, padding=1)
+                modules[name.replace("conv", "bn")] = nn.BatchNorm2d(channels)
+                height, width = height // 2, width // 2
+            first = nn.Linear(channels * height * width, hidden)
+        second = nn.Linear(hidden, 1)
+        tensors = {f"{prefix}.{name}": p for prefix, module in modules.items() for name, p in module.named_parameters()}
+        tensors.update({"relation.w1": first.weight, "relation.b1": first.bias,
+                        "relation.w2": second.weight, "relation.b2": second.bias})
+        return {name: nn.Parameter(p.detach().to(probe)) for name, p in tensors.items()}
+
+    def relation_scores(self, meta: Params, pairs: Tensor) -> Tensor:
+        """g on concatenated pairs ``[pairs, 2C, H, W]`` or ``[pairs, 2D]``: scores ``[pairs]`` before the sigmoid."""
+        z = pairs
+        if "relation.conv1.weight" in meta:
+            for name in CONV_BLOCKS:
+                bn = name.replace("conv", "bn")
+                z = F.conv2d(z, meta[f"{name}.weight"], meta[f"{name}.bias"], padding=1)
+                z = F.batch_norm(z, None, None, meta[f"{bn}.weight"], meta[f"{bn}.bias"], training=True)
+                z = F.max_pool2d(F.relu(z), 2)
+            z = z.flatten(1)
+        z = F.relu(F.linear(z, meta["relation.w1"], meta["relation.b1"]))
+        return F.linear(z, meta["relation.w2"], meta["relation.b2"]).squeeze(-1)
 
     def episode_logits(self, meta: Params, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int) -> Tensor:
         """Relation scores ``[queries, ways]`` before the sigmoid."""
         support, query = self.embed(meta, support_x), self.embed(meta, query_x)
         shots = support.shape[0] // n_way
         classes = class_means(support, support_y, n_way) * shots  # summed, as in the paper
-        pairs = torch.cat([query.unsqueeze(1).expand(-1, n_way, -1), classes.unsqueeze(0).expand(query.shape[0], -1, -1)], -1)
-        hidden = F.relu(pairs @ meta["relation.w1"].T + meta["relation.b1"])
-        return (hidden @ meta["relation.w2"].T + meta["relation.b2"]).squeeze(-1)
+        maps = self.feature_maps()
+        if maps is not None:
+            query, classes = query.reshape(-1, *maps), classes.reshape(-1, *maps)
+        q, n = query.shape[0], classes.shape[0]
+        pairs = torch.cat([query.unsqueeze(1).expand(q, n, *query.shape[1:]),
+                           classes.unsqueeze(0).expand(q, n, *classes.shape[1:])], 2)
+        return self.relation_scores(meta, pairs.flatten(0, 1)).reshape(q, n)
 
     def episode_loss(self, logits: Tensor, query_y: Tensor) -> Tensor:
         """Mean squared error of sigmoid relation scores against one-hot labels."""
         return F.mse_loss(torch.sigmoid(logits), F.one_hot(query_y, logits.shape[-1]).to(logits.dtype))
-
-

@@ -3,7 +3,8 @@
 
 Batch norm keeps no running statistics: it always normalises with the statistics of
 the batch it sees, which under ``vmap`` is one task's support (or query) set, the
-transductive setting MAML uses.
+transductive setting MAML uses. ``pooled_blocks=2`` pools in the first two blocks
+only, as the Relation Network's embedding does (64x7x7 feature maps on 28x28).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import math
 from torch import Tensor, nn
 
 
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """conv 3x3 -> BN (batch statistics) -> ReLU -> max-pool 2x2."""
+def conv_block(in_channels: int, out_channels: int, *, pool: bool = True) -> nn.Sequential:
+    """conv 3x3 -> BN (batch statistics) -> ReLU -> max-pool 2x2 (when ``pool``)."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
         nn.BatchNorm2d(out_channels, track_running_stats=False),
         nn.ReLU(),
-        nn.MaxPool2d(2),
+        *([nn.MaxPool2d(2)] if pool else []),
     )
 
 
@@ -27,15 +28,25 @@ class Conv4(nn.Module):
     """Four conv blocks and, when ``out_features`` is given, a linear head on the flattened features."""
 
     def __init__(
-        self, *, input_shape: tuple[int, ...], out_features: int | None = None, hidden: int = 64, blocks: int = 4
+        self,
+        *,
+        input_shape: tuple[int, ...],
+        out_features: int | None = None,
+        hidden: int = 64,
+        blocks: int = 4,
+        pooled_blocks: int | None = None,
     ) -> None:
         super().__init__()
         channels, height, width = input_shape
-        layers = [conv_block(channels if i == 0 else hidden, hidden) for i in range(blocks)]
+        pooled = blocks if pooled_blocks is None else pooled_blocks
+        if not 0 <= pooled <= blocks:
+            raise ValueError(f"pooled_blocks must lie in [0, {blocks}], got {pooled_blocks}")
+        layers = [conv_block(channels if i == 0 else hidden, hidden, pool=i < pooled) for i in range(blocks)]
         self.features = nn.Sequential(*layers, nn.Flatten())
-        for _ in range(blocks):
+        for _ in range(pooled):
             height, width = height // 2, width // 2
-        self.embedding_size = hidden * max(1, height) * max(1, width)
+        self.feature_shape = (hidden, max(1, height), max(1, width))  # the maps an embedding flattens
+        self.embedding_size = math.prod(self.feature_shape)
         self.head = nn.Linear(self.embedding_size, out_features) if out_features else None
         if height == 0 or width == 0:
             raise ValueError(f"input {input_shape} is too small for {blocks} pooling blocks")

@@ -132,3 +132,32 @@ def test_few_shot_classifier_api(tmp_path):
                                            output_size=5), tmp_path / "clf.pt")
     loaded = metaopt.FewShotClassifier.load(str(path))
     assert torch.equal(loaded.adapt_and_predict(episode.support_x[0], episode.support_y[0], episode.query_x[0]), labels)
+
+
+def test_relation_net_convolves_concatenated_feature_maps_on_a_two_pool_conv4():
+    torch.manual_seed(0)
+    learner = build_learner("relationnet", {}, backbone={"name": "conv4", "hidden": 8, "pooled_blocks": 2},
+                            task_kind="classification", input_shape=(1, 28, 28), output_size=3, n_way=3)
+    assert learner.feature_maps() == (8, 7, 7)
+    assert learner.extras["relation.conv1.weight"].shape == (8, 16, 3, 3)  # on [query maps, class maps]
+    assert learner.extras["relation.w1"].shape == (32, 8 * 1 * 1)  # 7x7 -> 3x3 -> 1x1
+    x = torch.randn(2, 9, 1, 28, 28)
+    sy = torch.tensor([0, 0, 1, 1, 2, 2]).repeat(2, 1)  # 2-shot: class maps are sums of two
+    batch = TaskBatch(x[:, :6], sy, x[:, 6:], torch.arange(3).repeat(2, 1))
+    meta = learner.meta_parameters()
+    looped = learner.batch_logits(meta, batch)
+    learner.force_vmap = True
+    assert looped.shape == (2, 3, 3) and torch.allclose(looped, learner.batch_logits(meta, batch), atol=1e-5)
+    learner.force_vmap = False
+    # The score of (query 1, class 2) is g on [f(query 1), f(support 4) + f(support 5)].
+    embed = lambda images: learner.embed(meta, images).reshape(-1, 8, 7, 7)  # noqa: E731
+    support, query = embed(x[0, :6]), embed(x[0, 6:])
+    pairs = torch.cat([query.repeat_interleave(3, 0), torch.stack([support[0] + support[1], support[2] + support[3],
+                                                                   support[4] + support[5]]).repeat(3, 1, 1, 1)], 1)
+    assert torch.allclose(looped[0], learner.relation_scores(meta, pairs).reshape(3, 3), atol=1e-5)
+    learner.meta_step(batch)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.extras.values())
+
+    vectors = build_learner("relationnet", {}, backbone={"name": "conv4", "hidden": 8}, task_kind="classification",
+                            input_shape=(1, 28, 28), output_size=3, n_way=3)
+    assert vectors.feature_maps() is None and not any("conv" in name for name in vectors.extras)  # 1x1 maps: the MLP
