@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -57,8 +57,9 @@ class HyperGrad(MAMLPlusPlus):
     }
 
     def __init__(self, backbone: nn.Module, hparams: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self._directions: deque[dict[str, Tensor]] = deque()
-        self.outer_hypergradient: float | None = None
+        self._directions: deque[dict[str, Tensor]] = deque()  # the last hd_horizon Adam directions u
+        self._direction_sum: dict[str, Tensor] = {}  # their sum, kept as they come and go
+        self.outer_hypergradient: Tensor | None = None
         super().__init__(backbone, hparams, **kwargs)
         if not self.hparams["min_inner_lr"] <= self.hparams["inner_lr"] <= self.hparams["max_inner_lr"]:
             raise ValueError("inner_lr must lie in [min_inner_lr, max_inner_lr]")
@@ -104,11 +105,17 @@ class HyperGrad(MAMLPlusPlus):
         return extras
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """Adam with two groups: the network at ``outer_lr`` (moved by Adam-HD), the log hyperparameters at ``hyper_lr``."""
+        """Adam with two groups: the network at ``outer_lr`` (moved by Adam-HD), the log hyperparameters at ``hyper_lr``.
+
+        The network's rate is a tensor on the parameters' device, so Adam-HD moves it
+        without reading it back to the host (``capturable`` Adam on a GPU).
+        """
+        probe = next(iter(self.params.values()))
         return torch.optim.Adam([
-            {"params": list(self.params.values()), "lr": self.hparams["outer_lr"]},
+            {"params": list(self.params.values()),
+             "lr": torch.tensor(self.hparams["outer_lr"], dtype=probe.dtype, device=probe.device)},
             {"params": list(self.extras.values()), "lr": self.hparams["hyper_lr"]},
-        ])
+        ], capturable=probe.device.type == "cuda")
 
     def inner_lrs(self, meta: Params, steps: int | None = None) -> Sequence[LearningRate]:
         """exp(log alpha[name][t]); steps beyond those trained reuse the last step's rates."""
@@ -124,8 +131,8 @@ class HyperGrad(MAMLPlusPlus):
 
     @property
     def outer_lr(self) -> float:
-        """The outer learning rate now."""
-        return self.optimizer.param_groups[0]["lr"]
+        """The outer learning rate now (read from the device: for logging, not for every step)."""
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def learned_hyperparameters(self) -> dict[str, float]:
         """Every learned value, for logging: ``inner_lr/<layer>/<step>``, ``weight_decay``, ``outer_lr``."""
@@ -135,31 +142,48 @@ class HyperGrad(MAMLPlusPlus):
         values["outer_lr"] = self.outer_lr
         return values
 
+    def state_dict(self) -> dict[str, Any]:
+        """The base state and Adam-HD's recent directions, so a resumed run steps the outer rate as it would have."""
+        return {**super().state_dict(), "hd_directions": [dict(u) for u in self._directions]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the base state and Adam-HD's recent directions."""
+        super().load_state_dict(state)
+        self._directions.clear()
+        self._direction_sum = {}
+        for u in state.get("hd_directions", []):
+            self._remember({name: v.to(self.params[name]) for name, v in u.items()})
+
     # -- the outer step -------------------------------------------------------------
     def before_outer_step(self) -> None:
         """Adam-HD: move the outer learning rate against dL/dalpha before the step uses it."""
         group = self.optimizer.param_groups[0]
         self._before = {name: p.detach().clone() for name, p in self.params.items()}
-        self._lr_used = group["lr"]
         if not self.hparams["learn_outer_lr"] or not self._directions:
             self.outer_hypergradient = None
             return
-        # dL(theta_t)/dalpha = -g_t . sum_k u_{t-k}
-        hyper = -sum((self.params[name].grad * sum(u[name] for u in self._directions)).sum()
-                     for name in self.params).item()
-        self.outer_hypergradient = hyper
-        group["lr"] = min(max(group["lr"] - self.hparams["hd_beta"] * hyper, self.hparams["min_outer_lr"]),
-                          self.hparams["max_outer_lr"])
-        self._lr_used = group["lr"]
+        with torch.no_grad():  # dL(theta_t)/dalpha = -g_t . sum_k u_{t-k}
+            hyper = -sum((self.params[name].grad * self._direction_sum[name]).sum() for name in self.params)
+            self.outer_hypergradient = hyper
+            group["lr"].copy_((group["lr"] - self.hparams["hd_beta"] * hyper).clamp(
+                self.hparams["min_outer_lr"], self.hparams["max_outer_lr"]))
+
+    def _remember(self, direction: dict[str, Tensor]) -> None:
+        """Add an Adam direction to the horizon (dropping the oldest beyond ``hd_horizon``) and to its sum."""
+        self._directions.append(direction)
+        for name, u in direction.items():
+            self._direction_sum[name] = self._direction_sum[name] + u if name in self._direction_sum else u
+        while len(self._directions) > self.hparams["hd_horizon"]:
+            for name, u in self._directions.popleft().items():
+                self._direction_sum[name] = self._direction_sum[name] - u
 
     def meta_step(self, batch: Any) -> dict[str, Tensor]:
         """The base method's outer step; then record the Adam direction and clamp the log hyperparameters."""
         out = super().meta_step(batch)
         with torch.no_grad():
-            direction = {name: (self._before[name] - p.detach()) / self._lr_used for name, p in self.params.items()}
-            self._directions.append(direction)
-            while len(self._directions) > self.hparams["hd_horizon"]:
-                self._directions.popleft()
+            lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
+            direction = {name: (self._before[name] - p.detach()) / lr for name, p in self.params.items()}
+            self._remember(direction)
             low, high = math.log(self.hparams["min_inner_lr"]), math.log(self.hparams["max_inner_lr"])
             for name, p in self.extras.items():
                 if name.startswith("log_lr:"):

@@ -63,8 +63,18 @@ def test_adam_hd_moves_the_outer_lr_by_autograds_hypergradient():
     assert all(torch.allclose(theta_0[k] - alpha_0 * u[k], theta_1[k]) for k in u)
 
     learner.meta_step(second)
-    assert learner.outer_hypergradient == pytest.approx(autograd_hyper.item(), rel=1e-6)
+    assert float(learner.outer_hypergradient) == pytest.approx(autograd_hyper.item(), rel=1e-6)
     assert learner.outer_lr == pytest.approx(alpha_0 - 1e-3 * autograd_hyper.item(), rel=1e-9)
+
+
+def test_adam_hd_sums_the_directions_of_its_horizon():
+    learner = tiny_learner("hypergrad", {**HYPER, "hd_horizon": 3})
+    learner.max_iterations = 10
+    for seed in range(5):
+        learner.meta_step(sine_batch(3, seed=seed))
+    assert len(learner._directions) == 3
+    for name, total in learner._direction_sum.items():
+        assert torch.allclose(total, sum(u[name] for u in learner._directions), atol=1e-12)
 
 
 def test_clamping_keeps_every_learned_value_in_its_range():
@@ -87,3 +97,20 @@ def test_clamping_keeps_every_learned_value_in_its_range():
 def test_inner_lr_outside_its_clamp_is_rejected():
     with pytest.raises(ValueError, match="inner_lr must lie in"):
         tiny_learner("hypergrad", {"inner_lr": 2.0})
+
+
+def test_a_resumed_checkpoint_steps_the_outer_lr_as_the_original_does(tmp_path):
+    from metaopt.learners.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+
+    learner = tiny_learner("hypergrad", {**HYPER, "hd_horizon": 3, "hd_beta": 1e-3}, dtype=torch.float32)
+    batch = lambda seed: sine_batch(3, seed=seed, dtype=torch.float32)  # noqa: E731
+    for seed in range(4):
+        learner.meta_step(batch(seed))
+    spec = {"name": "mlp", "hidden": [4, 4], "activation": "tanh"}
+    restored = load_checkpoint(save_checkpoint(make_checkpoint(learner, backbone=spec, input_shape=(1,), output_size=1),
+                                               tmp_path / "hg.pt"))
+    for seed in (7, 8):
+        before = learner.outer_lr
+        learner.meta_step(batch(seed))
+        restored.meta_step(batch(seed))
+        assert learner.outer_lr != before and restored.outer_lr == pytest.approx(learner.outer_lr, rel=1e-5)
