@@ -90,6 +90,11 @@ def cell(arm: str, seed: int, budget: int, trials: int) -> dict:
                 summary = search(_job(tmp, "r", seed=seed, trials=1, iterations=budget, strategy="random",
                                       space={**SPACE, **{k: best[k] for k in ("inner_lr", "outer_lr")}}), tmp / "r")
         row = summary.champion
+        if row is None:  # every trial diverged or failed: the arm failed on this seed, which counts
+            reasons = "; ".join(sorted({r.reason or r.state for r in summary.results}))
+            return {"arm": arm, "seed": seed, "budget": budget, "trials": trials, "test_mse": math.inf,
+                    "test_mse_ci95": math.nan, "val_mse": math.nan, "wall_s": time.perf_counter() - start,
+                    "failed": reasons, **extra}
         extra["hparams"] = row.hparams
     return {"arm": arm, "seed": seed, "budget": budget, "trials": trials, "test_mse": row.test_loss,
             "test_mse_ci95": row.test_loss_ci95, "val_mse": row.best_val, "wall_s": time.perf_counter() - start,
@@ -128,10 +133,15 @@ def main() -> None:
         if not all(cells):
             continue
         mse = [c["test_mse"] for c in cells]
+        failed = [c["seed"] for c in cells if c.get("failed")]
+        if failed:
+            print(f"{arm:<26}  failed on seed(s) {failed}: {cells[failed[0]]['failed']}")
+            summary[arm] = {"failed_seeds": failed}
+            continue
         line = f"{arm:<26}{statistics.fmean(mse):>10.4f}"
         row = {"test_mse": statistics.fmean(mse), "wall_s": statistics.fmean(c["wall_s"] for c in cells)}
         for name, base in baselines.items():
-            if all(base) and base[0]["arm"] != arm and len(mse) > 1:
+            if all(base) and base[0]["arm"] != arm and len(mse) > 1 and not any(b.get("failed") for b in base):
                 diffs = [c["test_mse"] - b["test_mse"] for c, b in zip(cells, base)]
                 mean = statistics.fmean(diffs)
                 half = T_975[len(diffs) - 1] * statistics.stdev(diffs) / math.sqrt(len(diffs))

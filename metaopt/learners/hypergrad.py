@@ -52,6 +52,10 @@ class HyperGrad(MAMLPlusPlus):
         "learn_outer_lr": HParam(type=bool, default=True, help="Adam-HD on the outer learning rate"),
         "hd_beta": HParam(default=1e-7, help="Adam-HD step size beta (Baydin et al.: 1e-7)", **POSITIVE_FLOAT),
         "hd_horizon": HParam(type=int, default=10, minimum=1, help="earlier steps in the outer-lr hypergradient"),
+        "max_grad_norm": HParam(default=10.0, help="clip the meta-gradient (network and hyperparameters) to this norm",
+                                **POSITIVE_FLOAT),
+        "hd_max_change": HParam(default=0.1, help="Adam-HD moves the outer lr by at most this fraction a step",
+                                **POSITIVE_FLOAT),
         "min_outer_lr": HParam(default=1e-5, help="lower clamp of the outer learning rate", **POSITIVE_FLOAT),
         "max_outer_lr": HParam(default=0.1, help="upper clamp of the outer learning rate", **POSITIVE_FLOAT),
     }
@@ -157,6 +161,9 @@ class HyperGrad(MAMLPlusPlus):
     # -- the outer step -------------------------------------------------------------
     def before_outer_step(self) -> None:
         """Adam-HD: move the outer learning rate against dL/dalpha before the step uses it."""
+        # One batch whose inner loop blew up gives a meta-gradient ~1e5 times the usual; unclipped,
+        # it fills Adam's second moments and stalls every parameter for thousands of steps.
+        torch.nn.utils.clip_grad_norm_(list(self.meta_parameters().values()), self.hparams["max_grad_norm"])
         group = self.optimizer.param_groups[0]
         self._before = {name: p.detach().clone() for name, p in self.params.items()}
         if not self.hparams["learn_outer_lr"] or not self._directions:
@@ -165,8 +172,12 @@ class HyperGrad(MAMLPlusPlus):
         with torch.no_grad():  # dL(theta_t)/dalpha = -g_t . sum_k u_{t-k}
             hyper = -sum((self.params[name].grad * self._direction_sum[name]).sum() for name in self.params)
             self.outer_hypergradient = hyper
-            group["lr"].copy_((group["lr"] - self.hparams["hd_beta"] * hyper).clamp(
-                self.hparams["min_outer_lr"], self.hparams["max_outer_lr"]))
+            # A trust region on the step: one loss spike (an inner loop that blew up on one
+            # batch) gives a hypergradient millions of times the usual, which would throw the
+            # rate to its ceiling in one step and the network to NaN the next.
+            lr, change = group["lr"], self.hparams["hd_max_change"]
+            moved = torch.minimum(torch.maximum(lr - self.hparams["hd_beta"] * hyper, lr / (1 + change)), lr * (1 + change))
+            lr.copy_(moved.clamp(self.hparams["min_outer_lr"], self.hparams["max_outer_lr"]))
 
     def _remember(self, direction: dict[str, Tensor]) -> None:
         """Add an Adam direction to the horizon (dropping the oldest beyond ``hd_horizon``) and to its sum."""

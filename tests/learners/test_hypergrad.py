@@ -114,3 +114,17 @@ def test_a_resumed_checkpoint_steps_the_outer_lr_as_the_original_does(tmp_path):
         learner.meta_step(batch(seed))
         restored.meta_step(batch(seed))
         assert learner.outer_lr != before and restored.outer_lr == pytest.approx(learner.outer_lr, rel=1e-5)
+
+
+def test_a_loss_spike_is_clipped_and_moves_the_outer_lr_by_at_most_its_trust_region():
+    learner = tiny_learner("hypergrad", {**HYPER, "max_grad_norm": 1e-3, "hd_beta": 1e3, "hd_max_change": 0.1})
+    learner.max_iterations = 10
+    spike = sine_batch(3, seed=1)
+    spike = type(spike)(spike.support_x, spike.support_y * 100, spike.query_x, spike.query_y * 100)  # amplitudes x100
+    learner.meta_step(sine_batch(3, seed=0))
+    before = learner.outer_lr
+    learner.meta_step(spike)
+    norm = torch.sqrt(sum((p.grad ** 2).sum() for p in learner.meta_parameters().values()))
+    assert norm <= 1e-3 * (1 + 1e-6)
+    assert before / 1.1 * (1 - 1e-9) <= learner.outer_lr <= before * 1.1 * (1 + 1e-9)
+    assert learner.outer_lr != before
