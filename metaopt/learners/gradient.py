@@ -10,6 +10,7 @@ whole meta-gradient is a pure function that ``torch.compile`` can take whole.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -38,6 +39,8 @@ GRADIENT_HPARAMS: dict[str, HParam] = {
     "inner_optimizer": HParam(type=str, default="sgd", choices=tuple(INNER_OPTIMIZERS), help="differentiable inner optimizer"),
     "outer_lr": HParam(default=0.001, help="outer (meta) optimizer learning rate", **POSITIVE_FLOAT),
     "meta_batch": HParam(type=int, default=25, minimum=1, help="tasks per meta-batch"),
+    "max_grad_norm": HParam(default=math.inf, help="clip the meta-gradient to this norm (inf: no clipping)",
+                            **POSITIVE_FLOAT),
 }
 
 
@@ -190,6 +193,8 @@ class GradientLearner(MetaLearner):
             grads, loss = self.eager_meta_gradient(meta, batch, inputs)
         for name, p in meta.items():
             p.grad = grads[name]
+        if math.isfinite(self.hparams["max_grad_norm"]):
+            torch.nn.utils.clip_grad_norm_(list(meta.values()), self.hparams["max_grad_norm"])
         self.before_outer_step()
         self.optimizer.step()
         if self.scheduler is not None:

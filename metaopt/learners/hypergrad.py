@@ -52,6 +52,8 @@ class HyperGrad(MAMLPlusPlus):
         "learn_outer_lr": HParam(type=bool, default=True, help="Adam-HD on the outer learning rate"),
         "hd_beta": HParam(default=1e-7, help="Adam-HD step size beta (Baydin et al.: 1e-7)", **POSITIVE_FLOAT),
         "hd_horizon": HParam(type=int, default=10, minimum=1, help="earlier steps in the outer-lr hypergradient"),
+        # One batch whose inner loop blew up gives a meta-gradient ~1e5 times the usual; unclipped,
+        # it throws Adam-HD's rate to its ceiling, or fills Adam's second moments and stalls training.
         "max_grad_norm": HParam(default=10.0, help="clip the meta-gradient (network and hyperparameters) to this norm",
                                 **POSITIVE_FLOAT),
         "hd_max_change": HParam(default=0.1, help="Adam-HD moves the outer lr by at most this fraction a step",
@@ -161,9 +163,6 @@ class HyperGrad(MAMLPlusPlus):
     # -- the outer step -------------------------------------------------------------
     def before_outer_step(self) -> None:
         """Adam-HD: move the outer learning rate against dL/dalpha before the step uses it."""
-        # One batch whose inner loop blew up gives a meta-gradient ~1e5 times the usual; unclipped,
-        # it fills Adam's second moments and stalls every parameter for thousands of steps.
-        torch.nn.utils.clip_grad_norm_(list(self.meta_parameters().values()), self.hparams["max_grad_norm"])
         group = self.optimizer.param_groups[0]
         self._before = {name: p.detach().clone() for name, p in self.params.items()}
         if not self.hparams["learn_outer_lr"] or not self._directions:

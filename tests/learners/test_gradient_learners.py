@@ -222,3 +222,17 @@ def test_every_learner_classifies_glyph_episodes_on_conv4(method, tmp_path_facto
     assert any(not torch.equal(before[k], v) for k, v in learner.meta_parameters().items())
     metrics = learner.evaluate(family.sample(4, "test", generator))
     assert metrics["accuracy"].shape == (4,) and ((0 <= metrics["accuracy"]) & (metrics["accuracy"] <= 1)).all()
+
+
+@pytest.mark.parametrize("method", ["maml", "reptile"])
+def test_max_grad_norm_clips_the_outer_step_and_is_off_by_default(method):
+    batch = sine_batch(3)
+    plain = tiny_learner(method, {"inner_lr": 0.1})
+    assert plain.hparams["max_grad_norm"] == float("inf")
+    expected, _ = plain.eager_meta_gradient(plain.meta_parameters(), batch, plain.loss_inputs())
+    plain.meta_step(batch)
+    assert all(torch.equal(p.grad, expected[name]) for name, p in plain.meta_parameters().items())
+    clipped = tiny_learner(method, {"inner_lr": 0.1, "max_grad_norm": 1e-4})
+    clipped.meta_step(batch)
+    norm = torch.sqrt(sum((p.grad ** 2).sum() for p in clipped.meta_parameters().values()))
+    assert norm == pytest.approx(1e-4, rel=1e-6)  # the unclipped norm is far larger
