@@ -26,6 +26,8 @@ class HParam:
     help: str = ""
     choices: tuple[Any, ...] | None = None
     maximum: float | None = None
+    # The value a learner saved before this hyperparameter existed behaves as (None: the default).
+    legacy: Any = None
 
     def check(self, name: str, value: Any) -> Any:
         """``value`` converted to this type, or ``ValueError`` saying what is allowed."""

@@ -71,9 +71,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Met
     ckpt = torch.load(path, map_location=device, weights_only=True)
     if ckpt.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported checkpoint format {ckpt.get('format')!r} (expected {FORMAT_VERSION})")
+    from metaopt.learners import LEARNERS
+
     hparams = dict(ckpt["hparams"])
-    if ckpt["method"] == "mamlpp":
-        hparams.setdefault("per_step_bn", False)  # written before MAML++ had per-step batch-norm weights
+    declared = LEARNERS[ckpt["method"]].hyperparameters if ckpt["method"] in LEARNERS else {}
+    for name, hp in declared.items():
+        if name not in hparams and hp.legacy is not None:  # saved before the learner had this hyperparameter
+            hparams[name] = hp.legacy
     learner = build_learner(
         ckpt["method"],
         hparams,

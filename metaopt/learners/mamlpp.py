@@ -48,7 +48,8 @@ class MAMLPlusPlus(GradientLearner):
         "msl_anneal": HParam(default=0.1, help="fraction of training over which MSL anneals", **FRACTION),
         "first_order_until": HParam(default=0.3, help="fraction of training run first order (DA)", **FRACTION),
         "min_outer_lr": HParam(default=1e-5, help="floor of the cosine outer schedule", **POSITIVE_FLOAT),
-        "per_step_bn": HParam(type=bool, default=True, help="BNWB: per-step batch-norm weights and biases"),
+        "per_step_bn": HParam(type=bool, default=True, help="BNWB: per-step batch-norm weights and biases",
+                             legacy=False),
     }
 
     def make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:

@@ -19,6 +19,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -138,11 +139,14 @@ class BackboneSpec(_Strict):
     hidden: list[PositiveInt] | PositiveInt | None = None
     activation: Literal["relu", "tanh"] | None = None
     channels: list[PositiveInt] | None = Field(default=None, description="stage widths (resnet12, resnet18)")
+    pooled_blocks: int | None = Field(default=None, ge=0, le=4, description="conv4: blocks that max-pool (default 4)")
 
     @model_validator(mode="after")
     def _fits_the_backbone(self) -> BackboneSpec:
         if self.name == "conv4" and (isinstance(self.hidden, list) or self.activation or self.channels):
-            raise ValueError("conv4 takes hidden: <filters> (an integer) only")
+            raise ValueError("conv4 takes hidden: <filters> (an integer) and pooled_blocks only")
+        if self.name != "conv4" and self.pooled_blocks is not None:
+            raise ValueError(f"pooled_blocks is an option of conv4 only, not of {self.name}")
         if self.name == "mlp" and (isinstance(self.hidden, int) or self.channels):
             raise ValueError("mlp takes hidden: a list of layer widths, and activation")
         if self.name.startswith("resnet") and (self.hidden is not None or self.activation):
@@ -206,6 +210,9 @@ class Job(_Strict):
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     resources: Resources = Field(default_factory=Resources)
     backbone: BackboneSpec = Field(default_factory=BackboneSpec)
+    backbones: dict[str, BackboneSpec] = Field(
+        default_factory=dict, description="per-method backbones that replace `backbone` for those methods"
+    )
     seed: int = 0
     compile: Literal["auto", "always", "never"] = Field(
         default="auto", description="torch.compile the meta-step: auto compiles when the trial is long enough to repay it"
@@ -226,6 +233,19 @@ class Job(_Strict):
         if len(set(methods)) != len(methods):
             raise ValueError("methods must not repeat")
         return methods
+
+    @field_validator("backbones")
+    @classmethod
+    def _backbones_of_searched_methods(cls, backbones: dict[str, BackboneSpec], info: ValidationInfo) -> dict:
+        methods = info.data.get("methods", [])
+        for method in backbones:
+            if method not in methods:
+                raise ValueError(f"{method!r} is not one of the job's methods (allowed: {', '.join(methods)})")
+        return backbones
+
+    def backbone_for(self, method: str) -> dict[str, Any]:
+        """The backbone spec ``method`` trains on: its entry in ``backbones``, else ``backbone``."""
+        return self.backbones.get(method, self.backbone).spec()
 
 
 def format_validation_error(path: Path | str, error: ValidationError) -> str:

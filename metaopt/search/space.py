@@ -99,7 +99,20 @@ class SearchSpace:
             if name not in declared:
                 raise ValueError(f"{name}: unknown hyperparameter for {method} (allowed: {', '.join(sorted(declared))})")
             declared[name].check(name, value)
+            _check_in_space(method, name, value, self.spaces[method])
         return {METHOD_PARAM: method, **{f"{method}.{name}": value for name, value in config.items()}}
+
+
+def _check_in_space(method: str, name: str, value: Any, space: Mapping[str, Any]) -> None:
+    """An enqueued value the space could never give would crash Optuna (a choice) or be silently dropped (a fixed one)."""
+    if name not in space:
+        raise ValueError(f"{name}: {method}.{name} is not in the search space, so an enqueued value would be ignored "
+                         f"(allowed: {', '.join(sorted(space)) or 'none'})")
+    spec = space[name]
+    if isinstance(spec, Categorical) and not any(value == c and type(value) is type(c) for c in spec.choices):
+        raise ValueError(f"{name}: {value!r} is not one of the space's choices (allowed: {', '.join(map(repr, spec.choices))})")
+    if not isinstance(spec, (FloatRange, IntRange, Categorical)) and value != spec:
+        raise ValueError(f"{name}: {value!r} differs from the value the space fixes (allowed: {spec!r})")
 
 
 def middle(spec: FloatRange) -> float:

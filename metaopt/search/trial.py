@@ -90,7 +90,7 @@ def _new_learner(job: Job, method: str, hparams: dict[str, Any], device: torch.d
     return build_learner(
         method,
         hparams,
-        backbone=job.backbone.spec(),
+        backbone=job.backbone_for(method),
         task_kind=family.kind,
         input_shape=family.input_shape,
         output_size=family.output_size,
@@ -116,7 +116,7 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
     def checkpoint() -> dict:
         ckpt = make_checkpoint(
             learner,
-            backbone=job.backbone.spec(),
+            backbone=job.backbone_for(config.method),
             input_shape=family.input_shape,
             output_size=family.output_size,
         )

@@ -29,7 +29,15 @@ BAD_JOBS = {
     ),
     "conv4 with mlp options": (
         tiny_job(backbone={"name": "conv4", "hidden": [64, 64]}),
-        "backbone: conv4 takes hidden: <filters> (an integer) only",
+        "backbone: conv4 takes hidden: <filters> (an integer) and pooled_blocks only",
+    ),
+    "per-method backbone of a method not searched": (
+        tiny_job(methods=["maml"], backbones={"protonet": {"name": "conv4"}}),
+        "backbones: 'protonet' is not one of the job's methods (allowed: maml)",
+    ),
+    "pooled_blocks on an mlp": (
+        tiny_job(methods=["maml"], backbones={"maml": {"name": "mlp", "pooled_blocks": 2}}),
+        "backbones.maml: pooled_blocks is an option of conv4 only, not of mlp",
     ),
     "negative lr": (
         tiny_job(space={"maml": {"inner_lr": -0.01}}),

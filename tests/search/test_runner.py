@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import optuna
 import pytest
+import torch
 
+from metaopt.learners.checkpoint import load_checkpoint
 from metaopt.search import load_job
 from metaopt.search.executors import InProcessExecutor
 from metaopt.search.runner import run_search
@@ -77,6 +79,18 @@ def test_enqueue_rejects_unknown_method_and_values():
         space.enqueue_params({"method": "maml", "inner_lr": 0})
 
 
+def test_enqueue_rejects_what_the_space_could_never_give(tmp_path):
+    space = load_job(write_job(tmp_path, tiny_job())).space  # sine.yaml: maml.meta_batch in [10, 25]
+    with pytest.raises(ValueError, match=r"meta_batch: 5 is not one of the space's choices \(allowed: 10, 25\)"):
+        space.enqueue_params({"method": "maml", "meta_batch": 5})
+    with pytest.raises(ValueError, match="maml.max_grad_norm is not in the search space"):
+        space.enqueue_params({"method": "maml", "max_grad_norm": 1.0})
+    fixed = SearchSpace(["maml"], {"maml": {"inner_steps": 1}})
+    with pytest.raises(ValueError, match=r"inner_steps: 2 differs from the value the space fixes \(allowed: 1\)"):
+        fixed.enqueue_params({"method": "maml", "inner_steps": 2})
+    assert fixed.enqueue_params({"method": "maml", "inner_steps": 1}) == {"method": "maml", "maml.inner_steps": 1}
+
+
 def test_a_database_storage_holds_the_study_and_resume_reads_it_back(tmp_path):
     from metaopt.search.runner import recorded_job, resume_search
 
@@ -100,3 +114,19 @@ def test_bad_storage_url_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["search", str(path), "--in-process", "--storage", "postgresql://u:secret@127.0.0.1:1/x"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --storage: ") and "secret" not in err and len(err.splitlines()) == 1
+
+
+def test_a_per_method_backbone_is_what_that_methods_trials_train_and_save(tmp_path):
+    job = tiny_job(
+        methods=["maml", "reptile"],
+        backbones={"reptile": {"name": "mlp", "hidden": [8]}},
+        enqueue=[GOOD, {"method": "reptile", "inner_lr": 0.01, "outer_lr": 0.1, "inner_steps": 2, "meta_batch": 10}],
+        budget={**tiny_job()["budget"], "trials": 2},
+    )
+    summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(), workdir=tmp_path / "work")
+    saved = {r.method: torch.load(r.checkpoint, weights_only=True) for r in summary.results}
+    assert saved["reptile"]["backbone"] == {"name": "mlp", "hidden": [8]}
+    assert saved["maml"]["backbone"] == {"name": "mlp", "hidden": [16, 16]}
+    widths = [p.shape[0] for name, p in load_checkpoint(summary.results[1].checkpoint).backbone.named_parameters()
+              if name.endswith("weight")]
+    assert widths == [8, 1]
