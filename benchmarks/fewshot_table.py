@@ -23,15 +23,18 @@ from _cells import load_cells, run_cells
 
 SETTINGS = {"5w1s": (5, 1), "5w5s": (5, 5), "20w1s": (20, 1)}
 QUERIES = 5
-# What each method trains with (Conv-4, Adam 0.001); gradient methods adapt with 1 step in training, 3 at test.
+# What each method trains with (Conv-4, Adam 0.001). Gradient methods adapt with their training steps at test too,
+# and with at least TEST_STEPS: MAML's 1 step at 0.4 in training, 3 at test, as in Finn et al.'s 5-way setting. The
+# methods whose inner loop is cheap (first-order MAML, ANIL's head-only loop, Reptile) take 5 steps at 0.1, Finn et
+# al.'s 20-way setting: one step at 0.4 trains them far slower (README).
 METHODS: dict[str, dict] = {
     "protonet": {"meta_batch": 1},
     "matchingnet": {"meta_batch": 1},
     "relationnet": {"meta_batch": 1},
     "siamese": {"meta_batch": 1},
     "maml": {"inner_lr": 0.4, "inner_steps": 1, "meta_batch": 4},
-    "fomaml": {"inner_lr": 0.4, "inner_steps": 1, "meta_batch": 4},
-    "anil": {"inner_lr": 0.4, "inner_steps": 1, "meta_batch": 4},
+    "fomaml": {"inner_lr": 0.1, "inner_steps": 5, "meta_batch": 4},
+    "anil": {"inner_lr": 0.1, "inner_steps": 5, "meta_batch": 4},
     "metasgd": {"inner_lr": 0.4, "inner_steps": 1, "meta_batch": 4},
     "metacurvature": {"inner_lr": 0.4, "inner_steps": 1, "meta_batch": 4},
     "mamlpp": {"inner_lr": 0.4, "inner_steps": 1, "meta_batch": 4},
@@ -52,6 +55,11 @@ PUBLISHED_OMNIGLOT = {  # ../shared/reference/published.md, accuracy %
     "reptile": {"5w1s": 97.68, "5w5s": 99.48, "20w1s": 89.43},
     "mamlpp": {"5w1s": 99.47, "5w5s": 99.93, "20w1s": 97.65},
 }
+
+
+def test_steps(method: str) -> int | None:
+    """Inner steps a gradient method adapts with at test (its training steps, at least TEST_STEPS); None: metric."""
+    return None if method in METRIC else max(TEST_STEPS, METHODS[method].get("inner_steps", 1))
 
 
 def _family(name: str, root: str | None, ways: int, shots: int):  # noqa: ANN202
@@ -88,12 +96,12 @@ def cell(method: str, setting: str, family_name: str, root: str | None, episodes
     train_s = time.perf_counter() - start
     learner.n_way = ways  # a metric learner trained on more ways tests on the setting's ways
     tasks = family.fixed_tasks(600, "test", seed=TEST_SEED, chunk=50)
-    steps = TEST_STEPS if hasattr(learner, "inner_loop") else None
+    steps = test_steps(method)
     accuracy = evaluate_tasks(learner, tasks, steps=steps)["accuracy"] * 100
     mean, ci = mean_ci(accuracy)
     return {"method": method, "setting": setting, "family": family_name, "backbone": backbone, "train_ways": train_ways,
             "episodes": iterations * hparams["meta_batch"],
-            "hparams": hparams, "seed": seed, "accuracy": mean, "accuracy_ci95": ci, "train_s": train_s,
+            "test_steps": steps, "hparams": hparams, "seed": seed, "accuracy": mean, "accuracy_ci95": ci, "train_s": train_s,
             "episodes_per_s": iterations * hparams["meta_batch"] / train_s}
 
 
@@ -130,7 +138,8 @@ def main() -> None:
         return (r["family"] == args.family and r["seed"] == args.seed and r.get("train_ways", ways) == wanted_ways
                 and r["episodes"] == max(1, args.train_episodes // batch) * batch
                 and r["hparams"] == {"outer_lr": 0.001, **METHODS[r["method"]]}
-                and r.get("backbone", CONV4) == BACKBONES.get(r["method"], CONV4))
+                and r.get("backbone", CONV4) == BACKBONES.get(r["method"], CONV4)
+                and r.get("test_steps", None if r["method"] in METRIC else TEST_STEPS) == test_steps(r["method"]))
 
     results = load_cells(cells_file, same_settings, lambda r: (r["method"], r["setting"]))
     jobs = {(m, s): (m, s, args.family, args.root, args.train_episodes, args.seed, args.train_ways)
