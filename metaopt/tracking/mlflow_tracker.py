@@ -14,7 +14,9 @@ from typing import Any
 
 import mlflow
 import optuna
+from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.types.schema import ParamSchema, ParamSpec
 
 import metaopt
 from metaopt.search.job import LoadedJob
@@ -29,6 +31,10 @@ def _pip_requirements() -> list[str]:
     import torch
 
     return [f"metaopt=={metaopt.__version__}", f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+
+
+# predict's one parameter, `steps` (inner steps; None: the learner's own); MLflow drops params a signature lacks.
+_SIGNATURE = ModelSignature(params=ParamSchema([ParamSpec("steps", "long", None)]))
 
 
 class MlflowTrialLog:
@@ -63,6 +69,7 @@ class MlflowTrialLog:
                     name="model",
                     python_model=str(Path(__file__).with_name("pyfunc_model.py")),
                     artifacts={"checkpoint": str(checkpoint_path)},
+                    signature=_SIGNATURE,
                     pip_requirements=_pip_requirements(),
                 )
             mlflow.set_tag("metaopt.model_uri", info.model_uri)
