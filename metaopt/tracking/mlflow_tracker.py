@@ -6,7 +6,6 @@ import contextlib
 import json
 import math
 import tempfile
-import warnings
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -63,15 +62,13 @@ class MlflowTrialLog:
         """The checkpoint as an artifact; for finished trials also an MLflow model that can be registered."""
         mlflow.log_artifact(str(checkpoint_path), artifact_path="checkpoint")
         if full:
-            with warnings.catch_warnings():  # MLflow nags about predict's type hints either way
-                warnings.simplefilter("ignore")
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-                    artifacts={"checkpoint": str(checkpoint_path)},
-                    signature=_SIGNATURE,
-                    pip_requirements=_pip_requirements(),
-                )
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+                artifacts={"checkpoint": str(checkpoint_path)},
+                signature=_SIGNATURE,
+                pip_requirements=_pip_requirements(),
+            )
             mlflow.set_tag("metaopt.model_uri", info.model_uri)
 
     def finish(self, state: str, reason: str | None) -> None:
