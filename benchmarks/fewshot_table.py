@@ -3,10 +3,14 @@
 For each method and each setting (5-way 1-shot, 5-way 5-shot, 20-way 1-shot) a
 Conv-4 learner is meta-trained on ``--train-episodes`` training episodes of that
 setting (the Relation Network on Conv-4 with two pooling blocks, its paper's
-embedding) and scored on 600 held-out test episodes: accuracy mean ± 95% CI, wall
+embedding) with the trials' own training loop (``metaopt.search.fit.fit``) and scored
+as a leaderboard scores it (``metaopt.search.evaluation.evaluate_test``: the key's 600
+fixed test episodes, the learner's ``test_steps``): accuracy mean ± 95% CI, wall
 time, and meta-training episodes/s. Cells run ``--workers`` at a time (one CPU
 thread each); each finished cell is appended to ``<json>.cells.jsonl`` and a rerun
-skips the cells already there with the same settings.
+skips the cells already there with the same settings. Cells measured by the
+script's first version (its own loop, 600 test episodes drawn in chunks of 50) are
+reused and marked ``*``; ``--rerun-earlier`` measures them again.
 
     python benchmarks/fewshot_table.py [--family glyphs] [--root DIR] [--methods ...] [--train-episodes 3000]
 """
@@ -15,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -23,24 +26,25 @@ from _cells import load_cells, run_cells
 
 SETTINGS = {"5w1s": (5, 1), "5w5s": (5, 5), "20w1s": (20, 1)}
 QUERIES = 5
-# What each method trains with (Conv-4, Adam 0.001). Gradient methods adapt with their training steps at test too,
-# and with at least TEST_STEPS: MAML's 1 step at 0.4 in training, 3 at test, as in Finn et al.'s 5-way setting. The
-# methods whose inner loop is cheap (first-order MAML, ANIL's head-only loop, Reptile) take 5 steps at 0.1, Finn et
-# al.'s 20-way setting: one step at 0.4 trains them far slower (README).
+TEST_EPISODES = 600
+# What each method trains with (Conv-4, Adam 0.001). MAML's 1 step at 0.4 in training and 3 at test (test_steps), as
+# in Finn et al.'s 5-way setting. The methods whose inner loop is cheap (first-order MAML, ANIL's head-only loop,
+# Reptile) take 5 steps at 0.1, Finn et al.'s 20-way setting, and test with their training steps: one step at 0.4
+# trains them far slower (README).
 METHODS: dict[str, dict] = {
     "protonet": {"meta_batch": 1},
     "matchingnet": {"meta_batch": 1},
     "relationnet": {"meta_batch": 1},
     "siamese": {"meta_batch": 1},
-    "maml": {"inner_lr": 0.4, "inner_steps": 1, "meta_batch": 4},
+    "maml": {"inner_lr": 0.4, "inner_steps": 1, "test_steps": 3, "meta_batch": 4},
     "fomaml": {"inner_lr": 0.1, "inner_steps": 5, "meta_batch": 4},
     "anil": {"inner_lr": 0.1, "inner_steps": 5, "meta_batch": 4},
-    "metasgd": {"inner_lr": 0.4, "inner_steps": 1, "meta_batch": 4},
-    "metacurvature": {"inner_lr": 0.4, "inner_steps": 1, "meta_batch": 4},
-    "mamlpp": {"inner_lr": 0.4, "inner_steps": 1, "meta_batch": 4},
+    "metasgd": {"inner_lr": 0.4, "inner_steps": 1, "test_steps": 3, "meta_batch": 4},
+    "metacurvature": {"inner_lr": 0.4, "inner_steps": 1, "test_steps": 3, "meta_batch": 4},
+    "mamlpp": {"inner_lr": 0.4, "inner_steps": 1, "test_steps": 3, "meta_batch": 4},
     "reptile": {"inner_lr": 0.1, "inner_steps": 5, "outer_lr": 1.0, "meta_batch": 4},
 }
-TEST_STEPS = 3
+EVALUATION = "evaluate_test"  # cells scored as the leaderboard scores (those without it: the first version's draw)
 CONV4 = {"name": "conv4"}
 # The Relation Network's embedding pools in its first two blocks only: 64x7x7 maps for its conv relation module.
 BACKBONES = {"relationnet": {"name": "conv4", "pooled_blocks": 2}}
@@ -57,18 +61,36 @@ PUBLISHED_OMNIGLOT = {  # ../shared/reference/published.md, accuracy %
 }
 
 
-def test_steps(method: str) -> int | None:
-    """Inner steps a gradient method adapts with at test (its training steps, at least TEST_STEPS); None: metric."""
-    return None if method in METRIC else max(TEST_STEPS, METHODS[method].get("inner_steps", 1))
+def hparams_of(method: str) -> dict:
+    """What ``method`` trains with here, as its learner resolves it (defaults filled in, ``test_steps`` included)."""
+    from metaopt.learners import LEARNERS
+
+    return LEARNERS[method].resolve_hparams({"outer_lr": 0.001, **METHODS[method]})
 
 
-def _family(name: str, root: str | None, ways: int, shots: int):  # noqa: ANN202
+def steps_at_test(method: str) -> int | None:
+    """Inner steps a gradient method adapts with at test; None for a metric learner."""
+    return hparams_of(method).get("test_steps")
+
+
+def family_of(name: str, root: str | None, ways: int, shots: int):  # noqa: ANN201 - (TaskFamily, key)
+    """The family of one setting, and its key: what a job with these options is scored on."""
     from metaopt.tasks import FAMILIES
 
+    family_cls = FAMILIES[name]
     options = {"ways": ways, "shots": shots, "queries": QUERIES if name != "glyphs-crossfont" else 4 - shots}
     if root:
         options["root"] = root
-    return FAMILIES[name](**options)
+    validated = family_cls.Options(**options)
+    return family_cls.from_options(validated), family_cls.key(validated)
+
+
+def score_accuracy(learner, family, key: str) -> tuple[float, float]:  # noqa: ANN001 - a MetaLearner, a TaskFamily
+    """Accuracy % mean and 95% CI on the key's fixed test episodes, exactly as a search's leaderboard scores it."""
+    from metaopt.search.evaluation import evaluate_test
+
+    mean, ci = evaluate_test(learner, family, key, TEST_EPISODES).mean_ci("accuracy")
+    return 100 * mean, 100 * ci
 
 
 def cell(method: str, setting: str, family_name: str, root: str | None, episodes: int, seed: int,
@@ -77,32 +99,26 @@ def cell(method: str, setting: str, family_name: str, root: str | None, episodes
     torch.set_num_threads(1)
     from metaopt.learners import LEARNERS
     from metaopt.learners.checkpoint import build_learner
-    from metaopt.search.evaluation import TEST_SEED, evaluate_tasks, mean_ci
+    from metaopt.search.fit import fit
 
     ways, shots = SETTINGS[setting]
-    family = _family(family_name, root, ways, shots)
+    family, key = family_of(family_name, root, ways, shots)
     train_ways = train_ways if train_ways and not LEARNERS[method].uses_head else ways
-    train_family = family if train_ways == ways else _family(family_name, root, train_ways, shots)
+    train_family = family if train_ways == ways else family_of(family_name, root, train_ways, shots)[0]
     hparams = {"outer_lr": 0.001, **METHODS[method]}
     iterations = max(1, episodes // hparams["meta_batch"])
     torch.manual_seed(seed)
     backbone = BACKBONES.get(method, CONV4)
     learner = build_learner(method, hparams, backbone=backbone, task_kind="classification",
                             input_shape=family.input_shape, output_size=ways, n_way=train_ways, max_iterations=iterations)
-    generator = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        learner.meta_step(train_family.sample(hparams["meta_batch"], "train", generator))
-    train_s = time.perf_counter() - start
+    trained = fit(learner, train_family, iterations=iterations, generator=torch.Generator().manual_seed(seed))
     learner.n_way = ways  # a metric learner trained on more ways tests on the setting's ways
-    tasks = family.fixed_tasks(600, "test", seed=TEST_SEED, chunk=50)
-    steps = test_steps(method)
-    accuracy = evaluate_tasks(learner, tasks, steps=steps)["accuracy"] * 100
-    mean, ci = mean_ci(accuracy)
-    return {"method": method, "setting": setting, "family": family_name, "backbone": backbone, "train_ways": train_ways,
-            "episodes": iterations * hparams["meta_batch"],
-            "test_steps": steps, "hparams": hparams, "seed": seed, "accuracy": mean, "accuracy_ci95": ci, "train_s": train_s,
-            "episodes_per_s": iterations * hparams["meta_batch"] / train_s}
+    mean, ci = score_accuracy(learner, family, key)
+    episodes_done = iterations * hparams["meta_batch"]
+    return {"method": method, "setting": setting, "family": family_name, "key": key, "backbone": backbone,
+            "train_ways": train_ways, "episodes": episodes_done, "test_steps": steps_at_test(method),
+            "hparams": hparams, "seed": seed, "accuracy": mean, "accuracy_ci95": ci, "train_s": trained.seconds,
+            "episodes_per_s": episodes_done / trained.seconds, "evaluation": EVALUATION}
 
 
 def _row(cells: list[dict | None]) -> tuple[list[str], float, float]:
@@ -110,7 +126,24 @@ def _row(cells: list[dict | None]) -> tuple[list[str], float, float]:
     done = [c for c in cells if c]
     train_s = sum(c["train_s"] for c in done)
     rate = sum(c["episodes"] for c in done) / train_s if train_s else 0.0
-    return [f"{c['accuracy']:.2f} ± {c['accuracy_ci95']:.2f}" if c else "-" for c in cells], train_s, rate
+    texts = [f"{c['accuracy']:.2f} ± {c['accuracy_ci95']:.2f}{'*' if earlier(c) else ''}" if c else "-"
+             for c in cells]
+    return texts, train_s, rate
+
+
+def earlier(cell: dict) -> bool:
+    """Whether the first version of this script measured the cell (its own loop, test episodes in chunks of 50)."""
+    return cell.get("evaluation") != EVALUATION
+
+
+def same_hparams(cell: dict) -> bool:
+    """Whether the cell trained and tested with today's settings of its method (older cells kept test_steps apart)."""
+    from metaopt.learners import LEARNERS
+
+    given = dict(cell["hparams"])
+    if cell["method"] not in METRIC:  # the first version tested with max(3, training steps), recorded or not
+        given.setdefault("test_steps", cell.get("test_steps") or max(3, given.get("inner_steps", 1)))
+    return LEARNERS[cell["method"]].resolve_hparams(given) == hparams_of(cell["method"])
 
 
 def main() -> None:
@@ -124,7 +157,9 @@ def main() -> None:
     parser.add_argument("--train-ways", type=int, help="metric learners train on this many ways (Snell et al.)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="default: benchmarks/results/fewshot_<family>.json")
-    parser.add_argument("--report-only", action="store_true", help="print the cells measured so far, run nothing")
+    parser.add_argument("--report-only", action="store_true", help="print the cells measured so far; run and write nothing")
+    parser.add_argument("--rerun-earlier", action="store_true",
+                        help="measure again the cells the script's first version measured (marked *)")
     args = parser.parse_args()
     if args.family == "glyphs-crossfont":
         args.settings = [s for s in args.settings if SETTINGS[s][1] == 1]  # STIX has at most 4 renderings a class
@@ -137,9 +172,8 @@ def main() -> None:
         wanted_ways = args.train_ways if args.train_ways and r["method"] in METRIC else ways
         return (r["family"] == args.family and r["seed"] == args.seed and r.get("train_ways", ways) == wanted_ways
                 and r["episodes"] == max(1, args.train_episodes // batch) * batch
-                and r["hparams"] == {"outer_lr": 0.001, **METHODS[r["method"]]}
-                and r.get("backbone", CONV4) == BACKBONES.get(r["method"], CONV4)
-                and r.get("test_steps", None if r["method"] in METRIC else TEST_STEPS) == test_steps(r["method"]))
+                and same_hparams(r) and r.get("backbone", CONV4) == BACKBONES.get(r["method"], CONV4)
+                and not (args.rerun_earlier and earlier(r)))
 
     results = load_cells(cells_file, same_settings, lambda r: (r["method"], r["setting"]))
     jobs = {(m, s): (m, s, args.family, args.root, args.train_episodes, args.seed, args.train_ways)
@@ -153,6 +187,9 @@ def main() -> None:
 
     print(f"\n{args.family}: accuracy % (mean ± 95% CI over 600 test episodes), Conv-4, "
           f"{args.train_episodes} training episodes per cell")
+    if any(earlier(c) for c in results.values()):
+        print("* measured by the script's first version: its own training loop, and 600 test episodes drawn in "
+              "chunks of 50 (now: fit() and the leaderboard's evaluate_test, chunks of 100)")
     print(f"{'method':<14}" + "".join(f"{s:>18}" for s in args.settings) + "   train s   episodes/s")
     rows = {method: _row([results.get((method, s)) for s in args.settings]) for method in args.methods}
     for method, (text, train_s, rate) in rows.items():
@@ -166,6 +203,8 @@ def main() -> None:
         if train_s:
             print(f"| {method} | " + " | ".join("–" if t == "-" else t for t in text)
                   + f" | {train_s:.0f} | {rate:.1f} |")
+    if args.report_only:
+        return
     out.write_text(json.dumps({"benchmark": "fewshot", "family": args.family, "train_episodes": args.train_episodes,
                                "cells": list(results.values()), "published_omniglot": PUBLISHED_OMNIGLOT}, indent=2))
     print(f"\nwrote {out}")

@@ -2,7 +2,8 @@
 
 Setup (the MAML paper's): amplitude U[0.1, 5], phase U[0, pi], x U[-5, 5]; MLP
 1-40-40-1 ReLU; meta-batch 25; Adam 0.001; 70,000 meta-iterations; K support and
-K query points per training task. Reported: MSE on 100 query points after ONE
+K query points per training task. Training is the trials' loop (``fit()``), scoring
+the leaderboard's (``evaluate_test``). Reported: MSE on 100 query points after ONE
 adaptation step from the meta-learned initialisation (and after ten), mean and 95%
 confidence interval over 1,000 held-out test tasks (a fixed seed).
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -40,35 +40,50 @@ PUBLISHED = {  # Li et al. 2017, Table 1: MSE after one step, 95% CI
     ("maml", 5): (1.13, 0.18), ("maml", 10): (0.77, 0.11), ("maml", 20): (0.48, 0.08),
     ("metasgd", 5): (0.90, 0.16), ("metasgd", 10): (0.53, 0.09), ("metasgd", 20): (0.31, 0.05),
 }
+TEST_TASKS = 1000
 MEASURED_HERE = {("maml", 10): (0.331, 0.022), ("maml", 5): (0.550, 0.038)}  # vmapped MAML, paper setup, this machine
 
 
+def hparams_of(method: str) -> dict:
+    """What ``method`` trains with here, as its learner resolves it (defaults filled in)."""
+    from metaopt.learners import LEARNERS
+
+    return LEARNERS[method].resolve_hparams({"outer_lr": 0.001, "meta_batch": 25, **SETTINGS[method]})
+
+
+def score_mse(learner, shots: int, steps: int | None = None) -> tuple[float, float]:  # noqa: ANN001 - a MetaLearner
+    """MSE mean and 95% CI on the 1,000 fixed test tasks of ``sine-<shots>shot-q100``, as a leaderboard scores them."""
+    from metaopt.search.evaluation import evaluate_test
+    from metaopt.tasks import Sine
+
+    test = Sine.Options(shots=shots, queries=100)
+    return evaluate_test(learner, Sine.from_options(test), Sine.key(test), TEST_TASKS, steps=steps).mean_ci("loss")
+
+
 def cell(method: str, shots: int, iterations: int, compile_mode: str, seed: int) -> dict:
-    """Meta-train one method at one shot count and score it on the test tasks."""
+    """Meta-train one method at one shot count with the trials' ``fit()`` and score it as a leaderboard does.
+
+    The test tasks are those of the key ``sine-<K>shot-q100`` (100 query points, the papers' protocol), scored by
+    ``evaluate_test`` after 1 and after 10 inner steps.
+    """
     torch.set_num_threads(1)
     from metaopt.learners import LEARNERS
     from metaopt.models import MLP
-    from metaopt.search.evaluation import TEST_SEED, evaluate_tasks, mean_ci
+    from metaopt.search.fit import fit
     from metaopt.tasks import Sine
 
     torch._dynamo.reset()  # cells share worker processes; each compiles its own graphs
     torch.manual_seed(seed)
     hparams = {"outer_lr": 0.001, "meta_batch": 25, **SETTINGS[method]}
-    compile = compile_mode == "always" or (compile_mode == "auto" and iterations >= 5000)
     learner = LEARNERS[method](MLP(in_features=1, out_features=1), hparams, task_kind="regression",
-                               max_iterations=iterations, compile=compile)
-    family = Sine(shots=shots, queries=shots)
-    generator = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        learner.meta_step(family.sample(25, "train", generator))
-    train_s = time.perf_counter() - start
-    tasks = Sine(shots=shots, queries=100).fixed_tasks(1000, "test", seed=TEST_SEED)
-    out = {"method": method, "shots": shots, "iterations": iterations, "hparams": hparams, "compiled": compile,
-           "train_s": train_s, "seed": seed}
+                               max_iterations=iterations)
+    trained = fit(learner, Sine(shots=shots, queries=shots), iterations=iterations, compile=compile_mode,
+                  generator=torch.Generator().manual_seed(seed))
+    out = {"method": method, "shots": shots, "iterations": iterations, "hparams": hparams,
+           "compiled": getattr(learner, "compiled", None) is not None, "train_s": trained.seconds, "seed": seed,
+           "key": Sine.key(Sine.Options(shots=shots, queries=100)), "evaluation": "evaluate_test"}
     for steps in (1, 10):
-        losses = evaluate_tasks(learner, tasks, steps=steps)["loss"]
-        out[f"mse_{steps}"], out[f"mse_{steps}_ci95"] = mean_ci(losses)
+        out[f"mse_{steps}"], out[f"mse_{steps}_ci95"] = score_mse(learner, shots, steps)
     return out
 
 
@@ -88,12 +103,13 @@ def main() -> None:
     cells_file = Path(args.json).with_suffix(".cells.jsonl")
     if args.fresh:
         cells_file.unlink(missing_ok=True)
-    settings = lambda method: {"outer_lr": 0.001, "meta_batch": 25, **SETTINGS[method]}  # noqa: E731
-    results = load_cells(
-        cells_file,
-        lambda r: r["iterations"] == args.iterations and r["hparams"] == settings(r["method"]) and r["seed"] == args.seed,
-        lambda r: (r["method"], r["shots"]),
-    )
+    from metaopt.learners import LEARNERS
+
+    def same_settings(r: dict) -> bool:
+        resolved = LEARNERS[r["method"]].resolve_hparams(r["hparams"])
+        return r["iterations"] == args.iterations and resolved == hparams_of(r["method"]) and r["seed"] == args.seed
+
+    results = load_cells(cells_file, same_settings, lambda r: (r["method"], r["shots"]))
     jobs = {(m, k): (m, k, args.iterations, args.compile, args.seed)
             for m in args.methods for k in args.shots if (m, k) not in results}
     print(f"{len(jobs)} cells to run, {len(results)} reused from {cells_file}")

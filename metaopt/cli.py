@@ -1,4 +1,8 @@
-"""The ``metaopt`` command: search, resume, leaderboard, select, ui."""
+"""The ``metaopt`` command: search, resume, leaderboard, select, ui.
+
+Results are kept per key: a task family and the options that change its tasks
+(``sine-10shot``, ``glyphs-5w1s-q5``).
+"""
 
 from __future__ import annotations
 
@@ -19,24 +23,62 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def render_leaderboard(rows: list[Any], title: str) -> None:
-    """Print method rows as a table: best val, test mean ± 95% CI, trials by state."""
+def _metric_columns(rows: list[Any], metric: Any) -> list[Any]:
+    """The primary metric, then every other metric the rows were scored on (in the family's order)."""
+    from metaopt.tasks.metrics import Metric
+
+    known = {m.name: m for m in _family_metrics(metric)}
+    names = [metric.name]
+    for row in rows:
+        for name in row.test:
+            base = name.removeprefix("test_")
+            if name.startswith("test_") and not base.endswith("_ci95") and base != "tasks" and base not in names:
+                names.append(base)
+    return [known.get(name) or (metric if name == metric.name else Metric(name, "minimize", name, metric.per_task))
+            for name in names]
+
+
+def _family_metrics(metric: Any) -> tuple[Any, ...]:
+    from metaopt.tasks import FAMILIES
+
+    for family in FAMILIES.values():
+        if metric in family.metrics:
+            return family.metrics
+    return (metric,)
+
+
+def _score(mean: float | None, ci: float | None, metric: Any) -> str:
+    """``mean ± ci``, accuracies in percent."""
+    if mean is None:
+        return "-"
+    scale, digits = (100.0, 2) if metric.name == "accuracy" else (1.0, 4)
+    return f"{_fmt(scale * mean, digits)} ± {_fmt(scale * (ci or 0.0), digits)}"
+
+
+def _label(metric: Any) -> str:
+    return f"{metric.label} %" if metric.name == "accuracy" else metric.label
+
+
+def render_leaderboard(rows: list[Any], title: str, metric: Any = None) -> None:
+    """Print method rows as a table: best validation score, test mean ± 95% CI of each metric, trials by state."""
     from rich.console import Console
     from rich.table import Table
 
+    from metaopt.tasks.metrics import REGRESSION
+
+    metric = metric or REGRESSION[0]
     table = Table(title=title, caption="done/pruned/failed: trials by outcome")
-    accuracy = any(row.test_accuracy is not None for row in rows)
     strategies = any(row.strategy for row in rows)
-    columns = ["method", *(["strategy"] if strategies else []), "val loss", "test loss ± 95% CI",
-               *(["test acc % ± 95% CI"] if accuracy else []), "done", "pruned", "failed", "run"]
+    shown = _metric_columns(rows, metric)
+    columns = ["method", *(["strategy"] if strategies else []), f"val {_label(metric)}",
+               *(f"test {_label(m)} ± 95% CI" for m in shown), "done", "pruned", "failed", "run"]
     for column in columns:
         table.add_column(column, justify="left" if column in {"method", "strategy", "run"} else "right")
     for row in rows:
-        test = "-" if row.test_loss is None else f"{_fmt(row.test_loss)} ± {_fmt(row.test_loss_ci95)}"
-        cells = [row.method, *([row.strategy or "-"] if strategies else []), _fmt(row.best_val), test]
-        if accuracy:
-            cells.append("-" if row.test_accuracy is None else
-                         f"{_fmt(100 * row.test_accuracy, 2)} ± {_fmt(100 * (row.test_accuracy_ci95 or 0), 2)}")
+        val = None if row.best_val is None else (100 * row.best_val if metric.name == "accuracy" else row.best_val)
+        cells = [row.method, *([row.strategy or "-"] if strategies else []),
+                 _fmt(val, 2 if metric.name == "accuracy" else 4)]
+        cells += [_score(row.test_mean(m.name), row.test_ci(m.name), m) for m in shown]
         cells += [str(row.complete), str(row.pruned), str(row.failed), (row.run_id or "-")[:8]]
         table.add_row(*cells)
     # Logs and pipes get a 120-column table instead of rich's 80-column default.
@@ -61,18 +103,21 @@ class _SearchProgress:
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[best]}"),
         )
         self.task = None
+        self.objective = "val_loss"
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         console = self.bar.console
         if event == "start":
-            console.print(f"search [bold]{info['search_id']}[/] (MLflow parent run {info['parent_run_id']})")
+            self.objective = info.get("objective", "val_loss")
+            console.print(f"search [bold]{info['search_id']}[/] of [bold]{info.get('key', '?')}[/] "
+                          f"(MLflow parent run {info['parent_run_id']}; objective {self.objective})")
             self.bar.start()
             self.task = self.bar.add_task("searching", total=info["trials"], completed=info.get("done", 0), best="")
         elif event == "trial":
             r = info["result"]
             value = _fmt(r.value)
             reason = f" — {r.reason}" if r.reason and r.state != "pruned" else ""
-            line = f"  trial {r.number:>3} {r.method:<8} {r.state:<8} val_loss={value} ({r.seconds:.1f}s){reason}"
+            line = f"  trial {r.number:>3} {r.method:<8} {r.state:<8} {self.objective}={value} ({r.seconds:.1f}s){reason}"
             console.print(line, soft_wrap=True, highlight=False)
             best = info["best"]
             self.bar.update(self.task, advance=1, best=f"best {best.value:.4f} ({best.method})" if best else "")
@@ -171,62 +216,73 @@ def _local_gpus(job: Any) -> int | None:
 
 
 def _print_summary(summary: Any, tracker: Any) -> None:
-    render_leaderboard(summary.rows, f"{summary.family}: search {summary.search_id} ({summary.seconds:.0f}s)")
-    selection = tracker.champion_selection
-    if selection is not None:
-        where = f"models:/metaopt-{summary.family}@champion"
-        if selection.moved:
-            print(f"champion: {selection.best.method} -> {where} (version {selection.version}; {selection.reason})")
-        else:
-            print(f"champion unchanged at {where}: {selection.reason}")
+    from metaopt.tracking.store import registered_model_name
+
+    render_leaderboard(summary.rows, f"{summary.key}: search {summary.search_id} ({summary.seconds:.0f}s)",
+                       summary.metric)
+    decision = summary.decision
+    where = f"models:/{registered_model_name(summary.key)}@champion"
+    if decision is not None and decision.moved:
+        print(f"champion: {decision.best.method} -> {where} (version {summary.champion_version}; {decision.reason})")
+    elif decision is not None:
+        print(f"champion unchanged at {where}: {decision.reason}")
+    for note in summary.notes:
+        print(f"warning: {note}", file=sys.stderr)
     print(f"tracking: {tracker.tracking_uri}  (metaopt ui to browse)")
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    """Re-score each method's best trial and the champion on the same test tasks; move the champion if beaten."""
+    """Each method's best trial of a key and its champion on the same test tasks; move the champion if beaten."""
     from rich.console import Console
     from rich.table import Table
 
-    from metaopt.tracking.selection import select_champion
+    from metaopt.tracking.champion import select_champion
 
     try:
-        selection = select_champion(args.family, tracking_uri=args.tracking_uri, test_tasks=args.test_tasks,
+        selection = select_champion(args.key, tracking_uri=args.tracking_uri, test_tasks=args.test_tasks,
                                     apply=not args.dry_run)
     except LookupError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 1
-    table = Table(title=f"{args.family}: finalists on {selection.test_tasks} test tasks (the same for all)")
-    accuracy = any(s.test_accuracy is not None for s in selection.candidates)
-    for column in ["method", "run", "test loss ± 95% CI", *(["test acc %"] if accuracy else []), ""]:
+    decision = selection.decision
+    metric = decision.metric
+    table = Table(title=f"{selection.key}: finalists on {selection.test_tasks} test tasks (the same for all)")
+    metrics = _family_metrics(metric)
+    for column in ["method", "run", *(f"test {_label(m)} ± 95% CI" for m in metrics), ""]:
         table.add_column(column, justify="left" if column in {"method", "run", ""} else "right")
-    champion_id = selection.champion.run_id if selection.champion else None
-    rows = sorted({s.run_id: s for s in [*selection.candidates, *filter(None, [selection.champion])]}.values(),
-                  key=lambda s: s.test_loss)
-    for s in rows:
-        marks = ", ".join(m for m, on in (("champion", s.run_id == champion_id), ("best", s is selection.best)) if on)
-        cells = [s.method, s.run_id[:8], f"{_fmt(s.test_loss)} ± {_fmt(s.test_loss_ci95)}"]
-        if accuracy:
-            cells.append(_fmt(100 * s.test_accuracy, 2) if s.test_accuracy is not None else "-")
+    champion_id = decision.champion.run_id if decision.champion else None
+    best_id = decision.best.run_id if decision.best else None
+    pool = sorted(selection.candidates, key=lambda c: c.mean(metric), reverse=metric.higher_is_better)
+    for c in pool:
+        marks = ", ".join(m for m, on in (("champion", c.run_id == champion_id), ("best", c.run_id == best_id)) if on)
+        cells = [c.method, (c.run_id or "-")[:8]]
+        for m in metrics:
+            cells.append(_score(*c.scores.mean_ci(m.name), m) if m.name in c.scores.per_task else "-")
         table.add_row(*cells, marks)
     Console(width=None if sys.stdout.isatty() else 120).print(table)
-    if selection.moved:
+    if selection.rescored:
+        print(f"scored here (no recorded test scores on enough tasks): {', '.join(r[:8] for r in selection.rescored)}")
+    if decision.moved:
         did = "would move" if args.dry_run else f"moved to version {selection.version}"
-        print(f"champion {did}: {selection.best.method} ({selection.reason})")
+        print(f"champion {did}: {decision.best.method} ({decision.reason})")
     else:
-        print(f"champion unchanged: {selection.reason}")
+        print(f"champion unchanged: {decision.reason}")
     return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    """Print the best method of a family, mean and 95% CI on held-out test tasks."""
-    from metaopt.tracking import leaderboard
+    """Print each method's best trial of a key (or of every key of a family), mean and 95% CI on test tasks."""
+    from metaopt.tracking import leaderboards
 
     try:
-        rows = leaderboard(args.family, tracking_uri=args.tracking_uri, search_id=args.search)
+        boards = leaderboards(args.key, tracking_uri=args.tracking_uri, search_id=args.search)
     except LookupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    render_leaderboard(rows, f"{args.family}: test tasks only; selection by validation loss")
+    for board in boards:
+        legacy = " (legacy: one experiment per family, settings mixed)" if board.legacy else ""
+        title = f"{board.key}{legacy}: test tasks only; selection by validation {board.metric.label}"
+        render_leaderboard(board.rows, title, board.metric)
     return 0
 
 
@@ -269,15 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--in-process", action="store_true", help="run trials in this process, without Ray")
     resume.set_defaults(func=cmd_resume)
 
-    board = sub.add_parser("leaderboard", help="best method per family, test mean and 95%% CI")
-    board.add_argument("family", help="task family, e.g. sine")
+    board = sub.add_parser("leaderboard", help="best method per key, test mean and 95%% CI")
+    board.add_argument("key", help="a key (sine-10shot, glyphs-5w1s-q5), or a family name for one table per key")
     board.add_argument("--search", help="only this search id")
     board.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
     board.set_defaults(func=cmd_leaderboard)
 
     select = sub.add_parser("select", help="re-score the finalists and move the champion alias if beaten beyond its CI")
-    select.add_argument("family", help="task family, e.g. sine")
-    select.add_argument("--test-tasks", type=int, help="how many test tasks (default: the champion's search's budget)")
+    select.add_argument("key", help="a key, e.g. sine-10shot (or a family name that has one key)")
+    select.add_argument("--test-tasks", type=int,
+                        help="how many test tasks (default: the most any finalist was scored on)")
     select.add_argument("--dry-run", action="store_true", help="say what would happen, move nothing")
     select.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
     select.set_defaults(func=cmd_select)

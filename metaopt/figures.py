@@ -18,19 +18,25 @@ def log_y(ax: plt.Axes) -> None:
         axis(matplotlib.ticker.FormatStrFormatter("%.3g"))
 
 
-def plot_learned_hyperparameters(trajectory: list[tuple[int, dict[str, float]]], path: Path) -> Path:
-    """The hypergradient learner's values by meta-iteration: inner rates (per layer and step), weight decay, outer rate."""
+def plot_learned_values(trajectory: list[tuple[int, dict[str, float]]], path: Path) -> Path:
+    """Values a learner tunes itself, by meta-iteration: one panel per name group (the part before the first ``/``).
+
+    The hypergradient learner's ``inner_lr/<layer>/<step>``, ``weight_decay`` and ``outer_lr``
+    give three panels; positive values are drawn on a log scale.
+    """
     steps = [it for it, _ in trajectory]
-    names = list(trajectory[0][1])
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    panels = (("inner learning rates", [n for n in names if n.startswith("inner_lr/")]),
-              ("inner weight decay", ["weight_decay"]), ("outer learning rate", ["outer_lr"]))
-    for ax, (title, keys) in zip(axes, panels):
-        for key in keys:
-            ax.plot(steps, [values[key] for _, values in trajectory], lw=1, label=key.removeprefix("inner_lr/"))
-        ax.set(title=title, xlabel="meta-iteration")
-        log_y(ax)
-        if 1 < len(keys) <= 12:
+    groups: dict[str, list[str]] = {}
+    for name in trajectory[0][1]:
+        groups.setdefault(name.split("/", 1)[0], []).append(name)
+    figure, axes = plt.subplots(1, len(groups), figsize=(4.4 * len(groups), 3.8), squeeze=False)
+    for ax, (group, names) in zip(axes[0], groups.items()):
+        for name in names:
+            label = name.split("/", 1)[1] if "/" in name else name
+            ax.plot(steps, [values[name] for _, values in trajectory], lw=1, label=label)
+        ax.set(title=group.replace("_", " "), xlabel="meta-iteration")
+        if all(values[name] > 0 for _, values in trajectory for name in names):
+            log_y(ax)
+        if 1 < len(names) <= 12:
             ax.legend(fontsize=6)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,11 +24,11 @@ def test_quickstart_demo_records_runs_and_a_champion_that_adapts(tmp_path):
     )
     print(f"demo wall time: {time.monotonic() - start:.0f} s")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "champion:" in proc.stdout and "test loss ± 95% CI" in proc.stdout
+    assert "champion:" in proc.stdout and "test MSE ± 95% CI" in proc.stdout
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("metaopt-sine")
+    experiment = client.get_experiment_by_name("metaopt-sine-10shot")
     parents = client.search_runs([experiment.experiment_id], "tags.`metaopt.role` = 'search'")
     assert len(parents) == 1
     children = client.search_runs(
@@ -47,7 +47,7 @@ def test_quickstart_demo_records_runs_and_a_champion_that_adapts(tmp_path):
         import metaopt
         from metaopt.tasks import Sine
 
-        learner = metaopt.load("models:/metaopt-sine@champion")
+        learner = metaopt.load("models:/metaopt-sine-10shot@champion")
     finally:
         del os.environ["MLFLOW_TRACKING_URI"]
     task = Sine(shots=10, queries=100).sample(1, "test", torch.Generator().manual_seed(2026))

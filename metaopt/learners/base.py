@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from metaopt.tasks.base import TaskBatch
+from metaopt.tasks.metrics import CLASSIFICATION, REGRESSION
 
 Predictor = Callable[[Tensor], Tensor]
 
@@ -31,6 +32,8 @@ class HParam:
 
     def check(self, name: str, value: Any) -> Any:
         """``value`` converted to this type, or ``ValueError`` saying what is allowed."""
+        if value is None and self.default is None:  # "unset": the learner derives it (test_steps: inner_steps)
+            return None
         if self.choices is not None:
             if value not in self.choices or type(value) is not type(self.choices[0]):
                 raise ValueError(f"{name} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
@@ -117,8 +120,18 @@ class MetaLearner(ABC):
         """One outer update on a meta-batch; returns detached scalar metrics (no host sync)."""
 
     @abstractmethod
+    def predict(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
+        """Query predictions ``[tasks, queries, ...]`` after adapting to each task's support set."""
+
     def evaluate(self, batch: TaskBatch, steps: int | None = None) -> dict[str, Tensor]:
-        """Adapt to each task's support set and score its query set: per-task metrics ``[tasks]``."""
+        """Per-task query loss ``[tasks]`` (and accuracy, for classifiers) after adaptation."""
+        predictions = self.predict(batch, steps)
+        metrics = CLASSIFICATION if self.task_kind == "classification" else REGRESSION
+        return {metric.name: metric.per_task(predictions, batch.query_y) for metric in metrics}
+
+    def learned_hyperparameters(self) -> dict[str, float]:
+        """Hyperparameters the learner tunes itself as it trains, for logging (none by default)."""
+        return {}
 
     @abstractmethod
     def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None) -> Predictor:

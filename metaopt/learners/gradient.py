@@ -36,6 +36,7 @@ from metaopt.tasks.base import TaskBatch
 GRADIENT_HPARAMS: dict[str, HParam] = {
     "inner_lr": HParam(default=0.01, help="inner-loop step size", **POSITIVE_FLOAT),
     "inner_steps": HParam(type=int, default=1, minimum=1, help="inner-loop steps per task"),
+    "test_steps": HParam(type=int, default=None, minimum=1, help="inner steps when adapting at test (default: inner_steps)"),
     "inner_optimizer": HParam(type=str, default="sgd", choices=tuple(INNER_OPTIMIZERS), help="differentiable inner optimizer"),
     "outer_lr": HParam(default=0.001, help="outer (meta) optimizer learning rate", **POSITIVE_FLOAT),
     "meta_batch": HParam(type=int, default=25, minimum=1, help="tasks per meta-batch"),
@@ -83,6 +84,14 @@ class GradientLearner(MetaLearner):
         self.compiled = None
         if compile:
             self.compile()
+
+    @classmethod
+    def resolve_hparams(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        """As for every learner; ``test_steps`` left unset is the training ``inner_steps``."""
+        hparams = super().resolve_hparams(given)
+        if hparams.get("test_steps", 0) is None:
+            hparams["test_steps"] = hparams["inner_steps"]
+        return hparams
 
     # -- what a subclass may change -------------------------------------------------
     def make_extras(self) -> dict[str, nn.Parameter]:
@@ -137,6 +146,10 @@ class GradientLearner(MetaLearner):
     def steps(self, steps: int | None = None) -> int:
         """Inner steps: ``steps`` if given, else as trained."""
         return self.hparams["inner_steps"] if steps is None else steps
+
+    def test_steps(self, steps: int | None = None) -> int:
+        """Inner steps when adapting to a new task: ``steps`` if given, else ``test_steps``."""
+        return self.hparams["test_steps"] if steps is None else steps
 
     def meta_parameters(self) -> dict[str, Tensor]:
         """Every tensor the outer loop learns: the network's parameters and the extras."""
@@ -202,24 +215,26 @@ class GradientLearner(MetaLearner):
         self.iteration += 1
         return {"loss": loss.detach()}
 
+    def predict(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
+        """Query predictions ``[tasks, queries, ...]`` after ``steps`` inner steps (default: ``test_steps``)."""
+        with torch.no_grad():
+            inner = self.inner_loop(steps=self.test_steps(steps), first_order=True)
+            adapted = adapt_batch(self.loss, detach(self.params), batch.support_x, batch.support_y, inner)
+            return batched_forward(self.backbone, adapted, batch.query_x)
+
     def evaluate(self, batch: TaskBatch, steps: int | None = None) -> dict[str, Tensor]:
-        """Per-task query loss before and after ``steps`` inner steps (default: as trained)."""
+        """Per-task query loss (and accuracy) after adaptation, and the query loss before it (``loss_before``)."""
+        metrics = super().evaluate(batch, steps)
         with torch.no_grad():
             params = detach(self.params)
-            before = batched_loss(self.loss, params, batch.query_x, batch.query_y, params_batched=False)
-            inner = self.inner_loop(steps=steps, first_order=True)
-            adapted = adapt_batch(self.loss, params, batch.support_x, batch.support_y, inner)
-            metrics = {"loss_before": before, "loss": batched_loss(self.loss, adapted, batch.query_x, batch.query_y)}
-            if self.task_kind == "classification":
-                logits = batched_forward(self.backbone, adapted, batch.query_x)  # [tasks, queries, ways]
-                metrics["accuracy"] = (logits.argmax(-1) == batch.query_y).float().mean(-1)
+            metrics["loss_before"] = batched_loss(self.loss, params, batch.query_x, batch.query_y, params_batched=False)
         return metrics
 
     def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None) -> AdaptedModel:
-        """Fine-tune a copy of the meta-parameters on one task's support set."""
+        """Fine-tune a copy of the meta-parameters on one task's support set (``steps``: default ``test_steps``)."""
         device = self.device
         with torch.no_grad():
-            inner = self.inner_loop(steps=steps, first_order=True)
+            inner = self.inner_loop(steps=self.test_steps(steps), first_order=True)
             adapted = inner.run(self.loss, detach(self.params), support_x.to(device), support_y.to(device))
         return AdaptedModel(self.backbone, adapted)
 

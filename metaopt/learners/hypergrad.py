@@ -141,7 +141,10 @@ class HyperGrad(MAMLPlusPlus):
         return float(self.optimizer.param_groups[0]["lr"])
 
     def learned_hyperparameters(self) -> dict[str, float]:
-        """Every learned value, for logging: ``inner_lr/<layer>/<step>``, ``weight_decay``, ``outer_lr``."""
+        """Every learned value, for logging: ``inner_lr/<layer>/<step>``, ``weight_decay``, ``outer_lr``.
+
+        (A trial logs them as ``hyper/*`` metrics and draws them by meta-iteration.)
+        """
         values = {f"inner_lr/{k.removeprefix('log_lr:')}/{t}": v.item()
                   for k, p in self.extras.items() if k.startswith("log_lr:") for t, v in enumerate(p.detach().exp())}
         values["weight_decay"] = self.extras["log_wd"].detach().exp().item()

@@ -107,13 +107,10 @@ class MetricLearner(MetaLearner):
         self.iteration += 1
         return {"loss": loss.detach()}
 
-    def evaluate(self, batch: TaskBatch, steps: int | None = None) -> dict[str, Tensor]:
-        """Per-episode query loss and accuracy ``[tasks]``."""
+    def predict(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
+        """Query logits ``[tasks, queries, ways]`` of every episode (no inner loop: ``steps`` is ignored)."""
         with torch.no_grad():
-            logits = self.batch_logits(self.meta_parameters(), batch)  # [tasks, queries, ways]
-            loss = F.cross_entropy(logits.transpose(1, 2), batch.query_y, reduction="none").mean(-1)
-            accuracy = (logits.argmax(-1) == batch.query_y).float().mean(-1)
-        return {"loss": loss, "accuracy": accuracy}
+            return self.batch_logits(self.meta_parameters(), batch)
 
     def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None) -> Callable[[Tensor], Tensor]:
         """A predictor of query logits against this support set."""

@@ -1,9 +1,16 @@
-"""Search: job files, conditional spaces, Optuna strategies and trial execution (in-process or on Ray)."""
+"""Search: job files, conditional spaces, strategies, the training loop, evaluation, selection, trial execution.
+
+The stages of a search, one home each: ``config``/``job`` (the job, validated once),
+``strategies`` (``STRATEGIES``), ``executors`` (in-process or Ray), ``fit`` (the one
+training loop), ``evaluation`` (per-task scores on a key's fixed tasks), ``selection``
+(the champion decision, a pure function) and ``runner`` (the driver that runs them).
+"""
 
 from __future__ import annotations
 
 from metaopt.search.config import ConfigError, Job
 from metaopt.search.job import LoadedJob, load_job
 from metaopt.search.space import SearchSpace
+from metaopt.search.strategies import STRATEGIES, Strategy
 
-__all__ = ["ConfigError", "Job", "LoadedJob", "SearchSpace", "load_job"]
+__all__ = ["STRATEGIES", "ConfigError", "Job", "LoadedJob", "SearchSpace", "Strategy", "load_job"]

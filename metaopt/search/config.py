@@ -5,8 +5,9 @@ Files are data: read with ``yaml.safe_load``; nothing in them is imported or eva
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -14,18 +15,21 @@ from pydantic import (
     ConfigDict,
     Field,
     PositiveInt,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
+    SerializeAsAny,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 from metaopt.learners import LEARNERS
-from metaopt.tasks import FAMILIES, TaskFamily
+from metaopt.search.ranges import Categorical, FloatRange, IntRange, MethodSpace, ParamSpec, Range
+from metaopt.search.strategies import STRATEGIES
+from metaopt.tasks import FAMILIES, FamilyOptions, Metric, TaskFamily
+
+__all__ = ["Categorical", "ConfigError", "FamilySpec", "FloatRange", "IntRange", "Job", "MethodSpace", "ParamSpec",
+           "Range"]
 
 
 class ConfigError(ValueError):
@@ -36,68 +40,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class FloatRange(_Strict):
-    """A float searched in ``[low, high]``, optionally on a log scale or on a grid of ``step``."""
-
-    type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = Field(default=None, gt=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> FloatRange:
-        _check_range(self.low, self.high, self.log)
-        if self.step is not None and self.log:
-            raise ValueError("step and log cannot be combined (Optuna steps on a linear scale)")
-        return self
-
-
-class IntRange(_Strict):
-    """An integer searched in ``[low, high]`` with ``step``."""
-
-    type: Literal["int"]
-    low: int
-    high: int
-    step: PositiveInt = 1
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> IntRange:
-        _check_range(self.low, self.high, self.log)
-        return self
-
-
-class Categorical(_Strict):
-    """One of ``choices``."""
-
-    type: Literal["categorical"]
-    choices: list[Union[StrictBool, StrictInt, StrictFloat, StrictStr]] = Field(min_length=1)
-
-
-Range = Annotated[Union[FloatRange, IntRange, Categorical], Field(discriminator="type")]
-# A hyperparameter is searched (a range or choices) or fixed (a plain value).
-ParamSpec = Union[Range, StrictBool, StrictInt, StrictFloat, StrictStr]
-MethodSpace = dict[str, ParamSpec]
-
-
-def _check_range(low: float, high: float, log: bool) -> None:
-    if low > high:
-        raise ValueError(f"low ({low}) must be <= high ({high})")
-    if log and low <= 0:
-        raise ValueError(f"a log-scale range needs low > 0, got {low}")
-
-
-class FamilySpec(_Strict):
-    """Which task family, and its episode shape; options a family does not take are rejected."""
-
+class _FamilyName(_Strict):
     name: str
-    shots: PositiveInt | None = None
-    queries: PositiveInt | None = None
-    ways: PositiveInt | None = None
-    rotations: bool | None = None
-    jitter: bool | None = None
-    root: str | None = Field(default=None, description="dataset directory (omniglot, miniimagenet)")
 
     @field_validator("name")
     @classmethod
@@ -106,30 +50,64 @@ class FamilySpec(_Strict):
             raise ValueError(f"unknown family {name!r} (allowed: {', '.join(FAMILIES)})")
         return name
 
-    @model_validator(mode="after")
-    def _options_the_family_takes(self) -> FamilySpec:
-        accepted = FAMILIES[self.name].options
-        for option in self.model_fields_set - {"name"}:
-            if getattr(self, option) is not None and option not in accepted:
-                raise ValueError(f"{option} is not an option of {self.name} (allowed: {', '.join(sorted(accepted))})")
-        if "root" in accepted:
-            if self.root is None:
-                raise ValueError(f"{self.name} reads a dataset directory: set family.root")
-            from metaopt.tasks.image_folders import check_miniimagenet_root, check_omniglot_root
 
-            try:
-                (check_omniglot_root if self.name == "omniglot" else check_miniimagenet_root)(self.root)
-            except FileNotFoundError as exc:
-                raise ValueError(str(exc)) from None
-        return self
+class FamilySpec(BaseModel):
+    """Which task family, and its options, validated by that family's own ``Options`` model.
 
-    def options(self) -> dict[str, Any]:
-        """The options given for the family (defaults for the rest come from the family)."""
-        return {k: v for k, v in self.model_dump(exclude={"name"}).items() if v is not None}
+    In a job file it is one mapping, ``{name: glyphs, ways: 5, shots: 1}`` (or just the name);
+    errors name the option (``family.shots``) and what the family allows.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    options: SerializeAsAny[FamilyOptions]
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _by_family(cls, data: Any, handler: Any) -> FamilySpec:
+        if isinstance(data, FamilySpec):
+            return data
+        if isinstance(data, str):
+            data = {"name": data}
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected a family name or a mapping with name and options, got {type(data).__name__}")
+        given = dict(data)
+        name = _FamilyName.model_validate({"name": given.pop("name", None)} if "name" in given else {}).name
+        family = FAMILIES[name]
+        accepted = family.Options.model_fields
+        for option in given:
+            if option not in accepted:
+                raise ValueError(f"{option} is not an option of {name} (allowed: {', '.join(sorted(accepted))})")
+        return handler({"name": name, "options": family.Options.model_validate(given)})
+
+    @model_serializer
+    def _flat(self) -> dict[str, Any]:
+        return {"name": self.name, **self.options.model_dump()}
+
+    @property
+    def family(self) -> type[TaskFamily]:
+        """The family's class."""
+        return FAMILIES[self.name]
+
+    @property
+    def key(self) -> str:
+        """The family and the options that change its tasks (``glyphs-5w1s-q5``): results are kept per key."""
+        return self.family.key(self.options)
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        """What the family scores a task by, the primary metric first."""
+        return self.family.metrics
+
+    @property
+    def primary_metric(self) -> Metric:
+        """What validation selects by and the leaderboard ranks by."""
+        return self.family.primary_metric()
 
     def build(self) -> TaskFamily:
         """The task family this spec names."""
-        return FAMILIES[self.name](**self.options())
+        return self.family.from_options(self.options)
 
 
 class BackboneSpec(_Strict):
@@ -197,6 +175,9 @@ class Resources(_Strict):
     max_retries: int = Field(default=2, ge=0, description="reruns of a trial whose worker or node was lost")
 
 
+StrategyName = Literal[tuple(STRATEGIES)]  # the registry's names, so an unknown one lists them
+
+
 class Job(_Strict):
     """One search a user can launch: ``metaopt search JOB.yaml``."""
 
@@ -206,7 +187,7 @@ class Job(_Strict):
     search_space: str | None = Field(default=None, description="path to a search-space file, relative to the job")
     space: dict[str, MethodSpace] = Field(default_factory=dict, description="per-method overrides of search_space")
     budget: Budget
-    strategy: Literal["tpe", "random", "cmaes", "gp", "grid", "hypergrad", "tpe+hypergrad"] = "tpe"
+    strategy: StrategyName = "tpe"
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     resources: Resources = Field(default_factory=Resources)
     backbone: BackboneSpec = Field(default_factory=BackboneSpec)
@@ -218,11 +199,6 @@ class Job(_Strict):
         default="auto", description="torch.compile the meta-step: auto compiles when the trial is long enough to repay it"
     )
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="configurations to try first")
-
-    @field_validator("family", mode="before")
-    @classmethod
-    def _family_shorthand(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
 
     @field_validator("methods")
     @classmethod

@@ -1,22 +1,38 @@
-"""Scoring a learner on many held-out tasks: per-task metrics, then mean and 95% confidence interval."""
+"""Evaluation: a learner's per-task scores, for every metric of its family, on fixed tasks of one key.
+
+The test tasks of a key are the same for every search, method and seed (``TEST_SEED``,
+drawn in chunks of 100, so the whole chunks of a larger set are those of a smaller one):
+per-task scores of two candidates pair up, even from searches of different budgets.
+A trial, ``metaopt select`` and every benchmark script score through ``evaluate_test``.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from metaopt.learners.base import MetaLearner
-from metaopt.tasks.base import TaskBatch
+from metaopt.tasks.base import Split, TaskBatch, TaskFamily, common_tasks
 
-# Held-out test tasks are the same for every search, method and seed.
 TEST_SEED = 20170703
 Z_95 = 1.959963984540054
+FORMAT = 1  # of the recorded scores (``TaskScores.to_data``)
 
 
-def evaluate_tasks(learner: MetaLearner, batches: list[TaskBatch], steps: int | None = None) -> dict[str, torch.Tensor]:
-    """Per-task metrics ``{name: [tasks]}`` over every batch."""
-    parts = [learner.evaluate(batch.to(learner.device), steps) for batch in batches]
+def score_tasks(
+    learner: MetaLearner, family: TaskFamily, batches: list[TaskBatch], steps: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Per-task scores ``{metric: [tasks]}`` of every metric of ``family`` over every batch.
+
+    ``steps``: inner steps when adapting (default: the learner's ``test_steps``).
+    """
+    parts = []
+    for batch in batches:
+        batch = batch.to(learner.device)
+        parts.append(family.score(learner.predict(batch, steps), batch))
     return {name: torch.cat([p[name] for p in parts]).cpu() for name in parts[0]}
 
 
@@ -26,3 +42,65 @@ def mean_ci(values: torch.Tensor) -> tuple[float, float]:
     n = values.numel()
     half = Z_95 * values.std(unbiased=True).item() / math.sqrt(n) if n > 1 else float("nan")
     return values.mean().item(), half
+
+
+@dataclass(frozen=True)
+class TaskScores:
+    """One learner's per-task scores on the first ``tasks`` fixed tasks of ``split`` of ``key``."""
+
+    key: str
+    per_task: dict[str, list[float]] = field(repr=False)
+    split: Split = "test"
+    seed: int = TEST_SEED
+    chunk: int = TaskFamily.EVAL_CHUNK
+
+    @property
+    def tasks(self) -> int:
+        """How many tasks were scored."""
+        return len(next(iter(self.per_task.values()), []))
+
+    def values(self, metric: str) -> torch.Tensor:
+        """Per-task values of ``metric`` as a float64 tensor."""
+        return torch.tensor(self.per_task[metric], dtype=torch.float64)
+
+    def mean_ci(self, metric: str) -> tuple[float, float]:
+        """Mean and 95% CI half-width of ``metric``."""
+        return mean_ci(self.values(metric))
+
+    def summary(self) -> dict[str, float]:
+        """``<split>_<metric>`` and ``<split>_<metric>_ci95`` for every metric, and ``<split>_tasks``."""
+        out: dict[str, float] = {f"{self.split}_tasks": float(self.tasks)}
+        for name in self.per_task:
+            out[f"{self.split}_{name}"], out[f"{self.split}_{name}_ci95"] = self.mean_ci(name)
+        return out
+
+    def pairs_with(self, other: TaskScores) -> bool:
+        """Whether the two share leading tasks (same key, split, seed and chunking), task i the same in both."""
+        same = (self.key, self.split, self.seed, self.chunk) == (other.key, other.split, other.seed, other.chunk)
+        return same and self.common_tasks(other) > 0
+
+    def common_tasks(self, other: TaskScores) -> int:
+        """How many leading tasks both were scored on."""
+        return common_tasks(self.tasks, other.tasks, self.chunk)
+
+    def to_data(self) -> dict[str, Any]:
+        """Plain data, for a tracker to store beside the run."""
+        return {"format": FORMAT, "key": self.key, "split": self.split, "seed": self.seed, "chunk": self.chunk,
+                "tasks": self.tasks, "per_task": self.per_task}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> TaskScores:
+        """The scores ``to_data`` wrote; ``ValueError`` for another format."""
+        if data.get("format") != FORMAT:
+            raise ValueError(f"unsupported task-scores format {data.get('format')!r} (expected {FORMAT})")
+        return cls(data["key"], {k: list(map(float, v)) for k, v in data["per_task"].items()}, data["split"],
+                   int(data["seed"]), int(data["chunk"]))
+
+
+def evaluate_test(
+    learner: MetaLearner, family: TaskFamily, key: str, n_tasks: int, steps: int | None = None
+) -> TaskScores:
+    """``learner`` on the first ``n_tasks`` fixed test tasks of ``key`` (``family`` built from that key's options)."""
+    tasks = family.fixed_tasks(n_tasks, "test", seed=TEST_SEED)
+    scores = score_tasks(learner, family, tasks, steps)
+    return TaskScores(key, {name: values.tolist() for name, values in scores.items()})

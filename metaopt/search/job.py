@@ -9,6 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from metaopt.search.config import ConfigError, Job, MethodSpace, format_validation_error, read_yaml
 from metaopt.search.space import SearchSpace
+from metaopt.search.strategies import strategy
 
 _SPACE_FILE = TypeAdapter(dict[str, MethodSpace])
 
@@ -51,20 +52,10 @@ def load_job(path: str | Path) -> LoadedJob:
             raise ConfigError(f"{path}: space.{method}: method is not in methods ({', '.join(job.methods)})")
         spaces[method] = {**spaces.get(method, {}), **overrides}
     space = _validated(SearchSpace(job.methods, spaces), str(path), prefix="space.")
-    if job.strategy in ("hypergrad", "tpe+hypergrad"):
-        from metaopt.learners.hypergrad import BASES
-
-        others = [m for m in job.methods if m not in BASES]
-        if others:
-            raise ConfigError(f"{path}: methods: strategy {job.strategy} learns the hyperparameters of "
-                              f"{', '.join(BASES)} only, not {', '.join(others)}")
-    if job.strategy == "grid":
-        from metaopt.search.strategies import grid_size
-
-        try:
-            grid_size(space)
-        except ValueError as exc:
-            raise ConfigError(f"{path}: space.{exc}") from None
+    try:
+        strategy(job.strategy).check(job, space)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     for i, config in enumerate(job.enqueue):
         try:
             space.enqueue_params(config)

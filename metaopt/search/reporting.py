@@ -1,7 +1,8 @@
 """What a trial reports while it runs: the tracker interface the search layer needs, and the reporter.
 
 The search layer depends only on these protocols; ``metaopt.tracking`` implements
-them with MLflow, and ``NullTracker`` records nothing (unit tests).
+them with MLflow, and ``NullTracker`` / ``NullSearchTracker`` record nothing (a search
+without a tracker, unit tests). A tracker records what the driver decided; it decides nothing.
 """
 
 from __future__ import annotations
@@ -9,12 +10,32 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 
 from metaopt.learners.checkpoint import save_checkpoint
+
+if TYPE_CHECKING:
+    from metaopt.search.evaluation import TaskScores
+    from metaopt.search.job import LoadedJob
+    from metaopt.search.results import SearchSummary
+    from metaopt.search.selection import Decision
+
+
+class TrackingError(RuntimeError):
+    """The tracker could not answer (unreachable, refused, broken): the driver reports it and moves nothing."""
+
+
+@dataclass(frozen=True)
+class ChampionRecord:
+    """A key's current champion as the tracker keeps it."""
+
+    method: str
+    run_id: str
+    scores: TaskScores | None  # its recorded per-task test scores; None where none were recorded
 
 
 class TrialLog(Protocol):
@@ -51,6 +72,62 @@ class TrialTracker(Protocol):
 
     def fetch_checkpoint(self, run_id: str) -> Path | None:
         """A local copy of the checkpoint a trial recorded (for workers on another node), if any."""
+
+
+class SearchTracker(Protocol):
+    """Driver-side record of a search (MLflow in ``metaopt.tracking``)."""
+
+    def start_search(self, search_id: str, loaded: LoadedJob) -> str | None:
+        """Open the search's record; returns its id."""
+
+    def resume_search(self, search_id: str, parent_run_id: str, loaded: LoadedJob) -> str | None:
+        """Reopen the record of an interrupted search."""
+
+    def create_trial_run(self, tags: dict[str, str], run_name: str) -> str | None:
+        """A record for a trial about to start (reopened by its retries); returns its id."""
+
+    def trial_tracker(self) -> TrialTracker:
+        """A picklable tracker that opens each trial's record under the search's."""
+
+    def record_test(self, run_id: str, scores: TaskScores) -> None:
+        """Attach test-task scores (the summary and every task's) to a trial's record."""
+
+    def champion(self, key: str) -> ChampionRecord | None:
+        """The key's champion; None only when there is none yet (any other failure: ``TrackingError``)."""
+
+    def record_decision(self, decision: Decision) -> str | None:
+        """Record the champion decision; if it moved, make the new champion so (returns its version)."""
+
+    def finish_search(self, summary: SearchSummary, status: str) -> None:
+        """Record the leaderboard and the report, close the search's record."""
+
+
+class NullSearchTracker:
+    """Records nothing: a search without a tracker still decides, and nothing is kept."""
+
+    def start_search(self, search_id: str, loaded: LoadedJob) -> str | None:
+        return None
+
+    def resume_search(self, search_id: str, parent_run_id: str, loaded: LoadedJob) -> str | None:
+        return None
+
+    def create_trial_run(self, tags: dict[str, str], run_name: str) -> str | None:
+        return None
+
+    def trial_tracker(self) -> TrialTracker:
+        return NullTracker()
+
+    def record_test(self, run_id: str, scores: TaskScores) -> None:
+        pass
+
+    def champion(self, key: str) -> ChampionRecord | None:
+        return None
+
+    def record_decision(self, decision: Decision) -> str | None:
+        return None
+
+    def finish_search(self, summary: SearchSummary, status: str) -> None:
+        pass
 
 
 class _NullLog:
@@ -124,6 +201,15 @@ class Reporter:
                     self.warned = True
                 return
             self.unsent.pop(0)
+
+    def record_params(self, params: dict[str, Any]) -> None:
+        """Record more of the trial's configuration (the defaults its learner used); tracking trouble only warns."""
+        if not params:
+            return
+        try:
+            self.log.log_params(params)
+        except Exception as exc:  # noqa: BLE001 - tracking trouble must not end the trial
+            warnings.warn(f"could not record parameters: {exc!r}", stacklevel=2)
 
     def attach(self, path: Path, folder: str = "figures") -> None:
         """Record a file with the trial; tracking trouble only warns."""

@@ -1,7 +1,10 @@
-"""The search driver: owns the Optuna study, asks for configurations, runs trials on an executor, tells results.
+"""The search driver: owns the Optuna study, asks the strategy for configurations, runs trials, tells results.
 
-After the trials, the best trial of each method (by validation loss) is scored on
-the held-out test tasks, and the best method overall becomes the champion.
+The stages, one home each: the ``Strategy`` (``strategies/``) samples a configuration;
+the ``Executor`` runs the trial, which trains with ``fit()``; after the trials, the best
+trial of each method by validation is scored once on the test tasks of the job's key
+(``evaluation``); ``selection`` decides whether the search's best replaces the key's
+champion; the tracker records what was decided.
 """
 
 from __future__ import annotations
@@ -10,20 +13,26 @@ import math
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import optuna
 
+from metaopt.search.evaluation import TaskScores
 from metaopt.search.executors import Executor
 from metaopt.search.job import LoadedJob, loaded_from_data
-from metaopt.search.reporting import NullTracker, TrialTracker
-from metaopt.search.space import METHOD_PARAM, SearchSpace
+from metaopt.search.pruners import make_pruner
+from metaopt.search.reporting import NullSearchTracker, SearchTracker, TrackingError, TrialTracker
+from metaopt.search.results import MethodRow, SearchSummary, rank
+from metaopt.search.selection import Candidate, Decision, decide
 from metaopt.search.storage import describe, open_storage, storage_locator
-from metaopt.search.strategies import grid_size, make_pruner, make_sampler, samples_floats, trial_learner
-from metaopt.search.trial import TrialConfig, TrialResult, evaluate_checkpoint, execute_trial, trial_tags
+from metaopt.search.strategies import Strategy, strategy
+from metaopt.search.trial import TrialConfig, TrialResult, execute_trial, score_trial, trial_tags
+from metaopt.tasks.metrics import Metric
+
+__all__ = ["MethodRow", "SearchSummary", "SearchTracker", "NullSearchTracker", "new_search_id", "recorded_job",
+           "resume_search", "run_search"]
 
 RUN_ATTR = "mlflow_run_id"
 OPTUNA_STATES = {
@@ -32,84 +41,6 @@ OPTUNA_STATES = {
     "failed": optuna.trial.TrialState.FAIL,
 }
 FINISHED = tuple(OPTUNA_STATES.values())
-
-
-@dataclass
-class MethodRow:
-    """A method's line on the leaderboard: its best trial by validation, scored on test tasks."""
-
-    method: str
-    best_val: float | None = None
-    strategy: str | None = None  # of the search the best trial came from (across searches)
-    test_loss: float | None = None
-    test_loss_ci95: float | None = None
-    test_accuracy: float | None = None
-    test_accuracy_ci95: float | None = None
-    trial_number: int | None = None
-    run_id: str | None = None
-    complete: int = 0
-    pruned: int = 0
-    failed: int = 0
-    hparams: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class SearchSummary:
-    """What a search did and found."""
-
-    search_id: str
-    family: str
-    results: list[TrialResult]
-    rows: list[MethodRow]
-    champion: MethodRow | None
-    seconds: float
-    parent_run_id: str | None = None
-    storage: str | None = None  # where the Optuna study is (a journal path or a database URL)
-
-
-class SearchTracker(Protocol):
-    """Driver-side record of a search (MLflow in ``metaopt.tracking``)."""
-
-    def start_search(self, search_id: str, loaded: LoadedJob) -> str | None:
-        """Open the search's record; returns its id."""
-
-    def resume_search(self, search_id: str, parent_run_id: str, family: str) -> str | None:
-        """Reopen the record of an interrupted search."""
-
-    def create_trial_run(self, tags: dict[str, str], run_name: str) -> str | None:
-        """A record for a trial about to start (reopened by its retries); returns its id."""
-
-    def trial_tracker(self) -> TrialTracker:
-        """A picklable tracker that opens each trial's record under the search's."""
-
-    def log_test(self, run_id: str, metrics: dict[str, float]) -> None:
-        """Attach test-task scores to a trial's record."""
-
-    def finish_search(self, summary: SearchSummary, status: str) -> None:
-        """Record the leaderboard, register the champion, close the search's record."""
-
-
-class NullSearchTracker:
-    """Records nothing."""
-
-    def start_search(self, search_id: str, loaded: LoadedJob) -> str | None:
-        return None
-
-    def resume_search(self, search_id: str, parent_run_id: str, family: str) -> str | None:
-        return None
-
-    def create_trial_run(self, tags: dict[str, str], run_name: str) -> str | None:
-        return None
-
-    def trial_tracker(self) -> TrialTracker:
-        return NullTracker()
-
-    def log_test(self, run_id: str, metrics: dict[str, float]) -> None:
-        pass
-
-    def finish_search(self, summary: SearchSummary, status: str) -> None:
-        pass
-
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -135,12 +66,13 @@ def run_search(
     workdir = Path(workdir).resolve()
     search_id = search_id or new_search_id(job.name)
     locator = storage_locator(workdir, storage)
+    chosen = strategy(job.strategy)
     study = optuna.create_study(
         study_name=search_id,
         storage=open_storage(locator),
-        sampler=make_sampler(job.strategy, job.seed),
+        sampler=chosen.sampler(job.seed),
         pruner=make_pruner(job.pruner, job.budget),
-        direction="minimize",
+        direction=job.family.primary_metric.direction,
     )
     for config in job.enqueue:
         study.enqueue_trial(loaded.space.enqueue_params(config))
@@ -148,7 +80,7 @@ def run_search(
     study.set_user_attr("space", loaded.space.to_data())
     parent_run_id = tracker.start_search(search_id, loaded)
     study.set_user_attr("parent_run_id", parent_run_id)
-    return _drive(loaded, study, locator, executor, tracker, workdir, parent_run_id, progress, [], [])
+    return _drive(loaded, chosen, study, locator, executor, tracker, workdir, parent_run_id, progress, [], [])
 
 
 def resume_search(
@@ -169,19 +101,21 @@ def resume_search(
     locator = storage_locator(workdir, storage)
     loaded = recorded_job(search_id, workdir=workdir, storage=storage)
     job = loaded.job
+    chosen = strategy(job.strategy)
     study = optuna.load_study(
         study_name=search_id,
         storage=open_storage(locator),
-        sampler=make_sampler(job.strategy, job.seed),
+        sampler=chosen.sampler(job.seed),
         pruner=make_pruner(job.pruner, job.budget),
     )
     parent_run_id = study.user_attrs.get("parent_run_id")
     if parent_run_id is not None:
-        tracker.resume_search(search_id, parent_run_id, job.family.name)
+        tracker.resume_search(search_id, parent_run_id, loaded)
     finished = [t for t in study.trials if t.state in FINISHED]
-    results = [_result_of(t, loaded.space, job.strategy) for t in finished]
+    results = [_result_of(t, loaded, chosen) for t in finished]
     unfinished = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-    return _drive(loaded, study, locator, executor, tracker, workdir, parent_run_id, progress, results, unfinished)
+    return _drive(loaded, chosen, study, locator, executor, tracker, workdir, parent_run_id, progress, results,
+                  unfinished)
 
 
 def recorded_job(search_id: str, *, workdir: str | Path = ".metaopt", storage: str | None = None) -> LoadedJob:
@@ -196,6 +130,7 @@ def recorded_job(search_id: str, *, workdir: str | Path = ".metaopt", storage: s
 
 def _drive(
     loaded: LoadedJob,
+    chosen: Strategy,
     study: optuna.Study,
     locator: str,
     executor: Executor,
@@ -206,19 +141,19 @@ def _drive(
     results: list[TrialResult],
     unfinished: list[optuna.trial.FrozenTrial],
 ) -> SearchSummary:
-    """Ask, run and tell until the budget is spent; then score the best trial of each method on test tasks."""
+    """Ask, run and tell until the budget is spent; then score, decide and record."""
     job, space, search_id = loaded.job, loaded.space, study.study_name
+    metric = job.family.primary_metric
     progress = progress or (lambda event, info: None)
     start = time.monotonic()
     deadline = start + job.budget.timeout_s if job.budget.timeout_s else math.inf
     trial_tracker = tracker.trial_tracker()
-    job_data = job.model_dump()
-    budget_trials = job.budget.trials
-    if job.strategy == "grid" and grid_size(space) < budget_trials:
-        budget_trials = grid_size(space)
-        progress("warning", {"message": f"the grid has {budget_trials} configurations: the search stops there"})
+    budget_trials = chosen.planned_trials(space, job.budget.trials)
+    if budget_trials < job.budget.trials:
+        progress("warning", {"message": f"the {job.strategy} strategy has {budget_trials} configurations: "
+                                        "the search stops there"})
     progress("start", {"search_id": search_id, "trials": budget_trials, "parent_run_id": parent_run_id,
-                       "done": len(results)})
+                       "done": len(results), "key": job.family.key, "objective": f"val_{metric.name}"})
     pending: dict[Any, tuple[optuna.Trial, TrialConfig]] = {}
     asked = sum(t.state != optuna.trial.TrialState.WAITING for t in study.trials)
 
@@ -228,7 +163,7 @@ def _drive(
             number=number,
             method=method,
             hparams=hparams,
-            job=job_data,
+            job=job,
             checkpoint_dir=str(workdir / "checkpoints" / search_id),
             cpus=job.resources.cpus_per_trial,
             study_name=search_id,
@@ -238,19 +173,19 @@ def _drive(
         )
         pending[executor.submit(execute_trial, config, trial_tracker)] = (trial, config)
 
-    learned = not samples_floats(job.strategy)
     for frozen in unfinished:  # interrupted with the driver: same number, same record, from the checkpoint
-        method = frozen.params[METHOD_PARAM]
-        method, hparams = trial_learner(job.strategy, space, method,
-                                        space.hparams_of(method, frozen.params, learned_floats=learned))
+        method, hparams = chosen.recorded(space, frozen.params)
         submit(optuna.Trial(study, frozen._trial_id), frozen.number, method, hparams, frozen.user_attrs.get(RUN_ATTR))
     status = "FAILED"
+    rows: list[MethodRow] = []
+    champion: MethodRow | None = None
+    decision, version, notes = None, None, []
     try:
         while True:
             while len(pending) < executor.slots and asked < budget_trials and time.monotonic() < deadline:
                 trial = study.ask()
-                method, hparams = trial_learner(job.strategy, space, *space.suggest(trial, learned_floats=learned))
-                run_id = tracker.create_trial_run(trial_tags(search_id, job_data, method, trial.number),
+                method, hparams = chosen.ask(trial, space)
+                run_id = tracker.create_trial_run(trial_tags(search_id, job, method, trial.number),
                                                   f"{method}-{trial.number}")
                 if run_id is not None:
                     trial.set_user_attr(RUN_ATTR, run_id)
@@ -268,26 +203,66 @@ def _drive(
                     )
                 _tell(study, trial, result)
                 results.append(result)
-                progress("trial", {"result": result, "best": _best(results)})
+                progress("trial", {"result": result, "best": _best(results, metric)})
 
-        rows = _score_best_per_method(
-            results, executor, tracker, trial_tracker, job_data, job.resources.cpus_per_trial, progress
-        )
+        rows = _method_rows(results, metric)
+        scores = _score_best_per_method(rows, results, executor, tracker, trial_tracker, job, progress)
         scored = [row for row in rows if row.best_val is not None]
-        champion = min(scored, key=lambda row: row.best_val) if scored else None
+        champion = scored[0] if scored else None
+        if champion is not None and champion.method in scores:
+            best = Candidate(champion.method, champion.run_id, scores[champion.method], champion.trial_number)
+            decision, version, notes = _decide(best, executor, tracker, trial_tracker, job, metric, progress)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        if status != "FINISHED":
-            rows, champion = [], None
-        summary = SearchSummary(
-            search_id, job.family.name, results, rows, champion, time.monotonic() - start, parent_run_id, locator
-        )
+        summary = SearchSummary(search_id, job.family.name, results, rows, champion, time.monotonic() - start,
+                                parent_run_id, locator, key=job.family.key, metric=metric, decision=decision,
+                                champion_version=version, notes=notes)
         tracker.finish_search(summary, status)
     progress("end", {"summary": summary})
     return summary
+
+
+def _decide(
+    best: Candidate,
+    executor: Executor,
+    tracker: SearchTracker,
+    trial_tracker: TrialTracker,
+    job: Any,
+    metric: Metric,
+    progress: Progress,
+) -> tuple[Decision | None, str | None, list[str]]:
+    """The champion decision for the search's best, and the version the tracker recorded; nothing moves on trouble."""
+    key = job.family.key
+    try:
+        record = tracker.champion(key)
+    except TrackingError as exc:
+        note = f"champion of {key} unknown, nothing moved: {exc}"
+        progress("warning", {"message": note})
+        return None, None, [note]
+    champion = None
+    if record is not None:
+        scores = record.scores
+        if scores is None or not scores.pairs_with(best.scores):  # recorded by an older metaopt, or not at all
+            progress("testing", {"methods": [f"{record.method} (the champion, no recorded test scores)"]})
+            handle = executor.submit(score_trial, None, record.run_id, job, trial_tracker, job.resources.cpus_per_trial)
+            (done,) = executor.wait([handle])
+            if done.error is not None:
+                note = f"the champion of {key} could not be scored, nothing moved: {done.error!r}"
+                progress("warning", {"message": note})
+                return None, None, [note]
+            scores = done.value
+            tracker.record_test(record.run_id, scores)
+        champion = Candidate(record.method, record.run_id, scores)
+    decision = decide(key, best, champion, metric)
+    try:
+        return decision, tracker.record_decision(decision), []
+    except TrackingError as exc:
+        note = f"the champion decision could not be recorded: {exc}"
+        progress("warning", {"message": note})
+        return decision, None, [note]
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> None:
@@ -303,11 +278,9 @@ def _tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> None
         study.tell(trial, state=OPTUNA_STATES[result.state])
 
 
-def _result_of(trial: optuna.trial.FrozenTrial, space: SearchSpace, strategy: str) -> TrialResult:
+def _result_of(trial: optuna.trial.FrozenTrial, loaded: LoadedJob, chosen: Strategy) -> TrialResult:
     """The ``TrialResult`` a finished trial was told with, from what the study recorded."""
-    method = trial.params[METHOD_PARAM]
-    hparams = space.hparams_of(method, trial.params, learned_floats=not samples_floats(strategy))
-    method, hparams = trial_learner(strategy, space, method, hparams)
+    method, hparams = chosen.recorded(loaded.space, trial.params)
     outcome = trial.user_attrs.get("outcome", {})
     state = next(name for name, s in OPTUNA_STATES.items() if s == trial.state)
     return TrialResult(
@@ -317,43 +290,54 @@ def _result_of(trial: optuna.trial.FrozenTrial, space: SearchSpace, strategy: st
     )
 
 
-def _best(results: list[TrialResult]) -> TrialResult | None:
-    complete = [r for r in results if r.state == "complete"]
-    return min(complete, key=lambda r: r.value) if complete else None
+def _best(results: list[TrialResult], metric: Metric) -> TrialResult | None:
+    complete = [r for r in results if r.state == "complete" and r.value is not None]
+    if not complete:
+        return None
+    return max(complete, key=lambda r: r.value) if metric.higher_is_better else min(complete, key=lambda r: r.value)
 
 
-def _score_best_per_method(
-    results: list[TrialResult],
-    executor: Executor,
-    tracker: SearchTracker,
-    trial_tracker: TrialTracker,
-    job: dict[str, Any],
-    cpus: int,
-    progress: Progress,
-) -> list[MethodRow]:
+def _method_rows(results: list[TrialResult], metric: Metric) -> list[MethodRow]:
+    """One row per method: trial counts by outcome and the best finished trial by validation."""
     rows: dict[str, MethodRow] = {}
     for result in results:
         row = rows.setdefault(result.method, MethodRow(result.method))
         setattr(row, result.state, getattr(row, result.state) + 1)
-        if result.state == "complete" and (row.best_val is None or result.value < row.best_val):
+        if result.state == "complete" and (row.best_val is None or metric.better(result.value, row.best_val)):
             row.best_val, row.trial_number, row.run_id = result.value, result.number, result.run_id
             row.hparams = result.hparams
+    return rank(list(rows.values()), metric)
+
+
+def _score_best_per_method(
+    rows: list[MethodRow],
+    results: list[TrialResult],
+    executor: Executor,
+    tracker: SearchTracker,
+    trial_tracker: TrialTracker,
+    job: Any,
+    progress: Progress,
+) -> dict[str, TaskScores]:
+    """Each method's best trial on the test tasks of the key, once, on the executor; recorded with the trial."""
     by_number = {r.number: r for r in results}
-    best = [row for row in rows.values() if row.trial_number is not None]
+    best = [row for row in rows if row.trial_number is not None]
     if best:
         progress("testing", {"methods": [row.method for row in best]})
-    handles = {
-        executor.submit(evaluate_checkpoint, by_number[row.trial_number], job, trial_tracker, cpus): row for row in best
-    }
+    handles = {}
+    for row in best:
+        result = by_number[row.trial_number]
+        handle = executor.submit(score_trial, result.checkpoint, result.run_id, job, trial_tracker,
+                                 job.resources.cpus_per_trial)
+        handles[handle] = row
+    scores: dict[str, TaskScores] = {}
     while handles:
         for done in executor.wait(list(handles)):
             row = handles.pop(done.handle)
             if done.error is not None:
                 progress("warning", {"message": f"test evaluation of {row.method} failed: {done.error!r}"})
                 continue
-            row.test_loss, row.test_loss_ci95 = done.value["test_loss"], done.value["test_loss_ci95"]
-            row.test_accuracy = done.value.get("test_accuracy")
-            row.test_accuracy_ci95 = done.value.get("test_accuracy_ci95")
+            scores[row.method] = done.value
+            row.test = done.value.summary()
             if row.run_id:
-                tracker.log_test(row.run_id, done.value)
-    return sorted(rows.values(), key=lambda row: (row.best_val is None, row.best_val or 0.0))
+                tracker.record_test(row.run_id, done.value)
+    return scores

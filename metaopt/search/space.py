@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 
 from metaopt.learners import LEARNERS
-from metaopt.search.config import Categorical, FloatRange, IntRange, MethodSpace
+from metaopt.search.ranges import Categorical, FloatRange, IntRange, MethodSpace
 
 METHOD_PARAM = "method"
 

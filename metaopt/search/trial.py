@@ -1,9 +1,10 @@
-"""One trial: meta-train a configuration, report as it goes, and say how it ended.
+"""One trial: meta-train a configuration with ``fit()``, report as it goes, and say how it ended.
 
 ``train`` is the trial function ``(config, reporter) -> value``; it knows nothing
 of Ray, Optuna or MLflow. ``execute_trial`` wraps it on the worker: it opens the
 trial's record, connects the reporter to the Optuna study, and turns every way a
 trial can end (finished, pruned, diverged, crashed) into a ``TrialResult``.
+``score_trial`` scores a trained checkpoint on the test tasks of the job's key.
 """
 
 from __future__ import annotations
@@ -20,27 +21,31 @@ import torch
 
 from metaopt.learners.base import MetaLearner
 from metaopt.learners.checkpoint import build_learner, load_checkpoint, make_checkpoint
+from metaopt.search import evaluation
 from metaopt.search.config import Job
-from metaopt.search.evaluation import TEST_SEED, evaluate_tasks, mean_ci
+from metaopt.search.evaluation import TaskScores
+from metaopt.search.fit import Diverged, Evaluation, TimeLimit, fit
 from metaopt.search.reporting import Reporter, TrialTracker
+from metaopt.tasks.base import TaskFamily
 
 TrialState = Literal["complete", "pruned", "failed"]
-OBJECTIVE = "val_loss"
+VAL_SEED_OFFSET = 1  # validation tasks are drawn with seed job.seed + 1
 
 
-class Diverged(RuntimeError):
-    """The meta-training loss became NaN or infinite."""
+def objective_name(job: Job) -> str:
+    """The metric Optuna optimises and the pruners compare: the family's primary metric on validation tasks."""
+    return f"val_{job.family.primary_metric.name}"
 
 
 @dataclass(frozen=True)
 class TrialConfig:
-    """Everything a worker needs to run one trial, as plain data."""
+    """Everything a worker needs to run one trial: the validated job travels as it is."""
 
     search_id: str
     number: int
     method: str
     hparams: dict[str, Any]
-    job: dict[str, Any]
+    job: Job
     checkpoint_dir: str
     cpus: int = 1
     study_name: str | None = None
@@ -56,7 +61,7 @@ class TrialConfig:
 
 @dataclass
 class TrialResult:
-    """How a trial ended."""
+    """How a trial ended; ``value`` is the primary metric on the validation tasks."""
 
     number: int
     method: str
@@ -84,8 +89,8 @@ def trial_device(job: Job) -> torch.device:
     return torch.device("cpu")
 
 
-def _new_learner(job: Job, method: str, hparams: dict[str, Any], device: torch.device) -> MetaLearner:
-    family = job.family.build()
+def new_learner(job: Job, family: TaskFamily, method: str, hparams: dict[str, Any], device: torch.device) -> MetaLearner:
+    """The learner a trial of ``method`` starts from: seeded by the job, shaped by the family."""
     torch.manual_seed(job.seed)
     return build_learner(
         method,
@@ -101,68 +106,54 @@ def _new_learner(job: Job, method: str, hparams: dict[str, Any], device: torch.d
 
 
 def train(config: TrialConfig, reporter: Reporter) -> float:
-    """Meta-train ``config`` for the job's budget; report the validation loss every ``eval_interval``."""
+    """Meta-train ``config`` for the job's budget; report every validation score each ``eval_interval``."""
     torch.set_num_threads(config.cpus)
-    job = Job.model_validate(config.job)
+    job, budget = config.job, config.job.budget
     family = job.family.build()
     device = trial_device(job)
-    learner = _new_learner(job, config.method, config.hparams, device)
-    budget = job.budget
+    learner = new_learner(job, family, config.method, config.hparams, device)
+    reporter.record_params({k: v for k, v in learner.hparams.items() if k not in config.hparams})  # the defaults used
     deadline = time.monotonic() + budget.trial_timeout_s if budget.trial_timeout_s else math.inf
-    val_tasks = family.fixed_tasks(budget.val_tasks, "val", seed=job.seed + 1)
+    val_tasks = family.fixed_tasks(budget.val_tasks, "val", seed=job.seed + VAL_SEED_OFFSET)
     generator = torch.Generator().manual_seed(job.seed)
-    meta_batch = learner.hparams["meta_batch"]
-
-    def checkpoint() -> dict:
-        ckpt = make_checkpoint(
-            learner,
-            backbone=job.backbone_for(config.method),
-            input_shape=family.input_shape,
-            output_size=family.output_size,
-        )
-        ckpt["resume"] = {"iteration": it, "generator": generator.get_state(), "value": value}
-        return ckpt
-
-    it, value = 0, math.nan
+    objective = objective_name(job)
+    start, value = 0, math.nan
     resumed = _resume(config.checkpoint_path, learner, generator)
     if resumed is not None:
-        it, value = resumed
-        reporter.resumed(it, value)
+        start, value = resumed
+        reporter.resumed(start, value)
     trajectory: list[tuple[int, dict[str, float]]] = []
-    start, running, count = it, torch.zeros((), device=device), 0
-    compiler = _CompileDecision(job.compile, learner, budget.meta_iterations - start)
-    for it in range(start + 1, budget.meta_iterations + 1):
-        compiler.before_step(it - start)
-        running += learner.meta_step(family.sample(meta_batch, "train", generator).to(device))["loss"]
-        compiler.after_step(it - start)
-        count += 1
-        if time.monotonic() > deadline:
-            raise TrialTimeLimit(f"time limit of {budget.trial_timeout_s:g}s reached at iteration {it}")
-        if it % budget.eval_interval and it != budget.meta_iterations:
-            continue
-        train_loss = (running / count).item()
-        running.zero_()
-        count = 0
-        per_task = evaluate_tasks(learner, val_tasks)["loss"]
-        value = per_task.mean().item()
-        if not (math.isfinite(train_loss) and math.isfinite(value)):
-            raise Diverged(f"non-finite loss at iteration {it} (train_loss={train_loss}, val_loss={value})")
-        metrics = {"train_loss": train_loss, OBJECTIVE: value, **compiler.pop_metrics()}
-        if hasattr(learner, "learned_hyperparameters"):  # the hypergradient learner's trajectories
-            learned = learner.learned_hyperparameters()
-            trajectory.append((it, learned))
-            metrics.update({f"hyper/{k}": v for k, v in learned.items()})
-        reporter.report(it, metrics, OBJECTIVE, checkpoint, instances=per_task.tolist())
+
+    def report(evaluation: Evaluation) -> None:
+        nonlocal value
+        value = evaluation.val[job.family.primary_metric.name]
+
+        def checkpoint() -> dict:
+            ckpt = make_checkpoint(learner, backbone=job.backbone_for(config.method), input_shape=family.input_shape,
+                                   output_size=family.output_size)
+            ckpt["resume"] = {"iteration": evaluation.iteration, "generator": generator.get_state(), "value": value}
+            return ckpt
+
+        if evaluation.learned:
+            trajectory.append((evaluation.iteration, evaluation.learned))
+        reporter.report(evaluation.iteration, evaluation.metrics(), objective, checkpoint, instances=evaluation.per_task)
+
+    try:
+        fit(learner, family, iterations=budget.meta_iterations, generator=generator, start=start,
+            eval_interval=budget.eval_interval, val_tasks=val_tasks, compile=job.compile, deadline=deadline,
+            on_eval=report, device=device)
+    except TimeLimit as exc:
+        raise TrialTimeLimit(f"time limit of {budget.trial_timeout_s:g}s reached at iteration {exc.iteration}") from None
     if trajectory:
-        from metaopt.figures import plot_learned_hyperparameters
+        from metaopt.figures import plot_learned_values
 
         figure = config.checkpoint_path.with_name(f"trial-{config.number:05d}-hyperparameters.png")
-        reporter.attach(plot_learned_hyperparameters(trajectory, figure))
+        reporter.attach(plot_learned_values(trajectory, figure))
     return value
 
 
 def _resume(path: Path, learner: MetaLearner, generator: torch.Generator) -> tuple[int, float] | None:
-    """Restore a retried trial from its last checkpoint: ``(iteration, last validation loss)``, or None."""
+    """Restore a retried trial from its last checkpoint: ``(iteration, last validation score)``, or None."""
     if not path.is_file():
         return None
     ckpt = torch.load(path, map_location=learner.device, weights_only=True)
@@ -173,60 +164,14 @@ def _resume(path: Path, learner: MetaLearner, generator: torch.Generator) -> tup
     return int(ckpt["resume"]["iteration"]), float(ckpt["resume"]["value"])
 
 
-class _CompileDecision:
-    """When to ``torch.compile`` a trial's meta-step: ``always``, ``never``, or ``auto``.
-
-    ``auto`` times the first ``PROBE`` eager steps and compiles only if the rest of
-    the trial would take longer than ``PAYBACK_S`` eagerly: a compile costs 5-25 s
-    (less with a warm inductor cache) and speeds the step up 3-10x, so a short trial
-    never spends more time compiling than training. The time of the first compiled
-    step is reported as ``compile_seconds``.
-    """
-
-    PROBE = 20
-    PAYBACK_S = 60.0
-
-    def __init__(self, mode: str, learner: MetaLearner, iterations: int) -> None:
-        self.mode, self.learner, self.iterations = mode, learner, iterations
-        self.can_compile = hasattr(learner, "compile") and mode != "never"
-        self.start = 0.0
-        self.compiled_at: int | None = None
-        self.metrics: dict[str, float] = {}
-
-    def before_step(self, it: int) -> None:
-        if not self.can_compile or self.compiled_at is not None:
-            return
-        if it == 1:
-            self.start = time.perf_counter()
-            if self.mode != "always":
-                return
-        elif it != self.PROBE + 1:
-            return
-        eager_rate = self.PROBE / (time.perf_counter() - self.start) if it > 1 else 0.0
-        if self.mode == "auto" and (self.iterations - it + 1) / eager_rate <= self.PAYBACK_S:
-            self.can_compile = False
-            return
-        torch._dynamo.reset()  # a fresh cache per trial: many trials share a worker process
-        self.learner.compile()
-        self.compiled_at = it
-        self.start = time.perf_counter()
-
-    def after_step(self, it: int) -> None:
-        if it == self.compiled_at:
-            self.metrics = {"compiled": 1.0, "compile_seconds": time.perf_counter() - self.start}
-
-    def pop_metrics(self) -> dict[str, float]:
-        metrics, self.metrics = self.metrics, {}
-        return metrics
-
-
-def trial_tags(search_id: str, job: dict[str, Any], method: str, number: int) -> dict[str, str]:
+def trial_tags(search_id: str, job: Job, method: str, number: int) -> dict[str, str]:
     """The tags of a trial's record."""
     return {
         "metaopt.role": "trial",
         "metaopt.search_id": search_id,
-        "metaopt.family": job["family"]["name"],
-        "metaopt.strategy": job.get("strategy", "tpe"),
+        "metaopt.family": job.family.name,
+        "metaopt.key": job.family.key,
+        "metaopt.strategy": job.strategy,
         "metaopt.method": method,
         "metaopt.trial_number": str(number),
     }
@@ -242,9 +187,9 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
         result.run_id = log.run_id
         log.log_params({"method": config.method, **config.hparams})
         log.set_tags({"metaopt.node": _where(), "metaopt.pid": str(os.getpid())})
-        pruner = config.job.get("pruner", {})
+        pruner = config.job.pruner
         reporter = Reporter(_optuna_trial(config), log, config.checkpoint_path,
-                            per_instance=pruner.get("type") == "wilcoxon", warmup=pruner.get("n_warmup_steps", 0))
+                            per_instance=pruner.type == "wilcoxon", warmup=pruner.n_warmup_steps)
         try:
             result.value = train(config, reporter)
             result.state = "complete"
@@ -270,25 +215,20 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
     return result
 
 
-def evaluate_checkpoint(result: TrialResult, job: dict[str, Any], tracker: TrialTracker, cpus: int = 1) -> dict[str, float]:
-    """Score a trial's checkpoint on the job's held-out test tasks: mean and 95% CI of each metric.
+def score_trial(checkpoint: str | None, run_id: str | None, job: Job, tracker: TrialTracker, cpus: int = 1) -> TaskScores:
+    """A trained checkpoint on the test tasks of the job's key: per-task scores of every metric of the family.
 
     The checkpoint is read where the trial wrote it, or fetched from the tracker when
     this worker is on another node.
     """
     torch.set_num_threads(cpus)
-    spec = Job.model_validate(job)
-    path = Path(result.checkpoint) if result.checkpoint else None
-    if (path is None or not path.is_file()) and result.run_id:
-        path = tracker.fetch_checkpoint(result.run_id)
+    path = Path(checkpoint) if checkpoint else None
+    if (path is None or not path.is_file()) and run_id:
+        path = tracker.fetch_checkpoint(run_id)
     if path is None or not path.is_file():
-        raise FileNotFoundError(f"no checkpoint of trial {result.number} here or in the tracker")
+        raise FileNotFoundError(f"no checkpoint of run {run_id} here or in the tracker")
     learner = load_checkpoint(path)
-    tasks = spec.family.build().fixed_tasks(spec.budget.test_tasks, "test", seed=TEST_SEED)
-    summary: dict[str, float] = {"test_tasks": float(spec.budget.test_tasks)}
-    for name, values in evaluate_tasks(learner, tasks).items():
-        summary[f"test_{name}"], summary[f"test_{name}_ci95"] = mean_ci(values)
-    return summary
+    return evaluation.evaluate_test(learner, job.family.build(), job.family.key, job.budget.test_tasks)
 
 
 def _optuna_trial(config: TrialConfig) -> Any:
@@ -296,14 +236,13 @@ def _optuna_trial(config: TrialConfig) -> Any:
         return None
     import optuna
 
+    from metaopt.search.pruners import make_pruner
     from metaopt.search.storage import open_storage
-    from metaopt.search.strategies import make_pruner
 
-    job = Job.model_validate(config.job)
     study = optuna.load_study(
         study_name=config.study_name,
         storage=open_storage(config.storage),
-        pruner=make_pruner(job.pruner, job.budget),
+        pruner=make_pruner(config.job.pruner, config.job.budget),
     )
     return optuna.Trial(study, config.trial_id)
 

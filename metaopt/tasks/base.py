@@ -1,4 +1,10 @@
-"""The task-family interface: every family yields a ``TaskBatch`` of stacked tensors."""
+"""The task-family contract: stacked ``TaskBatch`` tensors, options as a pydantic model, metrics, a key.
+
+A family owns what only it knows: which options a job's ``family:`` block may set
+(``Options``), how a task is scored (``metrics``, the first primary) and which
+options change the task distribution (``key``: experiments, leaderboards and
+champions are kept per key, so results of different settings never mix).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,10 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor
+
+from metaopt.tasks.metrics import Metric
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
@@ -35,21 +45,80 @@ class TaskBatch:
         return TaskBatch(*(t[start:stop] for t in (self.support_x, self.support_y, self.query_x, self.query_y)))
 
 
-class TaskFamily(ABC):
-    """A distribution over tasks with disjoint train/val/test splits."""
+class FamilyOptions(BaseModel):
+    """What a job's ``family:`` block may set for one family; unknown fields are errors."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskFamily(ABC):
+    """A distribution over tasks with disjoint train/val/test splits.
+
+    A subclass sets ``name`` (its key in ``metaopt.tasks.FAMILIES``), ``kind``,
+    ``Options`` and ``metrics``, and says in ``key`` which options change the tasks.
+    """
+
+    name: ClassVar[str]
     kind: ClassVar[Literal["regression", "classification", "rl"]]
-    options: ClassVar[tuple[str, ...]] = ()  # what a job file may set (family.<option>)
+    Options: ClassVar[type[FamilyOptions]] = FamilyOptions
+    metrics: ClassVar[tuple[Metric, ...]]
     input_shape: tuple[int, ...]
     output_size: int
     n_way: int | None = None
+    # Fixed evaluation tasks come in chunks of this size, so the first n of a larger set are the same tasks.
+    EVAL_CHUNK: ClassVar[int] = 100
+
+    @classmethod
+    def from_options(cls, options: FamilyOptions) -> TaskFamily:
+        """The family a validated ``Options`` describes."""
+        return cls(**options.model_dump())
+
+    @classmethod
+    def key(cls, options: FamilyOptions) -> str:
+        """The family's name and the options that change its tasks, e.g. ``glyphs-5w1s-q5``.
+
+        By default every option counts (``name-option1value-...``, in field order); a family
+        overrides this with a shorter, readable key of the options that matter.
+        """
+        parts = [f"{field}{_plain(value)}" for field, value in options.model_dump().items()]
+        return "-".join([getattr(cls, "name", cls.__name__.lower()), *parts])
+
+    @classmethod
+    def primary_metric(cls) -> Metric:
+        """What validation selects by and the leaderboard ranks by."""
+        return cls.metrics[0]
 
     @abstractmethod
     def sample(self, batch_size: int, split: Split, generator: torch.Generator) -> TaskBatch:
         """Draw ``batch_size`` tasks of ``split``; deterministic given ``generator``."""
 
-    def fixed_tasks(self, n_tasks: int, split: Split, seed: int, chunk: int = 100) -> list[TaskBatch]:
-        """A fixed, reproducible set of ``n_tasks`` tasks of ``split`` in chunks (for evaluation)."""
+    def score(self, predictions: Tensor, batch: TaskBatch) -> dict[str, Tensor]:
+        """Every metric of the family, per task ``[tasks]``, for query ``predictions`` of ``batch``."""
+        targets = batch.query_y.to(predictions.device)
+        return {metric.name: metric.per_task(predictions, targets) for metric in self.metrics}
+
+    def fixed_tasks(self, n_tasks: int, split: Split, seed: int, chunk: int | None = None) -> list[TaskBatch]:
+        """A fixed, reproducible set of ``n_tasks`` tasks of ``split``, in chunks (for evaluation).
+
+        Whole chunks are the same tasks in every set of the same seed: the first ``k * chunk``
+        tasks of a larger set are those of a smaller one (``common_tasks``).
+        """
+        chunk = chunk or self.EVAL_CHUNK
         generator = torch.Generator().manual_seed(seed)
         sizes = [min(chunk, n_tasks - start) for start in range(0, n_tasks, chunk)]
         return [self.sample(size, split, generator) for size in sizes]
+
+
+def common_tasks(a: int, b: int, chunk: int = TaskFamily.EVAL_CHUNK) -> int:
+    """How many leading tasks two fixed sets of ``a`` and ``b`` tasks (same seed and chunk) share."""
+    if a == b:
+        return a
+    smaller = min(a, b)
+    return smaller if smaller % chunk == 0 else smaller // chunk * chunk
+
+
+def _plain(value: object) -> str:
+    """An option value as key text: booleans as yes/no, anything else as written, path separators dropped."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value).replace("/", "_").replace(" ", "_")

@@ -11,15 +11,39 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import PositiveInt
 
-from metaopt.tasks.base import SPLITS, Split, TaskBatch, TaskFamily
+from metaopt.tasks.base import SPLITS, FamilyOptions, Split, TaskBatch, TaskFamily
+from metaopt.tasks.metrics import CLASSIFICATION
+
+
+class EpisodeOptions(FamilyOptions):
+    """N-way K-shot episodes with Q queries a class, optionally rotated or jittered."""
+
+    ways: PositiveInt = 5
+    shots: PositiveInt = 1
+    queries: PositiveInt = 5
+    rotations: bool = False
+    jitter: bool = False
+
+
+def episode_key(name: str, options: EpisodeOptions) -> str:
+    """``glyphs-5w1s-q5``, with ``-rot`` and ``-jitter`` when those change the episodes."""
+    extras = "".join(suffix for suffix, on in (("-rot", options.rotations), ("-jitter", options.jitter)) if on)
+    return f"{name}-{options.ways}w{options.shots}s-q{options.queries}{extras}"
 
 
 class EpisodeFamily(TaskFamily):
     """Few-shot classification episodes over class-grouped images."""
 
     kind = "classification"
-    options = ("ways", "shots", "queries", "rotations", "jitter")
+    Options = EpisodeOptions
+    metrics = CLASSIFICATION
+
+    @classmethod
+    def key(cls, options: EpisodeOptions) -> str:
+        """The family's name, ways, shots and queries, and the augmentations that change the episodes."""
+        return episode_key(cls.name, options)
 
     def __init__(
         self,

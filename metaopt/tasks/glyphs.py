@@ -109,6 +109,8 @@ def load_glyphs(cache_dir: str | Path | None = None) -> dict:
 class Glyphs(EpisodeFamily):
     """N-way K-shot episodes of rendered characters, Q queries per class."""
 
+    name = "glyphs"
+
     def __init__(
         self,
         *,
@@ -140,6 +142,8 @@ class Glyphs(EpisodeFamily):
 
 class GlyphsCrossFont(Glyphs):
     """Meta-train on DejaVu renderings, meta-test on STIX renderings of held-out classes."""
+
+    name = "glyphs-crossfont"
 
     def __init__(self, **kwargs) -> None:  # noqa: ANN003 - Glyphs' keyword arguments
         super().__init__(domain="crossfont", **kwargs)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import csv
 import hashlib
 from pathlib import Path
+from typing import ClassVar
 
 import torch
+from pydantic import PositiveInt, model_validator
 
+from metaopt.tasks.base import FamilyOptions
 from metaopt.tasks.cache import cached
 from metaopt.tasks.episodes import EpisodeFamily
 
@@ -47,10 +50,55 @@ def check_omniglot_root(root: str | Path) -> Path:
     return root
 
 
+class FolderOptions(FamilyOptions):
+    """A dataset directory (``root``, checked when the job is read) and the episode shape."""
+
+    root: str | None = None
+    ways: PositiveInt = 5
+    shots: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _root_is_there(self) -> FolderOptions:
+        name = self.family
+        if self.root is None:
+            raise ValueError(f"{name} reads a dataset directory: set family.root")
+        try:
+            self._check(self.root)
+        except FileNotFoundError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class OmniglotOptions(FolderOptions):
+    """Omniglot in torchvision's layout; rotations by 90 degrees as new classes by default."""
+
+    family: ClassVar[str] = "omniglot"
+    queries: PositiveInt = 5
+    rotations: bool = True
+    jitter: bool = False
+
+    @staticmethod
+    def _check(root: str) -> None:
+        check_omniglot_root(root)
+
+
+class MiniImageNetOptions(FolderOptions):
+    """miniImageNet with Ravi & Larochelle's split CSVs; 15 queries a class, as in the literature."""
+
+    family: ClassVar[str] = "miniimagenet"
+    queries: PositiveInt = 15
+    jitter: bool = False
+
+    @staticmethod
+    def _check(root: str) -> None:
+        check_miniimagenet_root(root)
+
+
 class Omniglot(EpisodeFamily):
     """Omniglot (Lake et al. 2015) at 28x28, white strokes on black; 1100/100/423 character classes."""
 
-    options = ("root", "ways", "shots", "queries", "rotations", "jitter")
+    name = "omniglot"
+    Options = OmniglotOptions
 
     def __init__(self, *, root: str, ways: int = 5, shots: int = 1, queries: int = 5, rotations: bool = True,
                  jitter: bool = False, cache_dir: str | Path | None = None) -> None:
@@ -93,7 +141,13 @@ def check_miniimagenet_root(root: str | Path) -> Path:
 class MiniImageNet(EpisodeFamily):
     """miniImageNet (Vinyals et al. 2016; Ravi & Larochelle 2017 splits) at 84x84 RGB; 64/16/20 classes."""
 
-    options = ("root", "ways", "shots", "queries", "jitter")
+    name = "miniimagenet"
+    Options = MiniImageNetOptions
+
+    @classmethod
+    def key(cls, options: MiniImageNetOptions) -> str:
+        """``miniimagenet-5w1s-q15`` (no rotations here)."""
+        return f"{cls.name}-{options.ways}w{options.shots}s-q{options.queries}{'-jitter' if options.jitter else ''}"
 
     def __init__(self, *, root: str, ways: int = 5, shots: int = 1, queries: int = 15, jitter: bool = False,
                  cache_dir: str | Path | None = None) -> None:

@@ -12,15 +12,32 @@ from __future__ import annotations
 import math
 
 import torch
+from pydantic import PositiveInt
 
-from metaopt.tasks.base import SPLITS, Split, TaskBatch, TaskFamily
+from metaopt.tasks.base import SPLITS, FamilyOptions, Split, TaskBatch, TaskFamily
+from metaopt.tasks.metrics import REGRESSION
+
+
+class SineOptions(FamilyOptions):
+    """``shots`` support and ``queries`` query points a task."""
+
+    shots: PositiveInt = 10
+    queries: PositiveInt = 10
 
 
 class Sine(TaskFamily):
     """Few-shot sinusoid regression."""
 
+    name = "sine"
     kind = "regression"
-    options = ("shots", "queries")
+    Options = SineOptions
+    metrics = REGRESSION
+
+    @classmethod
+    def key(cls, options: SineOptions) -> str:
+        """``sine-10shot``; the query count too when it differs from the shots (``sine-5shot-q20``)."""
+        queries = "" if options.queries == options.shots else f"-q{options.queries}"
+        return f"sine-{options.shots}shot{queries}"
 
     def __init__(
         self,

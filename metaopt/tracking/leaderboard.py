@@ -1,23 +1,50 @@
-"""The leaderboard of a task family, read back from MLflow: best method by validation, scored on test tasks."""
+"""A key's leaderboard, read back from MLflow: each method's best trial by validation, scored on test tasks."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from metaopt.search.runner import MethodRow
-from metaopt.tracking.store import experiment_name, resolve_tracking_uri
+from metaopt.search.results import MethodRow, rank
+from metaopt.tasks.metrics import Metric
+from metaopt.tracking.store import KeyExperiment, key_experiments, resolve_tracking_uri
 
 STATES = ("complete", "pruned", "failed")
 
 
-def leaderboard(family: str, *, tracking_uri: str | None = None, search_id: str | None = None) -> list[MethodRow]:
-    """One row per method over every search of ``family`` (or one search), best validation loss first."""
+@dataclass
+class Board:
+    """The leaderboard of one key."""
+
+    key: str
+    family: str
+    metric: Metric  # the primary metric: what validation ranks by and the champion decision tests
+    rows: list[MethodRow]
+    legacy: bool = False  # a store written before keys: one experiment per family, settings mixed
+
+
+def leaderboards(name: str, *, tracking_uri: str | None = None, search_id: str | None = None) -> list[Board]:
+    """One board per key ``name`` stands for (a key, or every key of a family name), best validation first."""
     client = MlflowClient(resolve_tracking_uri(tracking_uri))
-    experiment = client.get_experiment_by_name(experiment_name(family))
-    if experiment is None:
-        raise LookupError(f"no searches recorded for family {family!r} in {client.tracking_uri}")
+    experiments = key_experiments(client, name)
+    if not experiments:
+        raise LookupError(f"no searches recorded for {name!r} in {client.tracking_uri}")
+    return [_board(client, experiment, search_id) for experiment in experiments]
+
+
+def leaderboard(name: str, *, tracking_uri: str | None = None, search_id: str | None = None) -> list[MethodRow]:
+    """The rows of the one board ``name`` stands for (a key, or a family name with a single key)."""
+    boards = leaderboards(name, tracking_uri=tracking_uri, search_id=search_id)
+    if len(boards) > 1:
+        raise LookupError(f"{name!r} has several keys ({', '.join(b.key for b in boards)}): name one")
+    return boards[0].rows
+
+
+def _board(client: MlflowClient, experiment: KeyExperiment, search_id: str | None) -> Board:
+    metric = experiment.metric
+    val, test = f"val_{metric.name}", f"test_{metric.name}"
     query = "tags.`metaopt.role` = 'trial'"
     if search_id:
         query += f" AND tags.`metaopt.search_id` = '{search_id}'"
@@ -31,17 +58,15 @@ def leaderboard(family: str, *, tracking_uri: str | None = None, search_id: str 
             setattr(row, state, getattr(row, state) + 1)
         # Only the best trial of each search per method is scored on test tasks, and the
         # best validation trial overall is always one of those.
-        if state == "complete" and "test_loss" in metrics and "val_loss" in metrics:
-            if row.best_val is None or metrics["val_loss"] < row.best_val:
-                row.best_val = metrics["val_loss"]
-                row.test_loss, row.test_loss_ci95 = metrics["test_loss"], metrics.get("test_loss_ci95")
-                row.test_accuracy = metrics.get("test_accuracy")
-                row.test_accuracy_ci95 = metrics.get("test_accuracy_ci95")
+        if state == "complete" and test in metrics and val in metrics:
+            if row.best_val is None or metric.better(metrics[val], row.best_val):
+                row.best_val = metrics[val]
+                row.test = {k: v for k, v in metrics.items() if k.startswith("test_")}
                 row.trial_number = int(tags.get("metaopt.trial_number", -1))
                 row.run_id = run.info.run_id
                 row.strategy = tags.get("metaopt.strategy")
                 row.hparams = dict(run.data.params)
-    return sorted(rows.values(), key=lambda row: (row.best_val is None, row.best_val or 0.0))
+    return Board(experiment.key, experiment.family, metric, rank(list(rows.values()), metric), experiment.legacy)
 
 
 def _all_runs(client: MlflowClient, experiment_id: str, query: str) -> list[Any]:

@@ -18,9 +18,12 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ParamSchema, ParamSpec
 
 import metaopt
+from metaopt.search.evaluation import TaskScores
 from metaopt.search.job import LoadedJob
-from metaopt.search.runner import SearchSummary
-from metaopt.tracking.selection import Selection, select_champion
+from metaopt.search.reporting import ChampionRecord, TrackingError
+from metaopt.search.results import SearchSummary
+from metaopt.search.selection import Decision
+from metaopt.tracking.champion import read_champion, record_scores, register
 from metaopt.tracking.store import get_or_create_experiment, resolve_tracking_uri
 
 RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
@@ -113,39 +116,39 @@ class MlflowTrialTracker:
 
 
 class MlflowSearchTracker:
-    """Driver-side MLflow record: the parent run, test scores, the leaderboard and the champion."""
+    """Driver-side MLflow record: the parent run, test scores, the leaderboard, the champion the driver chose."""
 
     def __init__(self, tracking_uri: str | None = None) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.client = MlflowClient(self.tracking_uri)
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
-        self.family: str | None = None
-        self.champion_selection: Selection | None = None
 
     def start_search(self, search_id: str, loaded: LoadedJob) -> str:
-        """Create the parent run with the job's settings and the job file as an artifact."""
+        """Create the parent run (in the experiment of the job's key) with the job's settings and files."""
         job = loaded.job
-        self.family = job.family.name
-        self.experiment_id = get_or_create_experiment(self.client, self.family)
+        key = job.family.key
+        self.experiment_id = get_or_create_experiment(self.client, key, job.family.name, job.family.primary_metric)
         run = self.client.create_run(
             self.experiment_id,
             run_name=search_id,
-            tags={"metaopt.role": "search", "metaopt.search_id": search_id, "metaopt.family": self.family},
+            tags={"metaopt.role": "search", "metaopt.search_id": search_id, "metaopt.family": job.family.name,
+                  "metaopt.key": key},
         )
         self.parent_run_id = run.info.run_id
         params = {
             "job": job.name,
-            "family": self.family,
+            "family": job.family.name,
+            "key": key,
             "methods": ",".join(job.methods),
             "strategy": job.strategy,
             "pruner": job.pruner.type,
             "seed": job.seed,
-            **{f"family.{k}": v for k, v in job.family.options().items()},
+            **{f"family.{k}": v for k, v in job.family.options.model_dump().items()},
             **{f"budget.{k}": v for k, v in job.budget.model_dump().items()},
         }
-        for key, value in params.items():
-            self.client.log_param(self.parent_run_id, key, value)
+        for key_, value in params.items():
+            self.client.log_param(self.parent_run_id, key_, value)
         self.client.log_artifact(self.parent_run_id, str(loaded.path), artifact_path="job")
         with tempfile.TemporaryDirectory() as tmp:
             space_file = Path(tmp) / "resolved_job.json"
@@ -159,12 +162,12 @@ class MlflowSearchTracker:
         tags = {**tags, "mlflow.parentRunId": self.parent_run_id}
         return self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
 
-    def resume_search(self, search_id: str, parent_run_id: str, family: str) -> str:
+    def resume_search(self, search_id: str, parent_run_id: str, loaded: LoadedJob) -> str:
         """Reopen the parent run of an interrupted search."""
         run = self.client.get_run(parent_run_id)
         if run.data.tags.get("metaopt.search_id") != search_id:
             raise LookupError(f"MLflow run {parent_run_id} is not the parent run of search {search_id}")
-        self.family, self.parent_run_id, self.experiment_id = family, parent_run_id, run.info.experiment_id
+        self.parent_run_id, self.experiment_id = parent_run_id, run.info.experiment_id
         self.client.update_run(parent_run_id, status="RUNNING")
         self.client.set_tag(parent_run_id, "metaopt.resumed", "true")
         return parent_run_id
@@ -174,14 +177,28 @@ class MlflowSearchTracker:
         assert self.experiment_id is not None and self.parent_run_id is not None, "start_search first"
         return MlflowTrialTracker(self.tracking_uri, self.experiment_id, self.parent_run_id)
 
-    def log_test(self, run_id: str, metrics: dict[str, float]) -> None:
-        """Test-task scores on the trial's run."""
-        for key, value in metrics.items():
-            self.client.log_metric(run_id, key, value)
-        self.client.set_tag(run_id, "metaopt.tested", "true")
+    def record_test(self, run_id: str, scores: TaskScores) -> None:
+        """Test-task scores on the trial's run: the summary as metrics, every task's score as ``test/scores.json``."""
+        record_scores(self.client, run_id, scores)
+
+    def champion(self, key: str) -> ChampionRecord | None:
+        """The key's champion (``metaopt-<key>@champion``) and its recorded scores; None if there is none yet."""
+        return read_champion(self.client, key)
+
+    def record_decision(self, decision: Decision) -> str | None:
+        """The decision as tags of the parent run; a new champion registered and aliased (its version returned)."""
+        try:
+            version = None
+            if decision.moved and decision.best is not None and decision.best.run_id:
+                version = register(self.client, decision.best.run_id, decision.key, decision.reason)
+            if self.parent_run_id is not None:
+                self.client.set_tag(self.parent_run_id, "metaopt.champion_decision", decision.reason)
+            return version
+        except Exception as exc:  # noqa: BLE001 - reported by the driver; the alias is where it was
+            raise TrackingError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
     def finish_search(self, summary: SearchSummary, status: str) -> None:
-        """Leaderboard on the parent run; the search's best becomes ``metaopt-<family>@champion`` if it beats the champion."""
+        """Trial counts, the leaderboard and the report on the parent run; close it with ``status``."""
         if self.parent_run_id is None:
             return
         run_id = self.parent_run_id
@@ -194,17 +211,16 @@ class MlflowSearchTracker:
             board.write_text(json.dumps([asdict(row) for row in summary.rows], indent=2, default=str))
             self.client.log_artifact(run_id, str(board))
             self._log_report(summary, Path(tmp) / "report")
-        if summary.champion is not None:
-            champ = summary.champion
+        if summary.champion is not None and summary.metric is not None:
+            champ, name = summary.champion, summary.metric.name
             self.client.set_tag(run_id, "metaopt.champion_method", champ.method)
             self.client.set_tag(run_id, "metaopt.champion_run_id", champ.run_id or "")
-            self.client.log_metric(run_id, "best_val_loss", champ.best_val)
-            if champ.test_loss is not None and math.isfinite(champ.test_loss):
-                self.client.log_metric(run_id, "champion_test_loss", champ.test_loss)
-            if champ.run_id and status == "FINISHED":
-                selection = select_champion(summary.family, tracking_uri=self.tracking_uri, run_ids=[champ.run_id])
-                self.client.set_tag(run_id, "metaopt.champion_decision", selection.reason)
-                self.champion_selection = selection
+            self.client.log_metric(run_id, f"best_val_{name}", champ.best_val)
+            test = champ.test_mean(name)
+            if test is not None and math.isfinite(test):
+                self.client.log_metric(run_id, f"champion_test_{name}", test)
+        for note in summary.notes:
+            self.client.set_tag(run_id, "metaopt.champion_decision", note[:5000])
         self.client.set_terminated(run_id, status=status)
 
     def _log_report(self, summary: SearchSummary, out: Path) -> None:
@@ -217,8 +233,10 @@ class MlflowSearchTracker:
             with contextlib.suppress(KeyError):
                 study = optuna.load_study(study_name=summary.search_id, storage=open_storage(summary.storage))
 
+        objective = f"val_{summary.metric.name}" if summary.metric is not None else "val_loss"
+
         def curve(run_id: str) -> list[tuple[int, float]]:
-            return [(m.step, m.value) for m in self.client.get_metric_history(run_id, "val_loss")]
+            return [(m.step, m.value) for m in self.client.get_metric_history(run_id, objective)]
 
         for path in write_search_report(summary, study, curve, out):
             self.client.log_artifact(self.parent_run_id, str(path), artifact_path="report")

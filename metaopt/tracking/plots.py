@@ -12,9 +12,10 @@ import matplotlib.pyplot as plt
 import optuna
 
 from metaopt.figures import log_y
-from metaopt.search.runner import SearchSummary
+from metaopt.search.results import SearchSummary
+from metaopt.tasks.metrics import REGRESSION, Metric
 
-Curves = Callable[[str], list[tuple[int, float]]]  # run id -> (iteration, val_loss) points
+Curves = Callable[[str], list[tuple[int, float]]]  # run id -> (iteration, validation score) points
 
 
 def write_search_report(summary: SearchSummary, study: optuna.Study | None, curves: Curves, out: Path) -> list[Path]:
@@ -43,43 +44,58 @@ def write_search_report(summary: SearchSummary, study: optuna.Study | None, curv
     return written
 
 
+def _metric(summary: SearchSummary) -> Metric:
+    return summary.metric or REGRESSION[0]
+
+
 def _trial_table(summary: SearchSummary, path: Path) -> Path:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["number", "method", "state", "val_loss", "iterations", "seconds", "reason", "hparams", "run_id"])
+        writer.writerow(["number", "method", "state", f"val_{_metric(summary).name}", "iterations", "seconds", "reason",
+                         "hparams", "run_id"])
         for r in sorted(summary.results, key=lambda r: r.number):
             writer.writerow([r.number, r.method, r.state, r.value, r.iterations, f"{r.seconds:.1f}", r.reason or "",
                              json.dumps(r.hparams, sort_keys=True), r.run_id or ""])
     return path
 
 
+def _axis(ax: plt.Axes, metric: Metric) -> None:
+    """Losses on a log scale; accuracies and rewards as they are."""
+    if not metric.higher_is_better:
+        log_y(ax)
+
+
 def _best_so_far(summary: SearchSummary) -> plt.Figure:
+    metric = _metric(summary)
     figure, ax = plt.subplots(figsize=(7, 4))
     done = sorted((r for r in summary.results if r.state == "complete" and r.value is not None), key=lambda r: r.number)
     if not done:
         raise ValueError("no finished trial")
     for method in dict.fromkeys(r.method for r in done):
-        best, xs, ys = float("inf"), [], []
+        best, xs, ys = None, [], []
         for r in (r for r in done if r.method == method):
-            best = min(best, r.value)
+            best = r.value if best is None or metric.better(r.value, best) else best
             xs.append(r.number)
             ys.append(best)
         ax.step(xs, ys, where="post", marker="o", label=method)
-    ax.set(xlabel="trial", ylabel="best validation loss so far", title=f"{summary.search_id}: best so far per method")
-    log_y(ax)
+    ax.set(xlabel="trial", ylabel=f"best validation {metric.label} so far",
+           title=f"{summary.search_id}: best so far per method")
+    _axis(ax, metric)
     ax.legend(fontsize=8)
     return figure
 
 
 def _top_curves(summary: SearchSummary, curves: Curves) -> plt.Figure:
-    top = sorted((r for r in summary.results if r.state == "complete" and r.run_id), key=lambda r: r.value)[:5]
+    metric = _metric(summary)
+    done = [r for r in summary.results if r.state == "complete" and r.run_id and r.value is not None]
+    top = sorted(done, key=lambda r: r.value, reverse=metric.higher_is_better)[:5]
     if not top:
         raise ValueError("no finished trial")
     figure, ax = plt.subplots(figsize=(7, 4))
     for r in top:
         points = curves(r.run_id)
         ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=f"#{r.number} {r.method}")
-    ax.set(xlabel="meta-iteration", ylabel="validation loss", title="validation curves of the 5 best trials")
-    log_y(ax)
+    ax.set(xlabel="meta-iteration", ylabel=f"validation {metric.label}", title="validation curves of the 5 best trials")
+    _axis(ax, metric)
     ax.legend(fontsize=8)
     return figure

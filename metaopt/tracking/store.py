@@ -1,14 +1,29 @@
-"""Where MLflow records go: the embedded sqlite store by default, any tracking URI by flag."""
+"""Where MLflow records go (the embedded sqlite store by default), and how they are named: one experiment per key.
+
+A key is a family and the options that change its tasks (``sine-10shot``,
+``glyphs-5w1s-q5``). Its experiment and its registered model are both
+``metaopt-<key>``; the experiment's tags say which family and primary metric it holds.
+Stores written before keys have one experiment per family (``metaopt-<family>``, no
+``metaopt.key`` tag): they stay readable as a *legacy* key named like the family.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from metaopt.tasks import FAMILIES
+from metaopt.tasks.metrics import Metric
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
+PREFIX = "metaopt-"
+# What a legacy experiment ranked by: validation loss, lower is better.
+LEGACY_METRIC = Metric("loss", "minimize", "loss", lambda predictions, targets: predictions)
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -29,20 +44,70 @@ def default_artifact_root(tracking_uri: str) -> str | None:
     return None
 
 
-def experiment_name(family: str) -> str:
-    """One MLflow experiment per task family."""
-    return f"metaopt-{family}"
+def experiment_name(key: str) -> str:
+    """One MLflow experiment per key."""
+    return f"{PREFIX}{key}"
 
 
-def registered_model_name(family: str) -> str:
-    """The registered model that holds a family's champions."""
-    return f"metaopt-{family}"
+def registered_model_name(key: str) -> str:
+    """The registered model that holds a key's champions."""
+    return f"{PREFIX}{key}"
 
 
-def get_or_create_experiment(client, family: str) -> str:  # noqa: ANN001 - MlflowClient, imported lazily
-    """The family's experiment id, created with the default artifact root if missing."""
-    name = experiment_name(family)
+def get_or_create_experiment(client: Any, key: str, family: str | None = None, metric: Metric | None = None) -> str:
+    """The key's experiment id, created (with the default artifact root and its family's tags) if missing."""
+    name = experiment_name(key)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=default_artifact_root(client.tracking_uri))
+    tags = {"metaopt.key": key}
+    if family is not None:
+        tags["metaopt.family"] = family
+    if metric is not None:
+        tags.update({"metaopt.metric": metric.name, "metaopt.direction": metric.direction})
+    return client.create_experiment(name, artifact_location=default_artifact_root(client.tracking_uri), tags=tags)
+
+
+@dataclass(frozen=True)
+class KeyExperiment:
+    """A key's experiment: which family, which primary metric, and whether it is a legacy per-family one."""
+
+    key: str
+    family: str
+    experiment_id: str
+    metric: Metric
+    legacy: bool = False
+
+
+def key_experiments(client: Any, name: str) -> list[KeyExperiment]:
+    """The experiments ``name`` stands for: one key, or every key of a family (and its legacy experiment)."""
+    found: list[KeyExperiment] = []
+    if name in FAMILIES:
+        query = f"tags.`metaopt.family` = '{name}'"
+        for experiment in client.search_experiments(filter_string=query):
+            if "metaopt.key" in experiment.tags:
+                found.append(_described(experiment))
+        legacy = client.get_experiment_by_name(experiment_name(name))
+        if legacy is not None and "metaopt.key" not in legacy.tags:
+            found.append(KeyExperiment(name, name, legacy.experiment_id, LEGACY_METRIC, legacy=True))
+        return sorted(found, key=lambda e: (e.legacy, e.key))
+    experiment = client.get_experiment_by_name(experiment_name(name))
+    if experiment is not None and "metaopt.key" in experiment.tags:
+        found.append(_described(experiment))
+    return found
+
+
+def _described(experiment: Any) -> KeyExperiment:
+    tags = experiment.tags
+    family = tags.get("metaopt.family", "")
+    metric = _metric(family, tags.get("metaopt.metric"))
+    return KeyExperiment(tags["metaopt.key"], family, experiment.experiment_id, metric)
+
+
+def _metric(family: str, name: str | None) -> Metric:
+    """The family's metric called ``name`` (its primary one by default)."""
+    metrics = FAMILIES[family].metrics if family in FAMILIES else ()
+    for metric in metrics:
+        if name is None or metric.name == name:
+            return metric
+    return LEGACY_METRIC if name in (None, "loss") else Metric(name, "minimize", name, LEGACY_METRIC.per_task)

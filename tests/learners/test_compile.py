@@ -6,7 +6,7 @@ import torch
 
 from metaopt.learners import LEARNERS
 from metaopt.models import MLP
-from metaopt.search.trial import _CompileDecision
+from metaopt.search.fit import CompileDecision as _CompileDecision
 from tests.helpers import sine_batch
 
 

@@ -54,7 +54,7 @@ def _config(tmp_path: Path, name: str) -> TrialConfig:
     job = tiny_job(budget={**tiny_job()["budget"], "meta_iterations": 40})
     loaded = load_job(write_job(tmp_path, job))
     return TrialConfig(search_id="s", number=0, method="maml", hparams={k: v for k, v in GOOD.items() if k != "method"},
-                       job=loaded.job.model_dump(), checkpoint_dir=str(tmp_path / name))
+                       job=loaded.job, checkpoint_dir=str(tmp_path / name))
 
 
 def test_a_retried_trial_resumes_from_its_checkpoint_and_ends_where_an_unbroken_one_does(tmp_path):

@@ -53,7 +53,7 @@ BAD_JOBS = {
     ),
     "unknown hyperparameter": (
         tiny_job(space={"reptile": {"step_size": 0.1}}),
-        "space.reptile.step_size: unknown hyperparameter for reptile (allowed: anneal, inner_lr, inner_optimizer, inner_steps, max_grad_norm, meta_batch, outer_lr)",
+        "space.reptile.step_size: unknown hyperparameter for reptile (allowed: anneal, inner_lr, inner_optimizer, inner_steps, max_grad_norm, meta_batch, outer_lr, test_steps)",
     ),
     "unknown field": (tiny_job(budgett={}), "budgett: Extra inputs are not permitted"),
     "zero trials": (tiny_job(budget={"trials": 0, "meta_iterations": 1, "eval_interval": 1}), "budget.trials: Input should be greater than 0"),
@@ -65,6 +65,15 @@ BAD_JOBS = {
     "step on a log range": (
         tiny_job(space={"maml": {"inner_lr": {"type": "float", "low": 0.1, "high": 0.3, "log": True, "step": 0.1}}}),
         "space.maml.inner_lr: step and log cannot be combined",
+    ),
+    "hypergradient strategy with a hyperparameter the hypergrad learner has not": (
+        tiny_job(strategy="tpe+hypergrad", methods=["maml", "mamlpp"],
+                 space={"mamlpp": {"learn_lrs": {"type": "categorical", "choices": [True, False]}}}),
+        "space.mamlpp.learn_lrs: strategy tpe+hypergrad trains mamlpp as the hypergrad learner, which has no learn_lrs",
+    ),
+    "unknown test_steps value": (
+        tiny_job(space={"maml": {"test_steps": 0}}),
+        "space.maml.test_steps: value must be >= 1, got 0",
     ),
     "bad pruner": (
         tiny_job(pruner={"type": "asha"}),

@@ -60,10 +60,10 @@ def test_ray_search_writes_child_runs_under_the_parent(ray_search):
 
 def test_champion_is_registered_and_adapts(ray_search, monkeypatch):
     summary, uri = ray_search
-    version = MlflowClient(uri).get_model_version_by_alias("metaopt-sine", "champion")
+    version = MlflowClient(uri).get_model_version_by_alias("metaopt-sine-5shot", "champion")
     assert version.run_id == summary.champion.run_id
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    learner = metaopt.load("models:/metaopt-sine@champion")
+    learner = metaopt.load("models:/metaopt-sine-5shot@champion")
     assert learner.name == summary.champion.method
     task = Sine(shots=5, queries=100).sample(20, "test", torch.Generator().manual_seed(123))
     metrics = learner.evaluate(task)
@@ -90,12 +90,13 @@ def test_test_scores_are_on_the_best_run_per_method_and_leaderboard_reads_them(r
 
 def test_checkpoint_is_fetched_from_mlflow_when_not_on_this_node(ray_search, tmp_path):
     summary, uri = ray_search
-    from metaopt.search.trial import evaluate_checkpoint
+    from metaopt.search.config import Job
+    from metaopt.search.trial import score_trial
     from metaopt.tracking import MlflowTrialTracker
 
     best = next(r for r in summary.results if r.number == summary.champion.trial_number)
     elsewhere = type(best)(**{**best.__dict__, "checkpoint": str(tmp_path / "on-another-node.pt")})
-    job = tiny_job(budget={**tiny_job()["budget"], "test_tasks": 50})
+    job = Job.model_validate(tiny_job(budget={**tiny_job()["budget"], "test_tasks": 50}))
     tracker = MlflowTrialTracker(uri, "unused", summary.parent_run_id)
-    scores = evaluate_checkpoint(elsewhere, job, tracker)
+    scores = score_trial(elsewhere.checkpoint, elsewhere.run_id, job, tracker).summary()
     assert scores["test_loss"] == pytest.approx(summary.champion.test_loss)

@@ -130,3 +130,52 @@ def test_a_per_method_backbone_is_what_that_methods_trials_train_and_save(tmp_pa
     widths = [p.shape[0] for name, p in load_checkpoint(summary.results[1].checkpoint).backbone.named_parameters()
               if name.endswith("weight")]
     assert widths == [8, 1]
+
+
+def test_a_search_without_a_tracker_decides_scores_each_method_once_and_builds_each_family_once(tmp_path, monkeypatch):
+    from metaopt.search import evaluation
+    from metaopt.search.config import Job
+    from metaopt.tasks import Sine
+
+    counts = {"scored": 0, "families": 0, "validated": 0}
+    evaluate_test, sine_init, validate = evaluation.evaluate_test, Sine.__init__, Job.model_validate
+
+    def scored(*args, **kwargs):
+        counts["scored"] += 1
+        return evaluate_test(*args, **kwargs)
+
+    def built(self, *args, **kwargs):
+        counts["families"] += 1
+        sine_init(self, *args, **kwargs)
+
+    def validated(*args, **kwargs):
+        counts["validated"] += 1
+        return validate(*args, **kwargs)
+
+    loaded = load_job(write_job(tmp_path, tiny_job(budget={**tiny_job()["budget"], "trials": 4})))
+    monkeypatch.setattr(evaluation, "evaluate_test", scored)
+    monkeypatch.setattr(Sine, "__init__", built)
+    monkeypatch.setattr(Job, "model_validate", validated)
+    summary = run_search(loaded, executor=InProcessExecutor(), workdir=tmp_path / "work")
+
+    methods = {r.method for r in summary.results if r.state == "complete"}
+    assert summary.decision is not None and summary.decision.moved and summary.decision.reason == "no champion yet"
+    assert summary.decision.best.run_id is None and summary.decision.best.method == summary.champion.method
+    assert summary.decision.best.scores.tasks == 50 and summary.decision.tasks == 50
+    assert counts["scored"] == len(methods)  # once per method per search, on the workers only
+    assert counts["families"] == len(summary.results) + len(methods)  # one per trial, one per test scoring
+    assert counts["validated"] == 0  # the validated job travels as it is
+
+
+def test_test_steps_is_a_recorded_hyperparameter_that_adaptation_uses(tmp_path):
+    space = {"maml": {"inner_lr": 0.01, "outer_lr": 0.003, "inner_steps": 1, "test_steps": 4, "meta_batch": 10}}
+    job = tiny_job(methods=["maml"], search_space=None, space=space, budget={**tiny_job()["budget"], "trials": 1})
+    summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(), workdir=tmp_path / "work")
+    learner = load_checkpoint(summary.results[0].checkpoint)
+    assert learner.hparams["inner_steps"] == 1 and learner.hparams["test_steps"] == 4
+    assert len(learner.inner_loop(steps=learner.test_steps()).lrs) == 4
+    default = load_job(write_job(tmp_path, tiny_job(methods=["fomaml"], budget={**tiny_job()["budget"], "trials": 1}),
+                                 "default.yaml"))
+    result = run_search(default, executor=InProcessExecutor(), workdir=tmp_path / "work2").results[0]
+    trained = load_checkpoint(result.checkpoint)
+    assert trained.hparams["test_steps"] == trained.hparams["inner_steps"]  # unset: the training steps

@@ -117,6 +117,13 @@ def test_hypergradient_strategies_run_the_hypergrad_learner_on_each_base_method(
         assert not any(name.endswith("_lr") for t in trials for name in t.params)
 
 
+def test_tpe_hypergrad_runs_a_mamlpp_space_of_the_shipped_search_space(tmp_path):
+    job = tiny_job(strategy="tpe+hypergrad", methods=["mamlpp"], budget={**tiny_job()["budget"], "trials": 2})
+    summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(), workdir=tmp_path / "work")
+    assert [r.state for r in summary.results] == ["complete", "complete"]
+    assert {r.hparams["base"] for r in summary.results} == {"mamlpp"}
+
+
 def test_hypergradient_strategy_rejects_methods_it_cannot_tune(tmp_path):
     from metaopt.search import ConfigError
 

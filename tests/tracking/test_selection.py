@@ -20,11 +20,11 @@ def _search(tmp_path, uri: str, config: dict, name: str):
     tracker = MlflowSearchTracker(uri)
     summary = run_search(load_job(write_job(tmp_path, job, f"{name}.yaml")), executor=InProcessExecutor(),
                          tracker=tracker, workdir=tmp_path / "work")
-    return summary, tracker.champion_selection
+    return summary, summary.decision
 
 
 def _champion_run(uri: str) -> str:
-    return MlflowClient(uri).get_model_version_by_alias("metaopt-sine", "champion").run_id
+    return MlflowClient(uri).get_model_version_by_alias("metaopt-sine-5shot", "champion").run_id
 
 
 def test_champion_moves_only_when_beaten_beyond_its_ci(tmp_path, capsys):

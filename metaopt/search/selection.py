@@ -1,0 +1,76 @@
+"""Selection: whether a candidate replaces a key's champion, as a pure function of per-task test scores.
+
+The champion moves only when the candidate beats it beyond noise on the family's
+primary metric: the 95% confidence interval of their paired per-task difference
+(the same test tasks for both) lies wholly on the better side of zero. Nothing here
+knows how scores were computed or where the champion is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from metaopt.search.evaluation import TaskScores, mean_ci
+from metaopt.tasks.metrics import Metric
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained model and its per-task test scores."""
+
+    method: str
+    run_id: str | None
+    scores: TaskScores
+    trial_number: int | None = None
+
+    def mean(self, metric: Metric) -> float:
+        """The candidate's mean test ``metric``."""
+        return self.scores.mean_ci(metric.name)[0]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What selection found: the best candidate, the champion before, their paired difference, and whether it moves."""
+
+    key: str
+    metric: Metric
+    best: Candidate | None
+    champion: Candidate | None
+    moved: bool
+    reason: str
+    difference: tuple[float, float] | None = None  # best - champion: mean and 95% CI half-width, per task
+    tasks: int = 0  # the paired test tasks the decision rests on
+
+    @property
+    def new_champion(self) -> Candidate | None:
+        """The champion after the decision."""
+        return self.best if self.moved else self.champion
+
+
+def decide(key: str, best: Candidate, champion: Candidate | None, metric: Metric) -> Decision:
+    """Whether ``best`` replaces ``champion`` on ``metric`` (direction-aware, paired over their common test tasks)."""
+    tasks = best.scores.tasks
+    if champion is None:
+        return Decision(key, metric, best, None, True, "no champion yet", tasks=tasks)
+    if best.run_id is not None and best.run_id == champion.run_id:
+        return Decision(key, metric, best, champion, False, "the champion is still the best", tasks=tasks)
+    if not best.scores.pairs_with(champion.scores):
+        raise ValueError(f"the scores of {best.method} and of the champion ({champion.method}) are not on the same "
+                         "test tasks")
+    tasks = best.scores.common_tasks(champion.scores)
+    diff = best.scores.values(metric.name)[:tasks] - champion.scores.values(metric.name)[:tasks]
+    mean, ci = mean_ci(diff)
+    moved = mean - ci > 0 if metric.higher_is_better else mean + ci < 0
+    verdict = "beats" if moved else "does not beat"
+    reason = (f"{best.method} {verdict} the champion ({champion.method}) beyond its CI: test {metric.label} "
+              f"difference {mean:+.4g} ± {ci:.2g} over {tasks} tasks")
+    return Decision(key, metric, best, champion, moved, reason, (mean, ci), tasks)
+
+
+def pick(key: str, candidates: list[Candidate], champion: Candidate | None, metric: Metric) -> Decision:
+    """The candidate with the best mean test ``metric``, decided against ``champion``."""
+    if not candidates:
+        raise ValueError(f"no candidate to select from for {key}")
+    pool = [*candidates, *([champion] if champion is not None else [])]
+    ranked = sorted(pool, key=lambda c: c.mean(metric), reverse=metric.higher_is_better)
+    return decide(key, ranked[0], champion, metric)
