@@ -172,10 +172,13 @@ def main() -> None:
         wanted_ways = args.train_ways if args.train_ways and r["method"] in METRIC else ways
         return (r["family"] == args.family and r["seed"] == args.seed and r.get("train_ways", ways) == wanted_ways
                 and r["episodes"] == max(1, args.train_episodes // batch) * batch
-                and same_hparams(r) and r.get("backbone", CONV4) == BACKBONES.get(r["method"], CONV4)
-                and not (args.rerun_earlier and earlier(r)))
+                and same_hparams(r) and r.get("backbone", CONV4) == BACKBONES.get(r["method"], CONV4))
+
+    def rerun(r: dict) -> bool:
+        return args.rerun_earlier and earlier(r) and r["method"] in args.methods and r["setting"] in args.settings
 
     results = load_cells(cells_file, same_settings, lambda r: (r["method"], r["setting"]))
+    results = {k: r for k, r in results.items() if not rerun(r)}
     jobs = {(m, s): (m, s, args.family, args.root, args.train_episodes, args.seed, args.train_ways)
             for m in args.methods for s in args.settings if (m, s) not in results}
     print(f"{len(jobs)} cells to run, {len(results)} reused from {cells_file}")

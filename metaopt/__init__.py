@@ -14,7 +14,7 @@ def load(uri: str) -> "MetaLearner":
     """Load a trained meta-learner from ``models:/name@alias``, ``runs:/id/model``, a run id or a path.
 
     Example:
-        >>> learner = metaopt.load("models:/metaopt-sine@champion")
+        >>> learner = metaopt.load("models:/metaopt-sine-10shot@champion")
         >>> predict = learner.adapt(support_x, support_y)
         >>> y = predict(query_x)
     """

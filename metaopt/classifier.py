@@ -15,7 +15,7 @@ class FewShotClassifier:
 
     Example:
         >>> clf = FewShotClassifier("conv4", "protonet", n_way=5, k_shot=1)     # a fresh learner
-        >>> clf = FewShotClassifier.load("models:/metaopt-glyphs@champion")     # or a trained one
+        >>> clf = FewShotClassifier.load("models:/metaopt-glyphs-5w1s-q5@champion")  # or a trained one
         >>> labels = clf.adapt_and_predict(support_x, support_y, query_x)
     """
 

@@ -23,30 +23,6 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _metric_columns(rows: list[Any], metric: Any) -> list[Any]:
-    """The primary metric, then every other metric the rows were scored on (in the family's order)."""
-    from metaopt.tasks.metrics import Metric
-
-    known = {m.name: m for m in _family_metrics(metric)}
-    names = [metric.name]
-    for row in rows:
-        for name in row.test:
-            base = name.removeprefix("test_")
-            if name.startswith("test_") and not base.endswith("_ci95") and base != "tasks" and base not in names:
-                names.append(base)
-    return [known.get(name) or (metric if name == metric.name else Metric(name, "minimize", name, metric.per_task))
-            for name in names]
-
-
-def _family_metrics(metric: Any) -> tuple[Any, ...]:
-    from metaopt.tasks import FAMILIES
-
-    for family in FAMILIES.values():
-        if metric in family.metrics:
-            return family.metrics
-    return (metric,)
-
-
 def _score(mean: float | None, ci: float | None, metric: Any) -> str:
     """``mean ± ci``, accuracies in percent."""
     if mean is None:
@@ -59,25 +35,29 @@ def _label(metric: Any) -> str:
     return f"{metric.label} %" if metric.name == "accuracy" else metric.label
 
 
-def render_leaderboard(rows: list[Any], title: str, metric: Any = None) -> None:
-    """Print method rows as a table: best validation score, test mean ± 95% CI of each metric, trials by state."""
+def render_leaderboard(rows: list[Any], title: str, metrics: tuple[Any, ...] | None = None) -> None:
+    """Print method rows as a table: the best validation score, the test mean ± 95% CI of each metric, trial counts.
+
+    ``metrics``: the family's, the primary one first (what the validation column shows); default: MSE.
+    """
     from rich.console import Console
     from rich.table import Table
 
     from metaopt.tasks.metrics import REGRESSION
 
-    metric = metric or REGRESSION[0]
+    metrics = metrics or REGRESSION
+    primary = metrics[0]
+    shown = [m for m in metrics if any(row.test_mean(m.name) is not None for row in rows)] or [primary]
     table = Table(title=title, caption="done/pruned/failed: trials by outcome")
     strategies = any(row.strategy for row in rows)
-    shown = _metric_columns(rows, metric)
-    columns = ["method", *(["strategy"] if strategies else []), f"val {_label(metric)}",
+    columns = ["method", *(["strategy"] if strategies else []), f"val {_label(primary)}",
                *(f"test {_label(m)} ± 95% CI" for m in shown), "done", "pruned", "failed", "run"]
     for column in columns:
         table.add_column(column, justify="left" if column in {"method", "strategy", "run"} else "right")
+    percent = primary.name == "accuracy"
     for row in rows:
-        val = None if row.best_val is None else (100 * row.best_val if metric.name == "accuracy" else row.best_val)
-        cells = [row.method, *([row.strategy or "-"] if strategies else []),
-                 _fmt(val, 2 if metric.name == "accuracy" else 4)]
+        val = None if row.best_val is None else (100 * row.best_val if percent else row.best_val)
+        cells = [row.method, *([row.strategy or "-"] if strategies else []), _fmt(val, 2 if percent else 4)]
         cells += [_score(row.test_mean(m.name), row.test_ci(m.name), m) for m in shown]
         cells += [str(row.complete), str(row.pruned), str(row.failed), (row.run_id or "-")[:8]]
         table.add_row(*cells)
@@ -219,7 +199,7 @@ def _print_summary(summary: Any, tracker: Any) -> None:
     from metaopt.tracking.store import registered_model_name
 
     render_leaderboard(summary.rows, f"{summary.key}: search {summary.search_id} ({summary.seconds:.0f}s)",
-                       summary.metric)
+                       summary.metrics)
     decision = summary.decision
     where = f"models:/{registered_model_name(summary.key)}@champion"
     if decision is not None and decision.moved:
@@ -247,7 +227,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     decision = selection.decision
     metric = decision.metric
     table = Table(title=f"{selection.key}: finalists on {selection.test_tasks} test tasks (the same for all)")
-    metrics = _family_metrics(metric)
+    metrics = selection.metrics
     for column in ["method", "run", *(f"test {_label(m)} ± 95% CI" for m in metrics), ""]:
         table.add_column(column, justify="left" if column in {"method", "run", ""} else "right")
     champion_id = decision.champion.run_id if decision.champion else None
@@ -282,7 +262,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     for board in boards:
         legacy = " (legacy: one experiment per family, settings mixed)" if board.legacy else ""
         title = f"{board.key}{legacy}: test tasks only; selection by validation {board.metric.label}"
-        render_leaderboard(board.rows, title, board.metric)
+        render_leaderboard(board.rows, title, board.metrics)
     return 0
 
 

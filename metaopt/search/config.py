@@ -72,7 +72,7 @@ class FamilySpec(BaseModel):
             data = {"name": data}
         if not isinstance(data, Mapping):
             raise ValueError(f"expected a family name or a mapping with name and options, got {type(data).__name__}")
-        given = dict(data)
+        given = {k: v for k, v in data.items() if v is not None}  # null: unset (as older job records wrote them)
         name = _FamilyName.model_validate({"name": given.pop("name", None)} if "name" in given else {}).name
         family = FAMILIES[name]
         accepted = family.Options.model_fields

@@ -78,7 +78,12 @@ class SearchSummary:
     parent_run_id: str | None = None
     storage: str | None = None  # where the Optuna study is (a journal path or a database URL)
     key: str = ""
-    metric: Metric | None = None  # the family's primary metric
+    metrics: tuple[Metric, ...] = ()  # the family's metrics, the primary one first
     decision: Decision | None = None  # the champion decision for the key (None if the search did not finish)
     champion_version: str | None = None  # the registered model version the tracker gave a new champion
     notes: list[str] = field(default_factory=list)  # what went wrong in the champion decision, if anything
+
+    @property
+    def metric(self) -> Metric:
+        """The family's primary metric: what the search optimised and ranked by."""
+        return self.metrics[0]

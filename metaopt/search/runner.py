@@ -19,6 +19,7 @@ from typing import Any
 
 import optuna
 
+from metaopt.search.config import Job
 from metaopt.search.evaluation import TaskScores
 from metaopt.search.executors import Executor
 from metaopt.search.job import LoadedJob, loaded_from_data
@@ -125,7 +126,12 @@ def recorded_job(search_id: str, *, workdir: str | Path = ".metaopt", storage: s
     if not exists or search_id not in optuna.get_all_study_names(open_storage(locator)):
         raise LookupError(f"no search {search_id!r} in {describe(locator)}")
     study = optuna.load_study(study_name=search_id, storage=open_storage(locator))
-    return loaded_from_data(study.user_attrs["job"], study.user_attrs["space"], Path(describe(locator)))
+    loaded = loaded_from_data(study.user_attrs["job"], study.user_attrs["space"], Path(describe(locator)))
+    metric = loaded.job.family.primary_metric
+    if study.direction.name.lower() != metric.direction:
+        raise LookupError(f"search {search_id!r} was started by an older metaopt that optimised the validation loss; "
+                          f"{loaded.job.family.key} now optimises validation {metric.label}: start a new search")
+    return loaded
 
 
 def _drive(
@@ -217,8 +223,10 @@ def _drive(
         status = "KILLED"
         raise
     finally:
+        if status != "FINISHED":  # nothing half-scored or half-decided is reported
+            rows, champion, decision, version = [], None, None, None
         summary = SearchSummary(search_id, job.family.name, results, rows, champion, time.monotonic() - start,
-                                parent_run_id, locator, key=job.family.key, metric=metric, decision=decision,
+                                parent_run_id, locator, key=job.family.key, metrics=job.family.metrics, decision=decision,
                                 champion_version=version, notes=notes)
         tracker.finish_search(summary, status)
     progress("end", {"summary": summary})
@@ -230,7 +238,7 @@ def _decide(
     executor: Executor,
     tracker: SearchTracker,
     trial_tracker: TrialTracker,
-    job: Any,
+    job: Job,
     metric: Metric,
     progress: Progress,
 ) -> tuple[Decision | None, str | None, list[str]]:
@@ -315,7 +323,7 @@ def _score_best_per_method(
     executor: Executor,
     tracker: SearchTracker,
     trial_tracker: TrialTracker,
-    job: Any,
+    job: Job,
     progress: Progress,
 ) -> dict[str, TaskScores]:
     """Each method's best trial on the test tasks of the key, once, on the executor; recorded with the trial."""

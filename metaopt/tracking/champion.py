@@ -22,6 +22,7 @@ from metaopt.search.config import Job
 from metaopt.search.evaluation import TaskScores, evaluate_test
 from metaopt.search.reporting import ChampionRecord, TrackingError
 from metaopt.search.selection import Candidate, Decision, pick
+from metaopt.tasks.metrics import Metric
 from metaopt.tracking.leaderboard import leaderboards
 from metaopt.tracking.models import load_learner
 from metaopt.tracking.store import registered_model_name, resolve_tracking_uri
@@ -97,6 +98,7 @@ class Selection:
     """What ``select_champion`` found and did."""
 
     key: str
+    metrics: tuple[Metric, ...]  # the key's, the primary one first
     decision: Decision
     candidates: list[Candidate]
     rescored: list[str] = field(default_factory=list)  # runs scored here (no recorded scores on enough tasks)
@@ -147,7 +149,7 @@ def select_champion(
     champion = candidates.get(record.run_id) if record is not None else None
     others = [c for run_id, c in candidates.items() if champion is None or run_id != champion.run_id]
     decision = pick(board.key, others or [champion], champion, board.metric)
-    selection = Selection(board.key, decision, list(candidates.values()), selection_rescored)
+    selection = Selection(board.key, board.metrics, decision, list(candidates.values()), selection_rescored)
     if decision.moved and apply:
         selection.version = register(client, decision.best.run_id, board.key, decision.reason)
     return selection

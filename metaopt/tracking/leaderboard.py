@@ -20,9 +20,14 @@ class Board:
 
     key: str
     family: str
-    metric: Metric  # the primary metric: what validation ranks by and the champion decision tests
+    metrics: tuple[Metric, ...]  # the primary one first: what validation ranks by and the champion decision tests
     rows: list[MethodRow]
     legacy: bool = False  # a store written before keys: one experiment per family, settings mixed
+
+    @property
+    def metric(self) -> Metric:
+        """The primary metric."""
+        return self.metrics[0]
 
 
 def leaderboards(name: str, *, tracking_uri: str | None = None, search_id: str | None = None) -> list[Board]:
@@ -66,7 +71,8 @@ def _board(client: MlflowClient, experiment: KeyExperiment, search_id: str | Non
                 row.run_id = run.info.run_id
                 row.strategy = tags.get("metaopt.strategy")
                 row.hparams = dict(run.data.params)
-    return Board(experiment.key, experiment.family, metric, rank(list(rows.values()), metric), experiment.legacy)
+    return Board(experiment.key, experiment.family, experiment.metrics, rank(list(rows.values()), metric),
+                 experiment.legacy)
 
 
 def _all_runs(client: MlflowClient, experiment_id: str, query: str) -> list[Any]:

@@ -211,7 +211,7 @@ class MlflowSearchTracker:
             board.write_text(json.dumps([asdict(row) for row in summary.rows], indent=2, default=str))
             self.client.log_artifact(run_id, str(board))
             self._log_report(summary, Path(tmp) / "report")
-        if summary.champion is not None and summary.metric is not None:
+        if summary.champion is not None:
             champ, name = summary.champion, summary.metric.name
             self.client.set_tag(run_id, "metaopt.champion_method", champ.method)
             self.client.set_tag(run_id, "metaopt.champion_run_id", champ.run_id or "")
@@ -233,7 +233,7 @@ class MlflowSearchTracker:
             with contextlib.suppress(KeyError):
                 study = optuna.load_study(study_name=summary.search_id, storage=open_storage(summary.storage))
 
-        objective = f"val_{summary.metric.name}" if summary.metric is not None else "val_loss"
+        objective = f"val_{summary.metric.name}"
 
         def curve(run_id: str) -> list[tuple[int, float]]:
             return [(m.step, m.value) for m in self.client.get_metric_history(run_id, objective)]

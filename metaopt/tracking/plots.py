@@ -13,7 +13,7 @@ import optuna
 
 from metaopt.figures import log_y
 from metaopt.search.results import SearchSummary
-from metaopt.tasks.metrics import REGRESSION, Metric
+from metaopt.tasks.metrics import Metric
 
 Curves = Callable[[str], list[tuple[int, float]]]  # run id -> (iteration, validation score) points
 
@@ -44,14 +44,10 @@ def write_search_report(summary: SearchSummary, study: optuna.Study | None, curv
     return written
 
 
-def _metric(summary: SearchSummary) -> Metric:
-    return summary.metric or REGRESSION[0]
-
-
 def _trial_table(summary: SearchSummary, path: Path) -> Path:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["number", "method", "state", f"val_{_metric(summary).name}", "iterations", "seconds", "reason",
+        writer.writerow(["number", "method", "state", f"val_{summary.metric.name}", "iterations", "seconds", "reason",
                          "hparams", "run_id"])
         for r in sorted(summary.results, key=lambda r: r.number):
             writer.writerow([r.number, r.method, r.state, r.value, r.iterations, f"{r.seconds:.1f}", r.reason or "",
@@ -66,7 +62,7 @@ def _axis(ax: plt.Axes, metric: Metric) -> None:
 
 
 def _best_so_far(summary: SearchSummary) -> plt.Figure:
-    metric = _metric(summary)
+    metric = summary.metric
     figure, ax = plt.subplots(figsize=(7, 4))
     done = sorted((r for r in summary.results if r.state == "complete" and r.value is not None), key=lambda r: r.number)
     if not done:
@@ -86,7 +82,7 @@ def _best_so_far(summary: SearchSummary) -> plt.Figure:
 
 
 def _top_curves(summary: SearchSummary, curves: Curves) -> plt.Figure:
-    metric = _metric(summary)
+    metric = summary.metric
     done = [r for r in summary.results if r.state == "complete" and r.run_id and r.value is not None]
     top = sorted(done, key=lambda r: r.value, reverse=metric.higher_is_better)[:5]
     if not top:

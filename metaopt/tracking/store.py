@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from metaopt.tasks import FAMILIES
-from metaopt.tasks.metrics import Metric
+from metaopt.tasks.metrics import Metric, mse
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 PREFIX = "metaopt-"
-# What a legacy experiment ranked by: validation loss, lower is better.
-LEGACY_METRIC = Metric("loss", "minimize", "loss", lambda predictions, targets: predictions)
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -70,13 +68,18 @@ def get_or_create_experiment(client: Any, key: str, family: str | None = None, m
 
 @dataclass(frozen=True)
 class KeyExperiment:
-    """A key's experiment: which family, which primary metric, and whether it is a legacy per-family one."""
+    """A key's experiment: which family, its metrics (primary first), and whether it is a legacy per-family one."""
 
     key: str
     family: str
     experiment_id: str
-    metric: Metric
+    metrics: tuple[Metric, ...]
     legacy: bool = False
+
+    @property
+    def metric(self) -> Metric:
+        """The primary metric: what validation ranks by."""
+        return self.metrics[0]
 
 
 def key_experiments(client: Any, name: str) -> list[KeyExperiment]:
@@ -89,7 +92,7 @@ def key_experiments(client: Any, name: str) -> list[KeyExperiment]:
                 found.append(_described(experiment))
         legacy = client.get_experiment_by_name(experiment_name(name))
         if legacy is not None and "metaopt.key" not in legacy.tags:
-            found.append(KeyExperiment(name, name, legacy.experiment_id, LEGACY_METRIC, legacy=True))
+            found.append(KeyExperiment(name, name, legacy.experiment_id, legacy_metrics(name), legacy=True))
         return sorted(found, key=lambda e: (e.legacy, e.key))
     experiment = client.get_experiment_by_name(experiment_name(name))
     if experiment is not None and "metaopt.key" in experiment.tags:
@@ -97,17 +100,19 @@ def key_experiments(client: Any, name: str) -> list[KeyExperiment]:
     return found
 
 
+def legacy_metrics(family: str) -> tuple[Metric, ...]:
+    """What a legacy experiment recorded: ranked by validation loss (lower is better), the family's others beside."""
+    others = tuple(m for m in FAMILIES[family].metrics if m.name != "loss") if family in FAMILIES else ()
+    return (Metric("loss", "minimize", "loss", mse), *others)
+
+
 def _described(experiment: Any) -> KeyExperiment:
+    """A key's experiment with its family's metrics (from its tags where the family is not installed)."""
     tags = experiment.tags
     family = tags.get("metaopt.family", "")
-    metric = _metric(family, tags.get("metaopt.metric"))
-    return KeyExperiment(tags["metaopt.key"], family, experiment.experiment_id, metric)
-
-
-def _metric(family: str, name: str | None) -> Metric:
-    """The family's metric called ``name`` (its primary one by default)."""
-    metrics = FAMILIES[family].metrics if family in FAMILIES else ()
-    for metric in metrics:
-        if name is None or metric.name == name:
-            return metric
-    return LEGACY_METRIC if name in (None, "loss") else Metric(name, "minimize", name, LEGACY_METRIC.per_task)
+    if family in FAMILIES:
+        metrics = FAMILIES[family].metrics
+    else:
+        name, direction = tags.get("metaopt.metric", "loss"), tags.get("metaopt.direction", "minimize")
+        metrics = (Metric(name, direction, name, mse),)
+    return KeyExperiment(tags["metaopt.key"], family, experiment.experiment_id, metrics)

@@ -179,3 +179,22 @@ def test_test_steps_is_a_recorded_hyperparameter_that_adaptation_uses(tmp_path):
     result = run_search(default, executor=InProcessExecutor(), workdir=tmp_path / "work2").results[0]
     trained = load_checkpoint(result.checkpoint)
     assert trained.hparams["test_steps"] == trained.hparams["inner_steps"]  # unset: the training steps
+
+
+def test_resume_reads_an_older_record_and_refuses_a_classifier_search_it_minimised(tmp_path):
+    from metaopt.search.runner import recorded_job
+
+    job = tiny_job(family={"name": "glyphs", "ways": 5}, methods=["protonet"], search_space=None)
+    loaded = load_job(write_job(tmp_path, job))
+    recorded = loaded.job.model_dump()
+    # What an older metaopt recorded: every family field, unset ones as null; a study minimising val_loss.
+    recorded["family"] = {"name": "glyphs", "ways": 5, "shots": None, "queries": None, "rotations": None,
+                          "jitter": None, "root": None}
+    storage = journal_storage(tmp_path / "work" / "optuna.journal")
+    for name, direction in (("old", "minimize"), ("new", "maximize")):
+        study = optuna.create_study(study_name=name, storage=storage, direction=direction)
+        study.set_user_attr("job", recorded)
+        study.set_user_attr("space", loaded.space.to_data())
+    assert recorded_job("new", workdir=tmp_path / "work").job.family.key == "glyphs-5w1s-q5"
+    with pytest.raises(LookupError, match="started by an older metaopt that optimised the validation loss"):
+        recorded_job("old", workdir=tmp_path / "work")
