@@ -175,9 +175,6 @@ class Resources(_Strict):
     max_retries: int = Field(default=2, ge=0, description="reruns of a trial whose worker or node was lost")
 
 
-StrategyName = Literal[tuple(STRATEGIES)]  # the registry's names, so an unknown one lists them
-
-
 class Job(_Strict):
     """One search a user can launch: ``metaopt search JOB.yaml``."""
 
@@ -187,7 +184,7 @@ class Job(_Strict):
     search_space: str | None = Field(default=None, description="path to a search-space file, relative to the job")
     space: dict[str, MethodSpace] = Field(default_factory=dict, description="per-method overrides of search_space")
     budget: Budget
-    strategy: StrategyName = "tpe"
+    strategy: str = Field(default="tpe", description="a key of metaopt.search.STRATEGIES")
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     resources: Resources = Field(default_factory=Resources)
     backbone: BackboneSpec = Field(default_factory=BackboneSpec)
@@ -199,6 +196,14 @@ class Job(_Strict):
         default="auto", description="torch.compile the meta-step: auto compiles when the trial is long enough to repay it"
     )
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="configurations to try first")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        if name not in STRATEGIES:  # read when validating, so a strategy registered later is known
+            names = [repr(n) for n in STRATEGIES]
+            raise ValueError(f"Input should be {', '.join(names[:-1])} or {names[-1]}")
+        return name
 
     @field_validator("methods")
     @classmethod

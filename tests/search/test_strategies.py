@@ -148,3 +148,19 @@ def test_hypergrad_trial_logs_its_learned_trajectories_as_metrics_and_a_figure(t
     assert any(k.startswith("hyper/inner_lr/") for k in client.get_run(run_id).data.metrics)
     figures = [a.path for a in client.list_artifacts(run_id, "figures")]
     assert figures == ["figures/trial-00000-hyperparameters.png"]
+
+
+def test_a_strategy_is_one_class_and_one_registry_line(tmp_path, monkeypatch):
+    from metaopt.search import STRATEGIES, Strategy
+
+    class QuasiMonteCarlo(Strategy):
+        name = "qmc"
+
+        def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+            return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+
+    monkeypatch.setitem(STRATEGIES, "qmc", QuasiMonteCarlo)
+    job = tiny_job(strategy="qmc", methods=["maml"], budget={**tiny_job()["budget"], "trials": 3, "meta_iterations": 10})
+    summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(), workdir=tmp_path / "work")
+    assert [r.state for r in summary.results] == ["complete"] * 3
+    assert len({r.hparams["inner_lr"] for r in summary.results}) == 3
