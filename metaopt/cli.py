@@ -109,6 +109,11 @@ class _SearchProgress:
         elif event == "end":
             self.bar.stop()
 
+    def stopping(self) -> None:
+        """A signal asked the search to stop: say so at once."""
+        self.bar.stop()
+        self.bar.console.print("stopping: cancelling the running trials (again: stop at once) ...", highlight=False)
+
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Run a search from a job file."""
@@ -123,15 +128,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     from metaopt.search.runner import run_search
     from metaopt.tracking import MlflowSearchTracker
 
-    if (problem := _storage_problem(args.storage)) is not None:
-        print(f"error: --storage: {problem}", file=sys.stderr)
+    if (problem := _preflight(args, workdir_exists=False)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     tracker = MlflowSearchTracker(args.tracking_uri)
-    with _executor(args, loaded.job) as executor:
-        summary = run_search(loaded, executor=executor, tracker=tracker, workdir=args.workdir, storage=args.storage,
-                             progress=_SearchProgress())
-    _print_summary(summary, tracker)
-    return 0
+    progress = _SearchProgress()
+    return _interruptible(args, loaded.job, progress, tracker, lambda executor, stop: run_search(
+        loaded, executor=executor, tracker=tracker, workdir=args.workdir, storage=args.storage, progress=progress,
+        stop=stop, search_id=args.search_id))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -139,8 +143,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from metaopt.search.runner import recorded_job, resume_search
     from metaopt.tracking import MlflowSearchTracker
 
-    if (problem := _storage_problem(args.storage)) is not None:
-        print(f"error: --storage: {problem}", file=sys.stderr)
+    if (problem := _preflight(args, workdir_exists=True)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     try:
         loaded = recorded_job(args.search_id, workdir=args.workdir, storage=args.storage)
@@ -148,25 +152,75 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_USAGE
     tracker = MlflowSearchTracker(args.tracking_uri)
-    with _executor(args, loaded.job) as executor:
-        summary = resume_search(args.search_id, executor=executor, tracker=tracker, workdir=args.workdir,
-                                storage=args.storage, progress=_SearchProgress())
+    progress = _SearchProgress()
+    return _interruptible(args, loaded.job, progress, tracker, lambda executor, stop: resume_search(
+        args.search_id, executor=executor, tracker=tracker, workdir=args.workdir, storage=args.storage,
+        progress=progress, stop=stop))
+
+
+def _interruptible(args: argparse.Namespace, job: Any, progress: _SearchProgress, tracker: Any, search: Any) -> int:
+    """Run ``search(executor, stop)`` with SIGINT / SIGTERM asking it to stop; print the outcome; the exit code.
+
+    The first signal: the running trials are cancelled and recorded, and one line says how to
+    go on (exit 130 for SIGINT, 143 for SIGTERM); a second one ends the process at once.
+    """
+    from metaopt.search.interruption import EXIT_CODES, StopRequest, handle_signals
+    from metaopt.search.runner import SearchInterrupted
+
+    def first(signum: int) -> None:
+        progress.stopping()
+
+    try:
+        # Signals are handled from here: Ray's core installs handlers of its own when it starts.
+        with _executor(args, job) as executor, handle_signals(StopRequest(), first) as stop:
+            summary = search(executor, stop)
+    except SearchInterrupted as exc:
+        progress.bar.stop()
+        print(str(exc), file=sys.stderr)
+        return EXIT_CODES.get(exc.signum, 128 + exc.signum)
+    except LookupError as exc:  # joining a search of another job
+        progress.bar.stop()
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return EXIT_USAGE
     _print_summary(summary, tracker)
     return 0
 
 
-def _storage_problem(url: str | None) -> str | None:
-    """Why the Optuna database ``url`` cannot be opened, in one line; None when it can (or none is given)."""
-    if not url:
-        return None
-    from metaopt.search.storage import describe, open_storage
+def _preflight(args: argparse.Namespace, *, workdir_exists: bool) -> str | None:
+    """Why the search cannot start, in one line (None when every address, URI and folder answers).
+
+    Checked before anything starts: the tracking store, the Optuna database, the Ray
+    cluster and the work folder (``resume``: the folder must already be there).
+    """
+    from metaopt.preflight import Problem, optuna_storage, ray_address, writable_folder
+    from metaopt.search.storage import JOURNAL, readable_storage
+    from metaopt.tracking.store import check_tracking_uri
 
     try:
-        open_storage(url)
-    except ImportError:
-        return f"{describe(url)} needs its database driver (PostgreSQL: pip install 'metaopt[cluster]')"
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; the user needs one line
-        return f"cannot open {describe(url)}: {str(exc).splitlines()[0]}"
+        check_tracking_uri(args.tracking_uri, create=True)
+        optuna_storage(args.storage)
+        if not args.in_process:
+            ray_address(args.address)
+        folder = writable_folder(args.workdir, "--workdir", create=not (workdir_exists and not args.storage))
+        journal = folder / JOURNAL
+        if not args.storage and journal.is_file():  # a search appends to it: it must read back
+            readable_storage(str(journal.resolve()))
+    except Problem as exc:
+        return str(exc)
+    except ValueError as exc:
+        return f"--workdir {args.workdir}: {exc}"
+    return None
+
+
+def _store(uri: str | None) -> str | None:
+    """Why a reading command has no store to read (it never creates one), in one line; None when it has."""
+    from metaopt.preflight import Problem
+    from metaopt.tracking.store import check_tracking_uri
+
+    try:
+        check_tracking_uri(uri, create=False)
+    except Problem as exc:
+        return str(exc)
     return None
 
 
@@ -207,7 +261,7 @@ def _print_summary(summary: Any, tracker: Any) -> None:
     elif decision is not None:
         print(f"champion unchanged at {where}: {decision.reason}")
     for note in summary.notes:
-        print(f"warning: {note}", file=sys.stderr)
+        print(f"note: {note}", file=sys.stderr)
     print(f"tracking: {tracker.tracking_uri}  (metaopt ui to browse)")
 
 
@@ -218,6 +272,9 @@ def cmd_select(args: argparse.Namespace) -> int:
 
     from metaopt.tracking.champion import select_champion
 
+    if (problem := _store(args.tracking_uri)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         selection = select_champion(args.key, tracking_uri=args.tracking_uri, test_tasks=args.test_tasks,
                                     apply=not args.dry_run)
@@ -254,6 +311,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     """Print each method's best trial of a key (or of every key of a family), mean and 95% CI on test tasks."""
     from metaopt.tracking import leaderboards
 
+    if (problem := _store(args.tracking_uri)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         boards = leaderboards(args.key, tracking_uri=args.tracking_uri, search_id=args.search)
     except LookupError as exc:
@@ -270,6 +330,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """Serve the MLflow UI on 127.0.0.1 against the same store."""
     from metaopt.tracking import resolve_tracking_uri
 
+    if (problem := _store(args.tracking_uri)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     uri = resolve_tracking_uri(args.tracking_uri)
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
@@ -281,9 +344,25 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return 0
 
 
+def _version() -> str:
+    """``metaopt X (torch X, optuna X, ray X, mlflow X)``, without importing them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import metaopt
+
+    parts = []
+    for package in ("torch", "optuna", "ray", "mlflow"):
+        try:
+            parts.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            parts.append(f"{package} missing")
+    return f"metaopt {metaopt.__version__} ({', '.join(parts)})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``metaopt``."""
     parser = argparse.ArgumentParser(prog="metaopt", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
 
     search = sub.add_parser("search", help="run the search a job file describes")
@@ -294,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--storage", help="Optuna database URL every node reaches, e.g. postgresql://user:pw@db/optuna "
                         "(default: a journal file in --workdir)")
     search.add_argument("--in-process", action="store_true", help="run trials in this process, without Ray")
+    search.add_argument("--search-id", help="start the search under this id, or join it if --storage already holds it "
+                        "(several drivers with one id share its trials)")
     search.set_defaults(func=cmd_search)
 
     resume = sub.add_parser("resume", help="continue a search whose driver was stopped or lost")

@@ -20,10 +20,14 @@ def free_port() -> int:
 
 
 class MlflowServer:
-    """``mlflow server`` on a sqlite store and an artifact folder under ``root`` (one web worker, no job runner)."""
+    """``mlflow server`` on a sqlite store (or ``backend``, a database URL) and an artifact folder under ``root``.
 
-    def __init__(self, root: Path) -> None:
+    One web worker, no job runner; artifacts proxied (``--artifacts-destination``), as ``docker/compose.yaml`` runs it.
+    """
+
+    def __init__(self, root: Path, backend: str | None = None) -> None:
         self.root, self.port = root, free_port()
+        self.backend = backend or f"sqlite:///{root / 'mlflow.db'}"
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
@@ -32,7 +36,7 @@ class MlflowServer:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+             "--backend-store-uri", self.backend,
              "--artifacts-destination", (self.root / "artifacts").as_uri()],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )

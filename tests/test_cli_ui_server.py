@@ -23,6 +23,9 @@ def _free_port() -> int:
 def ui_server(tmp_path):
     port = _free_port()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(uri).search_experiments()  # a store to serve: `metaopt ui` never creates one
     proc = subprocess.Popen(
         [sys.executable, "-m", "metaopt.cli", "ui", "--port", str(port), "--tracking-uri", uri],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,

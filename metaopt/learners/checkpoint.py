@@ -66,9 +66,35 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
     return path
 
 
+def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """The plain data of a checkpoint file; ``ValueError`` in one line for pickled objects or a damaged file."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):
+            raise ValueError(f"{path}: refused: the file holds pickled Python objects, which metaopt never loads "
+                             "(it could run any code); a metaopt checkpoint holds tensors and plain values only") from None
+        raise ValueError(f"{path}: not a readable checkpoint ({_first_sentence(exc)})") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: not a readable checkpoint ({_first_sentence(exc)})") from None
+
+
+def _first_sentence(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split(". ")[0].rstrip(".")
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> MetaLearner:
-    """Rebuild the learner saved at ``path`` (tensors only: ``weights_only=True``)."""
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    """Rebuild the learner saved at ``path`` (tensors only: ``weights_only=True``).
+
+    A file holding pickled Python objects is refused (``ValueError``, one line): loading it
+    could run any code. A truncated or damaged file is a ``ValueError`` too.
+    """
+    ckpt = read_checkpoint(path, device)
     if ckpt.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported checkpoint format {ckpt.get('format')!r} (expected {FORMAT_VERSION})")
     from metaopt.learners import LEARNERS

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metaopt.search.interruption import children_ignore_sigint
+
 WORKER_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
@@ -39,8 +41,11 @@ class Executor(ABC):
         """Start ``fn(*args)``; returns a handle."""
 
     @abstractmethod
-    def wait(self, handles: list[Any]) -> list[Done]:
-        """Block until at least one of ``handles`` is finished; return the finished ones."""
+    def wait(self, handles: list[Any], timeout: float | None = None) -> list[Done]:
+        """Block until at least one of ``handles`` is finished (or ``timeout`` seconds pass); return the finished ones."""
+
+    def cancel(self, handles: list[Any]) -> None:
+        """Stop what ``handles`` run (nothing to stop once they are finished)."""
 
     def close(self) -> None:
         """Release what the executor started."""
@@ -70,7 +75,7 @@ class InProcessExecutor(Executor):
             self._done[handle] = Done(handle, error=exc)
         return handle
 
-    def wait(self, handles: list[Any]) -> list[Done]:
+    def wait(self, handles: list[Any], timeout: float | None = None) -> list[Done]:
         """Every handle is already finished."""
         return [self._done.pop(h) for h in handles]
 
@@ -113,8 +118,11 @@ class RayExecutor(Executor):
                         ) from None
                     raise
             else:
-                # "local": a new Ray of our own, never a cluster a stale /tmp/ray/ray_current_cluster names
-                ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **kwargs)
+                # "local": a new Ray of our own, never a cluster a stale /tmp/ray/ray_current_cluster names. Its
+                # processes share our process group: they ignore SIGINT, so Ctrl-C reaches only the driver,
+                # which then cancels its trials and shuts Ray down.
+                with children_ignore_sigint():
+                    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **kwargs)
         resources = ray.cluster_resources()
         total = int(resources.get("CPU", 1)) // cpus_per_trial or 1
         if gpus_per_trial > 0:
@@ -139,9 +147,9 @@ class RayExecutor(Executor):
             )(fn)
         return self._remote[fn].remote(*args)
 
-    def wait(self, handles: list[Any]) -> list[Done]:
-        """Wait for the first finished Ray task(s)."""
-        ready, _ = self._ray.wait(handles, num_returns=1)
+    def wait(self, handles: list[Any], timeout: float | None = None) -> list[Done]:
+        """Wait for the first finished Ray task(s), at most ``timeout`` seconds."""
+        ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
         done = []
         for ref in ready:
             try:
@@ -149,6 +157,14 @@ class RayExecutor(Executor):
             except Exception as exc:  # noqa: BLE001 - a crashed worker ends its trial, not the search
                 done.append(Done(ref, error=exc))
         return done
+
+    def cancel(self, handles: list[Any]) -> None:
+        """Kill the worker processes of unfinished tasks (no retry); a Ray that is already gone is left alone."""
+        for ref in handles:
+            try:
+                self._ray.cancel(ref, force=True, recursive=True)
+            except Exception:  # noqa: BLE001 - finished, or Ray already down: nothing left to stop
+                pass
 
     def close(self) -> None:
         """Shut Ray down if this executor started it."""

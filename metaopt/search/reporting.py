@@ -83,6 +83,9 @@ class SearchTracker(Protocol):
     def resume_search(self, search_id: str, parent_run_id: str, loaded: LoadedJob) -> str | None:
         """Reopen the record of an interrupted search."""
 
+    def join_search(self, search_id: str, parent_run_id: str | None, loaded: LoadedJob) -> None:
+        """Attach to the record of a search another driver started (this one runs a share of its trials)."""
+
     def create_trial_run(self, tags: dict[str, str], run_name: str) -> str | None:
         """A record for a trial about to start (reopened by its retries); returns its id."""
 
@@ -98,8 +101,11 @@ class SearchTracker(Protocol):
     def record_decision(self, decision: Decision) -> str | None:
         """Record the champion decision; if it moved, make the new champion so (returns its version)."""
 
+    def end_trial(self, run_id: str, state: str, reason: str) -> None:
+        """Record how a trial ended that its worker could not record: ``interrupted`` (cancelled) or ``failed`` (lost)."""
+
     def finish_search(self, summary: SearchSummary, status: str) -> None:
-        """Record the leaderboard and the report, close the search's record."""
+        """Record the leaderboard and the report, close the search's record (``SHARED``: leave it to the last driver)."""
 
 
 class NullSearchTracker:
@@ -110,6 +116,9 @@ class NullSearchTracker:
 
     def resume_search(self, search_id: str, parent_run_id: str, loaded: LoadedJob) -> str | None:
         return None
+
+    def join_search(self, search_id: str, parent_run_id: str | None, loaded: LoadedJob) -> None:
+        pass
 
     def create_trial_run(self, tags: dict[str, str], run_name: str) -> str | None:
         return None
@@ -125,6 +134,9 @@ class NullSearchTracker:
 
     def record_decision(self, decision: Decision) -> str | None:
         return None
+
+    def end_trial(self, run_id: str, state: str, reason: str) -> None:
+        pass
 
     def finish_search(self, summary: SearchSummary, status: str) -> None:
         pass
@@ -201,6 +213,14 @@ class Reporter:
                     self.warned = True
                 return
             self.unsent.pop(0)
+
+    def warn(self, message: str) -> None:
+        """Something the user should know about this trial: a warning here and the tag ``metaopt.warning``."""
+        warnings.warn(message, stacklevel=2)
+        try:
+            self.log.set_tags({"metaopt.warning": message[:5000]})
+        except Exception as exc:  # noqa: BLE001 - tracking trouble must not end the trial
+            warnings.warn(f"could not record the warning: {exc!r}", stacklevel=2)
 
     def record_params(self, params: dict[str, Any]) -> None:
         """Record more of the trial's configuration (the defaults its learner used); tracking trouble only warns."""

@@ -82,6 +82,8 @@ class SearchSummary:
     decision: Decision | None = None  # the champion decision for the key (None if the search did not finish)
     champion_version: str | None = None  # the registered model version the tracker gave a new champion
     notes: list[str] = field(default_factory=list)  # what went wrong in the champion decision, if anything
+    interrupted: str | None = None  # why the search stopped early (a signal), if it did
+    planned_trials: int = 0  # the trials the search meant to run
 
     @property
     def metric(self) -> Metric:

@@ -1,9 +1,16 @@
 """Optuna storage: a journal file under ``.metaopt/`` by default (safe for several processes on one machine),
-or a database URL (PostgreSQL, MySQL, sqlite) that every node of a cluster reaches.
+a database URL (PostgreSQL, MySQL, sqlite) that every node of a cluster reaches, or a Redis journal
+(``redis://host:6379/0``).
+
+A database storage keeps a heartbeat per running trial (the driver that runs it beats every
+``METAOPT_HEARTBEAT_S`` seconds, default 20): a trial whose driver vanished is failed after
+``METAOPT_HEARTBEAT_GRACE_S`` (default 60) and retried by any driver of the study, never left RUNNING.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -24,11 +31,96 @@ def storage_locator(workdir: str | Path, url: str | None = None) -> str:
     return url if url else str(Path(workdir).resolve() / JOURNAL)
 
 
-def open_storage(locator: str) -> optuna.storages.BaseStorage:
-    """The Optuna storage a locator names: a database URL (``scheme://...``) or a journal file path."""
+def heartbeat_s() -> int:
+    """Seconds between two heartbeats of a running trial (``METAOPT_HEARTBEAT_S``, default 20)."""
+    return max(1, int(float(os.environ.get("METAOPT_HEARTBEAT_S", "20"))))
+
+
+def heartbeat_grace_s() -> int:
+    """Seconds without a heartbeat after which a running trial counts as lost (``METAOPT_HEARTBEAT_GRACE_S``)."""
+    return max(heartbeat_s() + 1, int(float(os.environ.get("METAOPT_HEARTBEAT_GRACE_S", str(3 * heartbeat_s())))))
+
+
+StaleCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
+def open_storage(locator: str, *, on_stale: StaleCallback | None = None,
+                 grace_s: int | None = None) -> optuna.storages.BaseStorage:
+    """The Optuna storage a locator names: a database URL, a Redis journal (``redis://``) or a journal file path.
+
+    ``on_stale``: called for each trial a database storage fails for want of a heartbeat.
+    """
+    if locator.startswith(("redis://", "rediss://", "unix://")):
+        from optuna.storages.journal import JournalRedisBackend
+
+        return JournalStorage(JournalRedisBackend(locator))
     if "://" in locator:
-        return optuna.storages.RDBStorage(locator)
+        engine_kwargs = {}
+        if locator.startswith(("postgresql", "mysql")):  # a database that is not there fails in seconds
+            from metaopt.preflight import connect_timeout
+
+            engine_kwargs = {"connect_args": {"connect_timeout": max(1, int(connect_timeout()))}}
+        import time
+        import warnings
+
+        import sqlalchemy.exc
+
+        for attempt in range(3):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: "experimental"
+                    return optuna.storages.RDBStorage(
+                        locator, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s(),
+                        grace_period=grace_s or heartbeat_grace_s(), heartbeat_stale_trial_callback=on_stale,
+                    )
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # Two drivers creating Optuna's tables in a new database at once: the second finds them made.
+                if attempt == 2:
+                    raise
+                time.sleep(1.0)
     return journal_storage(locator)
+
+
+def stale_trial_ids(locator: str, study: optuna.Study, grace_s: int) -> set[int]:
+    """Running trials of ``study`` nobody has beaten for ``grace_s`` seconds (none for storages without heartbeats)."""
+    storage = open_storage(locator, grace_s=grace_s)
+    finder = getattr(storage, "_get_stale_trial_ids", None)  # Optuna's own query; heartbeats are RDB-only
+    if finder is None or not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
+        return set()
+    return set(finder(study._study_id))
+
+
+def readable_storage(locator: str) -> optuna.storages.BaseStorage:
+    """``open_storage(locator)``, its studies listed once: ``ValueError`` in one line naming the file if it cannot be read.
+
+    A journal file is read whole when opened: a damaged one (a line cut short, a record
+    Optuna does not know) fails here, before a search appends to it.
+    """
+    try:
+        if "://" not in locator and Path(locator).is_file():
+            _check_journal_lines(Path(locator))
+        storage = open_storage(locator)
+        optuna.get_all_study_names(storage)
+    except ImportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - JSON errors, Optuna's assertions, database errors: one line
+        what = "database" if "://" in locator else "journal"
+        text = str(exc).strip().splitlines()
+        raise ValueError(f"cannot read the Optuna {what} {describe(locator)} "
+                         f"({type(exc).__name__}{': ' + text[0] if text else ''})") from None
+    return storage
+
+
+def _check_journal_lines(path: Path) -> None:
+    """Every line a journal record: Optuna skips a damaged last line when reading, then appends onto it."""
+    import json
+
+    with path.open("rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                json.loads(line)
+            except ValueError:
+                raise ValueError(f"line {number} is not a journal record") from None
 
 
 def describe(locator: str) -> str:

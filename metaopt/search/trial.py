@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 
 from metaopt.learners.base import MetaLearner
-from metaopt.learners.checkpoint import build_learner, load_checkpoint, make_checkpoint
+from metaopt.learners.checkpoint import build_learner, load_checkpoint, make_checkpoint, read_checkpoint
 from metaopt.search import evaluation
 from metaopt.search.config import Job
 from metaopt.search.evaluation import TaskScores
@@ -118,7 +118,14 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
     generator = torch.Generator().manual_seed(job.seed)
     objective = objective_name(job)
     start, value = 0, math.nan
-    resumed = _resume(config.checkpoint_path, learner, generator)
+    try:
+        resumed = _resume(config.checkpoint_path, learner, generator)
+    except ValueError as exc:  # set aside; the trial starts over from a fresh learner and task stream
+        damaged = config.checkpoint_path.with_name(config.checkpoint_path.name + ".damaged")
+        config.checkpoint_path.replace(damaged)
+        reporter.warn(f"checkpoint could not be restored, the trial starts over (kept as {damaged.name}): {exc}")
+        learner = new_learner(job, family, config.method, config.hparams, device)
+        generator, resumed = torch.Generator().manual_seed(job.seed), None
     if resumed is not None:
         start, value = resumed
         reporter.resumed(start, value)
@@ -153,15 +160,21 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
 
 
 def _resume(path: Path, learner: MetaLearner, generator: torch.Generator) -> tuple[int, float] | None:
-    """Restore a retried trial from its last checkpoint: ``(iteration, last validation score)``, or None."""
+    """Restore a retried trial from its last checkpoint: ``(iteration, last validation score)``, or None.
+
+    ``ValueError`` where the checkpoint cannot be read or restored (truncated, damaged, of another learner).
+    """
     if not path.is_file():
         return None
-    ckpt = torch.load(path, map_location=learner.device, weights_only=True)
+    ckpt = read_checkpoint(path, learner.device)
     if "resume" not in ckpt:
         return None
-    learner.load_state_dict(ckpt["state"])
-    generator.set_state(ckpt["resume"]["generator"])
-    return int(ckpt["resume"]["iteration"]), float(ckpt["resume"]["value"])
+    try:
+        learner.load_state_dict(ckpt["state"])
+        generator.set_state(ckpt["resume"]["generator"])
+        return int(ckpt["resume"]["iteration"]), float(ckpt["resume"]["value"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{path}: {type(exc).__name__}: {exc}") from None
 
 
 def trial_tags(search_id: str, job: Job, method: str, number: int) -> dict[str, str]:

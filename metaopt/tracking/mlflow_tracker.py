@@ -172,6 +172,15 @@ class MlflowSearchTracker:
         self.client.set_tag(parent_run_id, "metaopt.resumed", "true")
         return parent_run_id
 
+    def join_search(self, search_id: str, parent_run_id: str | None, loaded: LoadedJob) -> None:
+        """Use the parent run another driver of the search made (checked to be that search's)."""
+        if parent_run_id is None:
+            raise LookupError(f"search {search_id} has no MLflow parent run to join")
+        run = self.client.get_run(parent_run_id)
+        if run.data.tags.get("metaopt.search_id") != search_id:
+            raise LookupError(f"MLflow run {parent_run_id} is not the parent run of search {search_id}")
+        self.parent_run_id, self.experiment_id = parent_run_id, run.info.experiment_id
+
     def trial_tracker(self) -> MlflowTrialTracker:
         """What workers use to open child runs."""
         assert self.experiment_id is not None and self.parent_run_id is not None, "start_search first"
@@ -197,11 +206,19 @@ class MlflowSearchTracker:
         except Exception as exc:  # noqa: BLE001 - reported by the driver; the alias is where it was
             raise TrackingError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
+    def end_trial(self, run_id: str, state: str, reason: str) -> None:
+        """The trial's run ended with ``state`` and the reason: interrupted runs KILLED, lost ones FAILED."""
+        self.client.set_tag(run_id, "metaopt.state", state)
+        self.client.set_tag(run_id, "metaopt.reason", reason[:5000])
+        self.client.set_terminated(run_id, status="KILLED" if state == "interrupted" else "FAILED")
+
     def finish_search(self, summary: SearchSummary, status: str) -> None:
         """Trial counts, the leaderboard and the report on the parent run; close it with ``status``."""
         if self.parent_run_id is None:
             return
         run_id = self.parent_run_id
+        if status == "SHARED":  # another driver of the search finishes the record
+            return
         counts = {state: sum(r.state == state for r in summary.results) for state in ("complete", "pruned", "failed")}
         for state, n in counts.items():
             self.client.log_metric(run_id, f"trials_{state}", n)
@@ -221,6 +238,9 @@ class MlflowSearchTracker:
                 self.client.log_metric(run_id, f"champion_test_{name}", test)
         for note in summary.notes:
             self.client.set_tag(run_id, "metaopt.champion_decision", note[:5000])
+        if summary.interrupted:
+            self.client.set_tag(run_id, "metaopt.interrupted",
+                                f"{summary.interrupted}; continue with: metaopt resume {summary.search_id}")
         self.client.set_terminated(run_id, status=status)
 
     def _log_report(self, summary: SearchSummary, out: Path) -> None:

@@ -116,3 +116,90 @@ def _described(experiment: Any) -> KeyExperiment:
         name, direction = tags.get("metaopt.metric", "loss"), tags.get("metaopt.direction", "minimize")
         metrics = (Metric(name, direction, name, mse),)
     return KeyExperiment(tags["metaopt.key"], family, experiment.experiment_id, metrics)
+
+
+def check_tracking_uri(uri: str | None, *, create: bool, timeout: float | None = None) -> str:
+    """The resolved tracking URI, once it is known to answer; ``Problem`` (one line) where it does not.
+
+    A local sqlite store must exist, or (``create``: a command that writes) its folder must
+    be writable; a tracking server must answer an MLflow request within ``timeout`` seconds
+    and accept the credentials in ``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD`` or
+    ``MLFLOW_TRACKING_TOKEN``; a database store must accept a connection.
+    """
+    from metaopt.preflight import Problem, _cause, connect_timeout, writable_folder
+
+    resolved = resolve_tracking_uri(uri)
+    shown = uri or resolved
+    timeout = connect_timeout() if timeout is None else timeout
+    if resolved.startswith("sqlite:"):
+        path = Path(resolved.removeprefix("sqlite:///"))
+        if create:
+            writable_folder(path.parent, f"--tracking-uri {shown}: folder")
+        elif not path.is_file():
+            raise Problem(f"--tracking-uri {shown}: no MLflow store at {path} (a search writes one; "
+                          "or point --tracking-uri at yours)")
+        return resolved
+    if resolved.startswith(("http://", "https://")):
+        _check_server(resolved, shown, timeout)
+        return resolved
+    if "://" in resolved and resolved.split("://", 1)[0].split("+")[0] in {"postgresql", "mysql", "mssql"}:
+        import sqlalchemy
+
+        try:
+            engine = sqlalchemy.create_engine(resolved, connect_args=_db_timeout(resolved, timeout))
+            with engine.connect():
+                pass
+        except Exception as exc:  # noqa: BLE001 - one line for the user, whatever the driver raised
+            raise Problem(f"--tracking-uri {_without_password(shown)}: cannot connect ({_cause(exc)})") from None
+    return resolved
+
+
+def _db_timeout(url: str, timeout: float) -> dict[str, Any]:
+    return {"connect_timeout": max(1, int(timeout))} if url.startswith(("postgresql", "mysql")) else {}
+
+
+def _without_password(url: str) -> str:
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+def _check_server(uri: str, shown: str, timeout: float) -> None:
+    """One MLflow REST call (list one experiment) with the user's credentials; ``Problem`` on any failure."""
+    import base64
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from metaopt.preflight import Problem, _socket_cause
+
+    request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        request.add_header("Authorization", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
+    context = None
+    if uri.startswith("https://") and os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        context = ssl._create_unverified_context()  # noqa: S323 - the user asked for it, as MLflow's client honours
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context):  # noqa: S310 - http(s) only
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            cause = ("the server refused the credentials (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)"
+                     if user or password or os.environ.get("MLFLOW_TRACKING_TOKEN") else
+                     "the server wants credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+        elif exc.code == 404:
+            cause = "not an MLflow tracking server (HTTP 404 for the MLflow API)"
+        else:
+            cause = f"the MLflow server answered HTTP {exc.code}"
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        cause = "cannot reach the MLflow server (" + (
+            _socket_cause(reason) if isinstance(reason, OSError) else str(reason)) + ")"
+    except (TimeoutError, OSError) as exc:
+        cause = f"cannot reach the MLflow server ({_socket_cause(exc) if isinstance(exc, OSError) else 'no answer'})"
+    raise Problem(f"--tracking-uri {shown}: {cause}")

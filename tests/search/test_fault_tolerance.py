@@ -142,3 +142,15 @@ def test_driver_killed_mid_search_then_resume_finishes_the_budget_with_each_tria
             assert steps == set(range(100, 1501, 100))
     resumed_runs = [r for r in children if int(r.data.tags["metaopt.trial_number"]) in interrupted]
     assert any(client.get_metric_history(r.info.run_id, "resumed_at") for r in resumed_runs)
+
+
+def test_a_trial_whose_checkpoint_is_damaged_starts_over_with_a_warning(tmp_path):
+    unbroken = execute_trial(_config(tmp_path, "a"), NullTracker())
+    config = _config(tmp_path, "b")
+    config.checkpoint_path.parent.mkdir(parents=True)
+    config.checkpoint_path.write_bytes(b"PK\x03\x04 cut short by a crash")
+    with pytest.warns(UserWarning, match="checkpoint could not be restored, the trial starts over"):
+        result = execute_trial(config, NullTracker())
+    assert result.state == "complete" and result.iterations == 40 and "resumed_at" not in result.extra
+    assert result.value == pytest.approx(unbroken.value, rel=1e-6, abs=1e-9)  # the same as a fresh start
+    assert config.checkpoint_path.with_name(config.checkpoint_path.name + ".damaged").is_file()

@@ -1,23 +1,25 @@
 """A two-node Ray cluster on 127.0.0.1 (head + worker, `ray start`): the worker node dies mid-trial, no trial is lost.
 
-The test starts both nodes and stops them by PID (``ray stop`` would stop every Ray on the machine).
+The study is on PostgreSQL and the runs on an MLflow server with a PostgreSQL backend store, as on a real
+cluster (where no PostgreSQL answers, a laptop: the journal file and a sqlite store). The test starts both
+nodes and stops them by PID (``ray stop`` would stop every Ray on the machine).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import optuna
+import pytest
 from mlflow.tracking import MlflowClient
 
-from metaopt.search.storage import journal_storage
-from tests.mlflow_server import free_port
+from metaopt.search.storage import journal_storage, open_storage
+from tests.mlflow_server import MlflowServer, free_port
 from tests.processes import kill_marked
 from tests.search.jobs import GOOD, REPO, tiny_job, write_job
 
@@ -34,18 +36,34 @@ def _ray_start(args: list[str], marker: str) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def _running_nodes(db: Path) -> dict[str, str]:
+def _running_nodes(uri: str) -> dict[str, str]:
     """Node of each RUNNING trial run that has logged a validation point (so it has a checkpoint)."""
-    with sqlite3.connect(db) as con:
-        rows = con.execute(
-            "SELECT t.run_uuid, t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
-            "WHERE t.key = 'metaopt.node' AND r.status = 'RUNNING' AND EXISTS "
-            "(SELECT 1 FROM metrics m WHERE m.run_uuid = t.run_uuid AND m.key = 'val_loss')"
-        ).fetchall()
-    return dict(rows)
+    if uri.startswith("sqlite:") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return {}  # the driver has not made its store yet (making it here too would race its migrations)
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return {}
+    runs = client.search_runs(experiments, "attributes.status = 'RUNNING' AND tags.`metaopt.role` = 'trial'")
+    return {r.info.run_id: r.data.tags["metaopt.node"] for r in runs
+            if "metaopt.node" in r.data.tags and "val_loss" in r.data.metrics}
 
 
-def test_worker_node_lost_mid_trial_every_trial_ends_exactly_once(tmp_path):
+@pytest.fixture
+def stores(request, tmp_path):
+    """(Optuna storage URL or None for the journal, MLflow tracking URI): PostgreSQL and a server where it answers."""
+    try:
+        databases = request.getfixturevalue("postgres_databases")
+    except pytest.skip.Exception:  # no PostgreSQL here (not CI): the embedded stores
+        yield None, f"sqlite:///{tmp_path / 'mlflow.db'}"
+        return
+    server = MlflowServer(tmp_path, backend=databases())
+    server.start()
+    yield databases(), server.uri
+    server.stop()
+
+
+def test_worker_node_lost_mid_trial_every_trial_ends_exactly_once(tmp_path, stores):
     tag = f"{tmp_path.name}-{os.getpid()}"
     head, worker, driver_mark = (f"METAOPT_TEST_NODE={role}-{tag}" for role in ("head", "worker", "driver"))
     port = free_port()
@@ -53,7 +71,8 @@ def test_worker_node_lost_mid_trial_every_trial_ends_exactly_once(tmp_path):
                    budget={**tiny_job()["budget"], "trials": 4, "meta_iterations": 4000, "eval_interval": 100},
                    resources={"cpus_per_trial": 1, "max_concurrent": 2, "max_retries": 2}, compile="never")
     path = write_job(tmp_path, job)
-    db, workdir = tmp_path / "mlflow.db", tmp_path / "work"
+    storage, uri = stores
+    workdir = tmp_path / "work"
     seen_nodes: set[str] = set()
     try:
         _ray_start(["--head", "--port", str(port), "--ray-client-server-port", str(free_port()),
@@ -63,15 +82,15 @@ def test_worker_node_lost_mid_trial_every_trial_ends_exactly_once(tmp_path):
                "RAY_AUTH_TOKEN": TOKEN}  # metaopt sees a token and sets RAY_AUTH_MODE=token itself
         driver = subprocess.Popen(
             [sys.executable, "-m", "metaopt.cli", "search", str(path), "--address", f"127.0.0.1:{port}",
-             "--tracking-uri", f"sqlite:///{db}", "--workdir", str(workdir)],
+             "--tracking-uri", uri, "--workdir", str(workdir), *(["--storage", storage] if storage else [])],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         deadline = time.monotonic() + 240
-        while len(set(_running_nodes(db).values()) if db.exists() else ()) < 2:  # one trial on each node
+        while len(set(_running_nodes(uri).values())) < 2:  # one trial on each node
             assert driver.poll() is None, driver.stdout.read()[-3000:]
             assert time.monotonic() < deadline, "trials never ran on both nodes at once"
             time.sleep(0.5)
-        seen_nodes = set(_running_nodes(db).values())
+        seen_nodes = set(_running_nodes(uri).values())
         kill_marked(worker)  # the worker node's raylet and its trial's worker process, mid-trial
         output, _ = driver.communicate(timeout=400)
         assert driver.returncode == 0, output[-3000:]
@@ -83,12 +102,12 @@ def test_worker_node_lost_mid_trial_every_trial_ends_exactly_once(tmp_path):
             current.unlink()
 
     assert len(seen_nodes) == 2
-    storage = journal_storage(workdir / "optuna.journal")
-    (name,) = optuna.get_all_study_names(storage)
-    trials = optuna.load_study(study_name=name, storage=storage).trials
+    optuna_storage = open_storage(storage) if storage else journal_storage(workdir / "optuna.journal")
+    (name,) = optuna.get_all_study_names(optuna_storage)
+    trials = optuna.load_study(study_name=name, storage=optuna_storage).trials
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    client = MlflowClient(f"sqlite:///{db}")
+    client = MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`metaopt.role` = 'trial'")
     assert sorted(int(r.data.tags["metaopt.trial_number"]) for r in runs) == [0, 1, 2, 3]
     assert all(r.info.status == "FINISHED" for r in runs)

@@ -38,6 +38,10 @@ class Strategy(ABC):
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         """The Optuna sampler of this strategy, seeded."""
 
+    def study_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        """What a search's study samples with: ``sampler`` made afresh for each trial (``PerTrialSeed``)."""
+        return PerTrialSeed(self.sampler, seed)
+
     def check(self, job: Job, space: SearchSpace) -> None:
         """Raise ``ValueError("field.path: what is wrong")`` for a job this strategy cannot run."""
 
@@ -74,3 +78,46 @@ def tpe(seed: int, n_startup_trials: int = 5) -> optuna.samplers.BaseSampler:
     return quiet(lambda: optuna.samplers.TPESampler(
         seed=seed, multivariate=True, group=True, n_startup_trials=n_startup_trials
     ))
+
+
+class PerTrialSeed(optuna.samplers.BaseSampler):
+    """A strategy's sampler made afresh for every trial, seeded by the job's seed and the trial's number.
+
+    What a trial samples is then a function of the seed, its number and the study's history
+    only, not of how many trials this process asked before: a search resumed by a new driver
+    (or one interrupted and resumed) samples what an unbroken one does.
+    """
+
+    def __init__(self, make: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
+        self._make, self._seed = make, seed
+        self._sampler = make(seed)
+
+    def _for(self, number: int) -> None:
+        self._sampler = self._make((self._seed * 1_000_003 + number) % 2**32)
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """A sampler seeded for this trial, then its own preparation."""
+        self._for(trial.number)
+        self._sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        """The trial's sampler's joint space."""
+        return self._sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                        search_space: dict[str, Any]) -> dict[str, Any]:
+        """The trial's sampler's joint sample."""
+        return self._sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
+                           param_distribution: Any) -> Any:
+        """The trial's sampler's sample of one parameter."""
+        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: Any, values: Any) -> None:
+        """The sampler of the finished trial is told."""
+        self._for(trial.number)
+        self._sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        """Seeds come from the trial numbers; nothing to reseed."""
