@@ -69,6 +69,8 @@ def soak(executor_name: str, trials: int, work: Path) -> dict:
     def progress(event: str, info: dict) -> None:
         if event == "trial":
             finished.append(time.perf_counter())
+            if len(finished) % WINDOW == 0:
+                rss.setdefault("every_50_mb", []).append(round(_rss_mb(), 1))
             if len(finished) == WINDOW:
                 rss["after_first_50_mb"] = _rss_mb()
 
@@ -107,6 +109,7 @@ def soak(executor_name: str, trials: int, work: Path) -> dict:
         "s_per_trial_first_50": sum(gaps[:WINDOW]) / WINDOW * slots,
         "s_per_trial_last_50": sum(gaps[-WINDOW:]) / WINDOW * slots,
         "rss_after_first_50_mb": rss.get("after_first_50_mb"), "rss_at_end_mb": rss["at_end_mb"],
+        "rss_every_50_mb": rss.get("every_50_mb", []),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "leaderboard_s": leaderboard_s, "leaderboard_ok": board.returncode == 0, "ui_s": ui_s,
     }

@@ -25,20 +25,23 @@ class MlflowServer:
     One web worker, no job runner; artifacts proxied (``--artifacts-destination``), as ``docker/compose.yaml`` runs it.
     """
 
-    def __init__(self, root: Path, backend: str | None = None) -> None:
+    def __init__(self, root: Path, backend: str | None = None, *, args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
         self.root, self.port = root, free_port()
         self.backend = backend or f"sqlite:///{root / 'mlflow.db'}"
+        self.args, self.env = args, env or {}
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> None:
         """Start the server and wait until ``/health`` answers."""
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+               **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
              "--backend-store-uri", self.backend,
-             "--artifacts-destination", (self.root / "artifacts").as_uri()],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+             "--artifacts-destination", (self.root / "artifacts").as_uri(), *self.args],
+            env=env, cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while True:

@@ -83,7 +83,7 @@ def test_reading_commands_never_create_a_store(args, tmp_path):
     done, _ = _run(args, tmp_path)
     assert done.returncode == 2
     assert _one_line_error(done).endswith(f"no MLflow store at {tmp_path / 'mlflow.db'} (a search writes one; "
-                                          "or point --tracking-uri at yours)")
+                                          "or point --tracking-uri or MLFLOW_TRACKING_URI at yours)")
     assert list(tmp_path.iterdir()) == []
 
 

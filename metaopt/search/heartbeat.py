@@ -26,7 +26,9 @@ def enabled(study: optuna.Study) -> bool:
 def retry_lost(record: Callable[[optuna.trial.FrozenTrial], None],
                max_retries: int) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
     """What to do with a trial failed for want of a heartbeat: ``record`` it, then enqueue its retry."""
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks the retry callback experimental
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
 
     def on_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         record(trial)

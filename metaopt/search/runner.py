@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +32,7 @@ from metaopt.search.results import MethodRow, SearchSummary, rank
 from metaopt.search.selection import Candidate, Decision, decide
 from metaopt.search.storage import (
     describe,
+    heartbeat_grace_s,
     heartbeat_s,
     open_storage,
     readable_storage,
@@ -352,10 +354,10 @@ def _on_lost(tracker: SearchTracker, job: Job) -> Callable[[optuna.Study, optuna
         run_id = trial.user_attrs.get(RUN_ATTR)
         if run_id is not None:
             try:
-                tracker.end_trial(run_id, "failed", f"lost: no heartbeat for {heartbeat.heartbeat_grace_s()} s "
+                tracker.end_trial(run_id, "failed", f"lost: no heartbeat for {heartbeat_grace_s()} s "
                                                     "(its driver vanished); retried as a new trial")
-            except Exception:  # noqa: BLE001 - the record is secondary; the retry is what matters
-                pass
+            except Exception as exc:  # noqa: BLE001 - the record is secondary; the retry is what matters
+                warnings.warn(f"could not record lost trial {trial.number}: {exc!r}", stacklevel=1)
 
     return heartbeat.retry_lost(record, job.resources.max_retries)
 

@@ -29,9 +29,14 @@ def load_learner(uri: str, *, tracking_uri: str | None = None, device: str = "cp
 
     import mlflow
 
-    from metaopt.tracking.store import resolve_tracking_uri
+    from metaopt.preflight import Problem
+    from metaopt.tracking.store import check_tracking_uri
 
-    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    try:
+        resolved = check_tracking_uri(tracking_uri, create=False)  # loading never creates a store
+    except Problem as exc:
+        raise FileNotFoundError(f"{uri}: {str(exc).split(': ', 1)[-1]}") from None
+    mlflow.set_tracking_uri(resolved)
     if _RUN_ID.match(uri):
         # A trial's run: its logged model if it finished, else its last checkpoint (pruned trials).
         tags = mlflow.get_run(uri).data.tags

@@ -137,7 +137,7 @@ def check_tracking_uri(uri: str | None, *, create: bool, timeout: float | None =
             writable_folder(path.parent, f"--tracking-uri {shown}: folder")
         elif not path.is_file():
             raise Problem(f"--tracking-uri {shown}: no MLflow store at {path} (a search writes one; "
-                          "or point --tracking-uri at yours)")
+                          "or point --tracking-uri or MLFLOW_TRACKING_URI at yours)")
         return resolved
     if resolved.startswith(("http://", "https://")):
         _check_server(resolved, shown, timeout)
