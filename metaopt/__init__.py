@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 def load(uri: str) -> "MetaLearner":
-    """Load a trained meta-learner from ``models:/name@alias``, ``runs:/id/model``, a run id or a path.
+    """Load a trained meta-learner from ``models:/name@alias``, a logged model (``models:/m-...``), a run id or a path.
 
     Example:
         >>> learner = metaopt.load("models:/metaopt-sine-10shot@champion")

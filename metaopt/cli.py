@@ -165,7 +165,7 @@ def _interruptible(args: argparse.Namespace, job: Any, progress: _SearchProgress
     go on (exit 130 for SIGINT, 143 for SIGTERM); a second one ends the process at once.
     """
     from metaopt.search.interruption import EXIT_CODES, StopRequest, handle_signals
-    from metaopt.search.runner import SearchInterrupted
+    from metaopt.search.runner import JoinError, SearchInterrupted
 
     def first(signum: int) -> None:
         progress.stopping()
@@ -178,7 +178,7 @@ def _interruptible(args: argparse.Namespace, job: Any, progress: _SearchProgress
         progress.bar.stop()
         print(str(exc), file=sys.stderr)
         return EXIT_CODES.get(exc.signum, 128 + exc.signum)
-    except LookupError as exc:  # joining a search of another job
+    except JoinError as exc:  # joining a search of another job
         progress.bar.stop()
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_USAGE
@@ -262,7 +262,13 @@ def _print_summary(summary: Any, tracker: Any) -> None:
         print(f"champion unchanged at {where}: {decision.reason}")
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"tracking: {tracker.tracking_uri}  (metaopt ui to browse)")
+    from metaopt.tracking.store import run_link, ui_base
+
+    print(f"tracking: {tracker.tracking_uri}")
+    if tracker.experiment_id and summary.parent_run_id:
+        served = "" if tracker.tracking_uri.startswith("http") else "  (after `metaopt ui`)"
+        print(f"search run: {run_link(ui_base(tracker.tracking_uri), tracker.experiment_id, summary.parent_run_id)}"
+              f"{served}")
 
 
 def cmd_select(args: argparse.Namespace) -> int:
@@ -338,10 +344,24 @@ def cmd_ui(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
                "--port", str(args.port), "--workers", "1"]
     print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it")
+    _print_experiment_links(uri, f"http://{args.host}:{args.port}")
+    sys.stdout.flush()  # before the server's own output
     try:
         return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0
+
+
+def _print_experiment_links(uri: str, base: str) -> None:
+    """A link per key of the store: its runs table in MLflow's model-training view, with metaopt's columns."""
+    from mlflow.tracking import MlflowClient
+
+    from metaopt.tracking.store import experiment_link
+
+    experiments = MlflowClient(uri).search_experiments(filter_string="tags.`metaopt.key` != ''",
+                                                       order_by=["last_update_time DESC"], max_results=20)
+    for experiment in experiments:
+        print(f"  {experiment.tags['metaopt.key']}: {experiment_link(base, experiment.experiment_id)}")
 
 
 def _version() -> str:

@@ -55,8 +55,15 @@ class TrialLog(Protocol):
     def log_artifact(self, path: Path, folder: str) -> None:
         """Record a file (a figure) under ``folder``."""
 
-    def log_model(self, checkpoint_path: Path, *, full: bool) -> None:
-        """Record the trained meta-parameters (``full``: also as a loadable registered-model candidate)."""
+    def log_dataset(self, name: str, digest: str, source: dict[str, str]) -> None:
+        """Record the task family the trial trains on (its key, a digest of its options)."""
+
+    def log_model(self, checkpoint_path: Path, *, full: bool, example: dict[str, Any] | None = None,
+                  metrics: dict[str, float] | None = None) -> None:
+        """Record the trained meta-parameters (``full``: also as a loadable registered-model candidate).
+
+        ``example``: one task's arrays for the model's signature; ``metrics``: scores to link to the model.
+        """
 
     def finish(self, state: str, reason: str | None) -> None:
         """Record how the trial ended: ``complete``, ``pruned`` or ``failed``, with a reason."""
@@ -157,7 +164,11 @@ class _NullLog:
     def log_artifact(self, path: Path, folder: str) -> None:
         pass
 
-    def log_model(self, checkpoint_path: Path, *, full: bool) -> None:
+    def log_dataset(self, name: str, digest: str, source: dict[str, str]) -> None:
+        pass
+
+    def log_model(self, checkpoint_path: Path, *, full: bool, example: dict[str, Any] | None = None,
+                  metrics: dict[str, float] | None = None) -> None:
         pass
 
     def finish(self, state: str, reason: str | None) -> None:
@@ -197,6 +208,8 @@ class Reporter:
         self.resumed_from: int | None = None
         self.unsent: list[tuple[dict[str, float], int]] = []
         self.warned = False
+        self.example: dict[str, Any] | None = None  # one task's arrays, for the logged model's signature
+        self.last_metrics: dict[str, float] = {}  # the last evaluation's scores, to link to the logged model
 
     def _log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.unsent.append((metrics, step))
@@ -259,6 +272,7 @@ class Reporter:
         are then paired on the same episodes at the same iteration.
         """
         self._log_metrics(metrics, step)
+        self.last_metrics = {k: v for k, v in metrics.items() if k.startswith("val_")}
         save_checkpoint(checkpoint(), self.checkpoint_path)
         self.has_checkpoint = True
         self.last_step, self.last_value = step, metrics[objective]

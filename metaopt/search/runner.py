@@ -30,6 +30,7 @@ from metaopt.search.pruners import make_pruner
 from metaopt.search.reporting import NullSearchTracker, SearchTracker, TrackingError, TrialTracker
 from metaopt.search.results import MethodRow, SearchSummary, rank
 from metaopt.search.selection import Candidate, Decision, decide
+from metaopt.search.space import METHOD_PARAM
 from metaopt.search.storage import (
     describe,
     heartbeat_grace_s,
@@ -135,9 +136,9 @@ def resume_search(
     parent_run_id = study.user_attrs.get("parent_run_id")
     if parent_run_id is not None:
         tracker.resume_search(search_id, parent_run_id, loaded)
-    finished = [t for t in study.trials if t.state in FINISHED]
-    results = [_result_of(t, loaded, chosen) for t in finished]
     unfinished = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    finished = [t for t in study.trials if t.state in FINISHED and SURPLUS not in t.user_attrs]
+    results = [_result_of(t, loaded, chosen) for t in finished]
     if heartbeat.enabled(study):  # a trial another live driver of the study is running is not ours to rerun
         nobody = stale_trial_ids(locator, study, grace_s=2 * heartbeat_s())
         unfinished = [t for t in unfinished if t._trial_id in nobody]
@@ -145,16 +146,20 @@ def resume_search(
                   unfinished, stop)
 
 
+class JoinError(LookupError):
+    """A driver cannot join the search its ``--search-id`` names."""
+
+
 def _joined(study: optuna.Study, loaded: LoadedJob, wait_s: float = 30.0) -> str | None:
     """The parent record of a search another driver started (its job must be this one)."""
     deadline = time.monotonic() + wait_s
     while "parent_run_id" not in study.user_attrs:  # the starting driver records it right after creating the study
         if time.monotonic() > deadline:
-            raise LookupError(f"search {study.study_name!r} exists but its starting driver recorded no job")
+            raise JoinError(f"search {study.study_name!r} exists but its starting driver recorded no job")
         time.sleep(0.5)
     if study.user_attrs.get("job") != loaded.job.model_dump():
-        raise LookupError(f"search {study.study_name!r} was started with another job: a driver joins only the job "
-                          "it was started with")
+        raise JoinError(f"search {study.study_name!r} was started with another job: a driver joins only the job "
+                        "it was started with")
     return study.user_attrs["parent_run_id"]
 
 
@@ -238,9 +243,18 @@ def _drive(
     try:
         beats.__enter__()
         for frozen in unfinished:  # interrupted with the driver: same number, same record, from the checkpoint
-            method, hparams = chosen.recorded(space, frozen.params)
-            submit(optuna.Trial(study, frozen._trial_id), frozen.number, method, hparams,
-                   frozen.user_attrs.get(RUN_ATTR))
+            trial = optuna.Trial(study, frozen._trial_id)
+            run_id = frozen.user_attrs.get(RUN_ATTR)
+            if METHOD_PARAM in frozen.params:
+                method, hparams = chosen.recorded(space, frozen.params)
+            else:  # asked, never configured (the driver died between the two): configure it as it would have been
+                method, hparams = chosen.ask(trial, space)
+            if run_id is None:
+                run_id = tracker.create_trial_run(trial_tags(search_id, job, method, frozen.number),
+                                                  f"{method}-{frozen.number}")
+                if run_id is not None:
+                    trial.set_user_attr(RUN_ATTR, run_id)
+            submit(trial, frozen.number, method, hparams, run_id)
         while True:
             while len(pending) < executor.slots and _counted(study) < budget_trials and time.monotonic() < deadline:
                 stop.check()
@@ -283,7 +297,7 @@ def _drive(
             raise _Shared("another driver of this search finished its last trials: it scores the methods and "
                           "decides the champion")
         results = _all_results(study, loaded, chosen, results)
-        rows = _method_rows(results, metric)
+        rows = _method_rows(results, metric, job.strategy)
         scores = _score_best_per_method(rows, results, executor, tracker, trial_tracker, job, progress, stop)
         scored = [row for row in rows if row.best_val is not None]
         champion = scored[0] if scored else None
@@ -293,7 +307,7 @@ def _drive(
         status = "FINISHED"
     except _Shared as shared:
         results = _all_results(study, loaded, chosen, results)
-        rows, status, notes = _method_rows(results, metric), "SHARED", [str(shared)]
+        rows, status, notes = _method_rows(results, metric, job.strategy), "SHARED", [str(shared)]
     except Interrupted as exc:
         status, interrupted = "KILLED", exc
         _record_interrupted(executor, tracker, pending, running, str(exc))
@@ -472,11 +486,11 @@ def _best(results: list[TrialResult], metric: Metric) -> TrialResult | None:
     return max(complete, key=lambda r: r.value) if metric.higher_is_better else min(complete, key=lambda r: r.value)
 
 
-def _method_rows(results: list[TrialResult], metric: Metric) -> list[MethodRow]:
+def _method_rows(results: list[TrialResult], metric: Metric, strategy_name: str | None = None) -> list[MethodRow]:
     """One row per method: trial counts by outcome and the best finished trial by validation."""
     rows: dict[str, MethodRow] = {}
     for result in results:
-        row = rows.setdefault(result.method, MethodRow(result.method))
+        row = rows.setdefault(result.method, MethodRow(result.method, strategy=strategy_name))
         setattr(row, result.state, getattr(row, result.state) + 1)
         if result.state == "complete" and (row.best_val is None or metric.better(result.value, row.best_val)):
             row.best_val, row.trial_number, row.run_id = result.value, result.number, result.run_id

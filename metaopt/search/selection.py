@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from metaopt.search.evaluation import TaskScores, mean_ci
 from metaopt.tasks.metrics import Metric
 
+FIRST_CHAMPION = "the first champion of this key (there was none)"
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -51,7 +53,7 @@ def decide(key: str, best: Candidate, champion: Candidate | None, metric: Metric
     """Whether ``best`` replaces ``champion`` on ``metric`` (direction-aware, paired over their common test tasks)."""
     tasks = best.scores.tasks
     if champion is None:
-        return Decision(key, metric, best, None, True, "no champion yet", tasks=tasks)
+        return Decision(key, metric, best, None, True, FIRST_CHAMPION, tasks=tasks)
     if best.run_id is not None and best.run_id == champion.run_id:
         return Decision(key, metric, best, champion, False, "the champion is still the best", tasks=tasks)
     if not best.scores.pairs_with(champion.scores):

@@ -115,6 +115,9 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
     reporter.record_params({k: v for k, v in learner.hparams.items() if k not in config.hparams})  # the defaults used
     deadline = time.monotonic() + budget.trial_timeout_s if budget.trial_timeout_s else math.inf
     val_tasks = family.fixed_tasks(budget.val_tasks, "val", seed=job.seed + VAL_SEED_OFFSET)
+    first = val_tasks[0].slice(0, 1)  # one task: the logged model's input example
+    reporter.example = {"support_x": first.support_x[0].numpy(), "support_y": first.support_y[0].numpy(),
+                        "query_x": first.query_x[0].numpy()}
     generator = torch.Generator().manual_seed(job.seed)
     objective = objective_name(job)
     start, value = 0, math.nan
@@ -199,7 +202,8 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
     with tracker.open_trial(tags, run_name=f"{config.method}-{config.number}", run_id=config.run_id) as log:
         result.run_id = log.run_id
         log.log_params({"method": config.method, **config.hparams})
-        log.set_tags({"metaopt.node": _where(), "metaopt.pid": str(os.getpid())})
+        log.set_tags({"metaopt.debug.node": _where(), "metaopt.debug.pid": str(os.getpid())})
+        log.log_dataset(*family_dataset(config.job))
         pruner = config.job.pruner
         reporter = Reporter(_optuna_trial(config), log, config.checkpoint_path,
                             per_instance=pruner.type == "wilcoxon", warmup=pruner.n_warmup_steps)
@@ -222,10 +226,21 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
         result.iterations = reporter.last_step or 0
         if reporter.has_checkpoint and result.state != "failed":
             result.checkpoint = str(config.checkpoint_path)
-            log.log_model(config.checkpoint_path, full=result.state == "complete")
+            log.log_model(config.checkpoint_path, full=result.state == "complete", example=reporter.example,
+                          metrics=reporter.last_metrics)
         log.finish(result.state, result.reason)
     result.seconds = time.monotonic() - start
     return result
+
+
+def family_dataset(job: Job) -> tuple[str, str, dict[str, str]]:
+    """The task family as a dataset record: its key, a digest of its options, and the options as the source."""
+    import hashlib
+    import json
+
+    options = json.dumps(job.family.options.model_dump(mode="json"), sort_keys=True)
+    digest = hashlib.sha256(f"{job.family.name}:{options}".encode()).hexdigest()[:8]
+    return job.family.key, digest, {"metaopt.family": job.family.name, "metaopt.options": options}
 
 
 def score_trial(checkpoint: str | None, run_id: str | None, job: Job, tracker: TrialTracker, cpus: int = 1) -> TaskScores:

@@ -33,9 +33,17 @@ NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
 
 
 def record_scores(client: MlflowClient, run_id: str, scores: TaskScores) -> None:
-    """The summary as metrics of the run (``test_<metric>``, ``_ci95``, ``test_tasks``) and every task's score."""
+    """The summary as metrics of the run and of its model (``test_<metric>``, ``_ci95``) and every task's score.
+
+    How many tasks is the tag ``metaopt.test_tasks`` (a count, not a score to chart).
+    """
+    model_uri = client.get_run(run_id).data.tags.get("metaopt.model_uri", "")
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
     for name, value in scores.summary().items():
-        client.log_metric(run_id, name, value)
+        if name == f"{scores.split}_tasks":
+            client.set_tag(run_id, "metaopt.test_tasks", str(int(value)))
+        else:
+            client.log_metric(run_id, name, value, model_id=model_id)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(SCORES_ARTIFACT).name
         path.write_text(json.dumps(scores.to_data()))
@@ -77,14 +85,35 @@ def read_champion(client: MlflowClient, key: str) -> ChampionRecord | None:
         raise TrackingError(f"cannot read {name}@{CHAMPION_ALIAS}: {_first_line(exc)}") from exc
 
 
-def register(client: MlflowClient, run_id: str, key: str, reason: str) -> str:
-    """Register the run's model under ``metaopt-<key>`` and point ``champion`` at the new version."""
+def register(client: MlflowClient, run_id: str, key: str, reason: str, *, metric: Metric,
+             search_id: str | None = None) -> str:
+    """Register the run's model under ``metaopt-<key>`` and point ``champion`` at the new version.
+
+    The version gets the decision as its description and tags (method, key, test score ± CI,
+    search); the registered model a description of what its versions are.
+    """
     name = registered_model_name(key)
-    model_uri = client.get_run(run_id).data.tags.get("metaopt.model_uri", f"runs:/{run_id}/model")
+    run = client.get_run(run_id)
+    tags, metrics = run.data.tags, run.data.metrics
+    model_uri = tags.get("metaopt.model_uri", f"runs:/{run_id}/model")
+    score = (f"{metrics[f'test_{metric.name}']:.4g} ± {metrics.get(f'test_{metric.name}_ci95', float('nan')):.2g}"
+             if f"test_{metric.name}" in metrics else "-")
+    version_tags = {"metaopt.key": key, "metaopt.method": tags.get("metaopt.method", "?"),
+                    f"metaopt.test_{metric.name}": score, "metaopt.search_id": search_id or tags.get("metaopt.search_id", ""),
+                    "metaopt.run_id": run_id}
     mlflow.set_tracking_uri(client.tracking_uri)  # register_model resolves the model through the global store
-    version = mlflow.register_model(model_uri, name, tags={"metaopt.key": key})
+    version = mlflow.register_model(model_uri, name, tags=version_tags)
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
-    client.update_model_version(name, version.version, description=reason)
+    client.update_model_version(name, version.version, description=(
+        f"{tags.get('metaopt.method', '?')} from search {version_tags['metaopt.search_id']}, test {metric.label} "
+        f"{score}. "
+        f"Champion because: {reason}."))
+    client.update_registered_model(name, description=(
+        f"Champions of `{key}`: each version is a meta-learner that adapts to a new task of `{key}` from its "
+        f"support set; `@champion` is the current best by test {metric.label} (paired 95% CI over the same held-out "
+        f"tasks). Load it with `metaopt.load(\"models:/{name}@champion\")`."))
+    for tag, value in {"metaopt.key": key, "metaopt.metric": metric.name}.items():
+        client.set_registered_model_tag(name, tag, value)
     return str(version.version)
 
 
@@ -151,7 +180,8 @@ def select_champion(
     decision = pick(board.key, others or [champion], champion, board.metric)
     selection = Selection(board.key, board.metrics, decision, list(candidates.values()), selection_rescored)
     if decision.moved and apply:
-        selection.version = register(client, decision.best.run_id, board.key, decision.reason)
+        selection.version = register(client, decision.best.run_id, board.key, decision.reason,
+                                     metric=board.metric)
     return selection
 
 

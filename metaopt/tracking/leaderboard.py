@@ -67,6 +67,8 @@ def _board(client: MlflowClient, experiment: KeyExperiment, search_id: str | Non
             if row.best_val is None or metric.better(metrics[val], row.best_val):
                 row.best_val = metrics[val]
                 row.test = {k: v for k, v in metrics.items() if k.startswith("test_")}
+                if "metaopt.test_tasks" in tags:  # a count: a tag, not a metric to chart
+                    row.test["test_tasks"] = float(tags["metaopt.test_tasks"])
                 row.trial_number = int(tags.get("metaopt.trial_number", -1))
                 row.run_id = run.info.run_id
                 row.strategy = tags.get("metaopt.strategy")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -15,7 +17,7 @@ import mlflow
 import optuna
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
-from mlflow.types.schema import ParamSchema, ParamSpec
+from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
 import metaopt
 from metaopt.search.evaluation import TaskScores
@@ -24,9 +26,18 @@ from metaopt.search.reporting import ChampionRecord, TrackingError
 from metaopt.search.results import SearchSummary
 from metaopt.search.selection import Decision
 from metaopt.tracking.champion import read_champion, record_scores, register
-from metaopt.tracking.store import get_or_create_experiment, resolve_tracking_uri
+from metaopt.tracking.descriptions import best_so_far, leaderboard_table, ranks, search_note, trial_line
+from metaopt.tracking.store import (
+    NOTE_TAG,
+    get_or_create_experiment,
+    model_link,
+    resolve_tracking_uri,
+    run_link,
+    ui_base,
+)
 
-RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+# A pruned trial did its job (it lost early): FINISHED, with metaopt.state=pruned; interrupted ones end KILLED.
+RUN_STATUS = {"complete": "FINISHED", "pruned": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 
 
 def _pip_requirements() -> list[str]:
@@ -36,7 +47,16 @@ def _pip_requirements() -> list[str]:
 
 
 # predict's one parameter, `steps` (inner steps; None: the learner's own); MLflow drops params a signature lacks.
-_SIGNATURE = ModelSignature(params=ParamSchema([ParamSpec("steps", "long", None)]))
+_PARAMS = ParamSchema([ParamSpec("steps", "long", None)])
+CHECKPOINT = "checkpoint.pt"  # the checkpoint artifact's name in every run, so MLflow's compare view pairs them
+
+
+def model_signature(example: dict[str, Any] | None) -> ModelSignature:
+    """``support_x``, ``support_y``, ``query_x`` as tensors of the example's dtypes and shapes (any count), ``steps``."""
+    if not example:
+        return ModelSignature(params=_PARAMS)
+    inputs = Schema([TensorSpec(value.dtype, (-1, *value.shape[1:]), name) for name, value in example.items()])
+    return ModelSignature(inputs=inputs, params=_PARAMS)
 
 
 class MlflowTrialLog:
@@ -44,10 +64,12 @@ class MlflowTrialLog:
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
+        self.model_id: str | None = None
+        self._logged: dict[str, tuple[float, int, int]] = {}  # key -> (value, timestamp, step) last logged
 
     def log_params(self, params: dict[str, Any]) -> None:
-        """Hyperparameters of the trial."""
-        mlflow.log_params(params)
+        """Hyperparameters of the trial, numbers to 6 significant digits (full values: the report's trials.csv)."""
+        mlflow.log_params({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in params.items()})
 
     def set_tags(self, tags: dict[str, str]) -> None:
         """Tags of the trial's run."""
@@ -55,24 +77,58 @@ class MlflowTrialLog:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """A point of the validation and training curves."""
-        mlflow.log_metrics(metrics, step=step)
+        timestamp = int(time.time() * 1000)
+        mlflow.log_metrics(metrics, step=step, timestamp=timestamp)
+        self._logged.update({k: (v, timestamp, step) for k, v in metrics.items()})
 
     def log_artifact(self, path: Path, folder: str) -> None:
         """A file of the trial (a figure)."""
         mlflow.log_artifact(str(path), artifact_path=folder)
 
-    def log_model(self, checkpoint_path: Path, *, full: bool) -> None:
-        """The checkpoint as an artifact; for finished trials also an MLflow model that can be registered."""
-        mlflow.log_artifact(str(checkpoint_path), artifact_path="checkpoint")
-        if full:
+    def log_dataset(self, name: str, digest: str, source: dict[str, str]) -> None:
+        """The task family the trial trained on, as the run's input dataset (MLflow's Dataset column and filter)."""
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+
+        mlflow.log_input(MetaDataset(CodeDatasetSource(source), name=name, digest=digest), context="training")
+
+    def log_model(self, checkpoint_path: Path, *, full: bool, example: dict[str, Any] | None = None,
+                  metrics: dict[str, float] | None = None) -> None:
+        """The checkpoint as ``checkpoint/checkpoint.pt``; for finished trials also an MLflow model, named after the run.
+
+        The model gets a tensor signature and ``example`` (one task) as its input example, and
+        ``metrics`` (the last validation scores) linked to it.
+        """
+        with tempfile.TemporaryDirectory() as tmp:
+            fixed = Path(tmp) / CHECKPOINT
+            shutil.copyfile(checkpoint_path, fixed)
+            mlflow.log_artifact(str(fixed), artifact_path="checkpoint")
+            if not full:
+                return
+            run = mlflow.active_run()
             info = mlflow.pyfunc.log_model(
-                name="model",
+                name=run.info.run_name if run is not None else "model",
                 python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-                artifacts={"checkpoint": str(checkpoint_path)},
-                signature=_SIGNATURE,
+                artifacts={"checkpoint": str(fixed)},
+                signature=model_signature(example),
+                input_example=example,
                 pip_requirements=_pip_requirements(),
             )
-            mlflow.set_tag("metaopt.model_uri", info.model_uri)
+        self.model_id = info.model_id
+        mlflow.set_tag("metaopt.model_uri", info.model_uri)
+        self._link(metrics or {}, info.model_id)
+
+    def _link(self, metrics: dict[str, float], model_id: str) -> None:
+        """Link the last scores to the model: the same points again (same value, time, step), so no curve grows."""
+        from mlflow.entities import Metric as MetricPoint
+
+        points = []
+        for key, value in metrics.items():
+            logged_value, timestamp, step = self._logged.get(key, (value, int(time.time() * 1000), 0))
+            if logged_value == value:
+                points.append(MetricPoint(key, value, timestamp, step, model_id=model_id))
+        if points:
+            MlflowClient().log_batch(self.run_id, metrics=points)
 
     def finish(self, state: str, reason: str | None) -> None:
         """Tag how the trial ended."""
@@ -89,7 +145,7 @@ class MlflowTrialTracker:
 
     @contextlib.contextmanager
     def open_trial(self, tags: dict[str, str], run_name: str, run_id: str | None = None) -> Iterator[MlflowTrialLog]:
-        """The child run ``run_id`` (reopened), or a new one; ended with FINISHED, KILLED (pruned) or FAILED."""
+        """The child run ``run_id`` (reopened), or a new one; ended FINISHED (finished or pruned) or FAILED."""
         mlflow.set_tracking_uri(self.tracking_uri)
         if run_id is not None:
             run = mlflow.start_run(run_id=run_id)
@@ -123,6 +179,7 @@ class MlflowSearchTracker:
         self.client = MlflowClient(self.tracking_uri)
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
+        self.source: dict[str, str] = {}
 
     def start_search(self, search_id: str, loaded: LoadedJob) -> str:
         """Create the parent run (in the experiment of the job's key) with the job's settings and files."""
@@ -133,9 +190,10 @@ class MlflowSearchTracker:
             self.experiment_id,
             run_name=search_id,
             tags={"metaopt.role": "search", "metaopt.search_id": search_id, "metaopt.family": job.family.name,
-                  "metaopt.key": key},
+                  "metaopt.key": key, "metaopt.strategy": job.strategy, **self._source(loaded),
+                  NOTE_TAG: f"Search {search_id} of `{key}`: running ({job.budget.trials} trials planned)."},
         )
-        self.parent_run_id = run.info.run_id
+        self.parent_run_id, self.source = run.info.run_id, self._source(loaded)
         params = {
             "job": job.name,
             "family": job.family.name,
@@ -156,10 +214,15 @@ class MlflowSearchTracker:
             self.client.log_artifact(self.parent_run_id, str(space_file), artifact_path="job")
         return self.parent_run_id
 
+    @staticmethod
+    def _source(loaded: LoadedJob) -> dict[str, str]:
+        """MLflow's Source column: the job file."""
+        return {"mlflow.source.name": str(loaded.path), "mlflow.source.type": "LOCAL"}
+
     def create_trial_run(self, tags: dict[str, str], run_name: str) -> str:
         """A child run for a trial about to start, so a retry or a resumed search reopens the same one."""
         assert self.experiment_id is not None and self.parent_run_id is not None, "start_search first"
-        tags = {**tags, "mlflow.parentRunId": self.parent_run_id}
+        tags = {**tags, "mlflow.parentRunId": self.parent_run_id, **self.source}
         return self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
 
     def resume_search(self, search_id: str, parent_run_id: str, loaded: LoadedJob) -> str:
@@ -168,6 +231,7 @@ class MlflowSearchTracker:
         if run.data.tags.get("metaopt.search_id") != search_id:
             raise LookupError(f"MLflow run {parent_run_id} is not the parent run of search {search_id}")
         self.parent_run_id, self.experiment_id = parent_run_id, run.info.experiment_id
+        self.source = self._source(loaded)
         self.client.update_run(parent_run_id, status="RUNNING")
         self.client.set_tag(parent_run_id, "metaopt.resumed", "true")
         return parent_run_id
@@ -180,6 +244,7 @@ class MlflowSearchTracker:
         if run.data.tags.get("metaopt.search_id") != search_id:
             raise LookupError(f"MLflow run {parent_run_id} is not the parent run of search {search_id}")
         self.parent_run_id, self.experiment_id = parent_run_id, run.info.experiment_id
+        self.source = self._source(loaded)
 
     def trial_tracker(self) -> MlflowTrialTracker:
         """What workers use to open child runs."""
@@ -199,7 +264,8 @@ class MlflowSearchTracker:
         try:
             version = None
             if decision.moved and decision.best is not None and decision.best.run_id:
-                version = register(self.client, decision.best.run_id, decision.key, decision.reason)
+                version = register(self.client, decision.best.run_id, decision.key, decision.reason,
+                                   metric=decision.metric, search_id=self._search_id())
             if self.parent_run_id is not None:
                 self.client.set_tag(self.parent_run_id, "metaopt.champion_decision", decision.reason)
             return version
@@ -212,35 +278,48 @@ class MlflowSearchTracker:
         self.client.set_tag(run_id, "metaopt.reason", reason[:5000])
         self.client.set_terminated(run_id, status="KILLED" if state == "interrupted" else "FAILED")
 
+    def _search_id(self) -> str | None:
+        return self.client.get_run(self.parent_run_id).data.tags.get("metaopt.search_id") if self.parent_run_id else None
+
     def finish_search(self, summary: SearchSummary, status: str) -> None:
-        """Trial counts, the leaderboard and the report on the parent run; close it with ``status``."""
+        """The parent run's story (description, best-so-far series, leaderboard, report) and each trial's line."""
         if self.parent_run_id is None:
             return
         run_id = self.parent_run_id
         if status == "SHARED":  # another driver of the search finishes the record
             return
         counts = {state: sum(r.state == state for r in summary.results) for state in ("complete", "pruned", "failed")}
-        for state, n in counts.items():
-            self.client.log_metric(run_id, f"trials_{state}", n)
-        self.client.log_metric(run_id, "search_seconds", summary.seconds)
+        tags = {f"metaopt.trials.{state}": str(n) for state, n in counts.items()}
+        tags["metaopt.seconds"] = f"{summary.seconds:.1f}"
+        for name, points in best_so_far(summary).items():
+            for step, value in points:
+                self.client.log_metric(run_id, name, value, step=step)
         with tempfile.TemporaryDirectory() as tmp:
             board = Path(tmp) / "leaderboard.json"
             board.write_text(json.dumps([asdict(row) for row in summary.rows], indent=2, default=str))
             self.client.log_artifact(run_id, str(board))
+            self.client.log_table(run_id, data=leaderboard_table(summary), artifact_file="leaderboard_table.json")
             self._log_report(summary, Path(tmp) / "report")
         if summary.champion is not None:
             champ, name = summary.champion, summary.metric.name
-            self.client.set_tag(run_id, "metaopt.champion_method", champ.method)
-            self.client.set_tag(run_id, "metaopt.champion_run_id", champ.run_id or "")
-            self.client.log_metric(run_id, f"best_val_{name}", champ.best_val)
+            tags["metaopt.champion_method"] = champ.method
+            tags["metaopt.champion_run_id"] = champ.run_id or ""
             test = champ.test_mean(name)
             if test is not None and math.isfinite(test):
                 self.client.log_metric(run_id, f"champion_test_{name}", test)
         for note in summary.notes:
-            self.client.set_tag(run_id, "metaopt.champion_decision", note[:5000])
+            tags["metaopt.champion_decision"] = note[:5000]
         if summary.interrupted:
-            self.client.set_tag(run_id, "metaopt.interrupted",
-                                f"{summary.interrupted}; continue with: metaopt resume {summary.search_id}")
+            tags["metaopt.interrupted"] = f"{summary.interrupted}; continue with: metaopt resume {summary.search_id}"
+        base = ui_base(self.tracking_uri)
+        tags[NOTE_TAG] = search_note(summary, run_url=lambda rid: run_link(base, self.experiment_id, rid),
+                                     model_url=lambda model, version: model_link(base, model, version))
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+        rank = ranks(summary)
+        for result in summary.results:
+            if result.run_id:
+                self.client.set_tag(result.run_id, NOTE_TAG, trial_line(result, summary, rank.get(result.number)))
         self.client.set_terminated(run_id, status=status)
 
     def _log_report(self, summary: SearchSummary, out: Path) -> None:

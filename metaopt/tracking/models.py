@@ -20,7 +20,7 @@ def _checkpoint_in(directory: Path) -> Path:
 
 
 def load_learner(uri: str, *, tracking_uri: str | None = None, device: str = "cpu") -> MetaLearner:
-    """A learner from ``models:/name@alias``, ``models:/name/version``, ``runs:/id/model``, a run id or a path."""
+    """A learner from ``models:/name@alias``, ``models:/name/version``, ``models:/m-...`` (a logged model), a run id or a path."""
     path = Path(uri)
     if path.exists():
         return load_checkpoint(path if path.is_file() else _checkpoint_in(path), device)

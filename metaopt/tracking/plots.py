@@ -14,6 +14,7 @@ import optuna
 from metaopt.figures import log_y
 from metaopt.search.results import SearchSummary
 from metaopt.tasks.metrics import Metric
+from metaopt.tracking.interactive import MIN_IMPORTANCE_TRIALS, write_interactive
 
 Curves = Callable[[str], list[tuple[int, float]]]  # run id -> (iteration, validation score) points
 
@@ -29,7 +30,9 @@ def write_search_report(summary: SearchSummary, study: optuna.Study | None, curv
     if study is not None:
         figures["optimization_history.png"] = lambda: optuna.visualization.matplotlib.plot_optimization_history(
             study).figure
-        figures["param_importances.png"] = lambda: optuna.visualization.matplotlib.plot_param_importances(study).figure
+        if sum(r.state == "complete" for r in summary.results) >= MIN_IMPORTANCE_TRIALS:
+            figures["param_importances.png"] = lambda: optuna.visualization.matplotlib.plot_param_importances(
+                study).figure
     for name, make in figures.items():
         try:
             with warnings.catch_warnings():  # Optuna's "experimental" and few-trials notes, on every search
@@ -41,7 +44,7 @@ def write_search_report(summary: SearchSummary, study: optuna.Study | None, curv
         figure.savefig(out / name, dpi=110)
         plt.close(figure)
         written.append(out / name)
-    return written
+    return written + write_interactive(summary, study, out)
 
 
 def _trial_table(summary: SearchSummary, path: Path) -> Path:

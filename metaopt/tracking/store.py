@@ -9,6 +9,7 @@ Stores written before keys have one experiment per family (``metaopt-<family>``,
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,17 +54,70 @@ def registered_model_name(key: str) -> str:
 
 
 def get_or_create_experiment(client: Any, key: str, family: str | None = None, metric: Metric | None = None) -> str:
-    """The key's experiment id, created (with the default artifact root and its family's tags) if missing."""
+    """The key's experiment id, created (with the default artifact root) if missing; its tags and view kept current."""
     name = experiment_name(key)
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    tags = {"metaopt.key": key}
+    experiment_id = experiment.experiment_id if experiment is not None else client.create_experiment(
+        name, artifact_location=default_artifact_root(client.tracking_uri))
+    tags = {"metaopt.key": key, KIND_TAG: "custom_model_development"}  # MLflow's "model training" view
     if family is not None:
         tags["metaopt.family"] = family
     if metric is not None:
-        tags.update({"metaopt.metric": metric.name, "metaopt.direction": metric.direction})
-    return client.create_experiment(name, artifact_location=default_artifact_root(client.tracking_uri), tags=tags)
+        tags.update({"metaopt.metric": metric.name, "metaopt.direction": metric.direction,
+                     NOTE_TAG: _experiment_note(key, family, metric), VIEW_TAG + VIEW_KEY: json.dumps(runs_view(metric))})
+    current = {} if experiment is None else experiment.tags
+    for tag, value in tags.items():
+        if current.get(tag) != value:
+            client.set_experiment_tag(experiment_id, tag, value)
+    return experiment_id
+
+
+KIND_TAG = "mlflow.experimentKind"
+NOTE_TAG = "mlflow.note.content"  # the description MLflow shows on an experiment, a run, a model
+VIEW_TAG = "mlflow.sharedViewState."  # a runs-table view a link opens (MLflow 3.17's shared-view format)
+VIEW_KEY = "metaopt"
+
+
+def runs_view(metric: Metric) -> dict[str, Any]:
+    """The runs table a key's link opens: trials sorted by the primary metric, with method, state and scores shown.
+
+    The format is MLflow 3.17's saved view state (search facets and UI state, as its UI keeps
+    them); ``tests/test_ui_browser.py`` checks that the UI still reads it.
+    """
+    val, test = f"metrics.`val_{metric.name}`", f"metrics.`test_{metric.name}`"
+    return {"searchFilter": "", "orderByKey": val, "orderByAsc": not metric.higher_is_better, "startTime": "ALL",
+            "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
+            "selectedColumns": ["params.`method`", "tags.`metaopt.state`", val, test, "attributes.`Models`"],
+            "groupBy": None}
+
+
+def experiment_link(base: str, experiment_id: str) -> str:
+    """The UI address of a key's runs table, in MLflow's model-training view, with metaopt's columns."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+
+
+def run_link(base: str, experiment_id: str, run_id: str) -> str:
+    """The UI address of one run."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def model_link(base: str, name: str, version: str | None = None) -> str:
+    """The UI address of a registered model (or one of its versions)."""
+    return f"{base.rstrip('/')}/#/models/{name}" + (f"/versions/{version}" if version else "") + \
+        "?workflowType=machine_learning"
+
+
+def ui_base(tracking_uri: str) -> str:
+    """Where the UI of a store is: the tracking server itself, or ``metaopt ui``'s default address."""
+    return tracking_uri if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+
+
+def _experiment_note(key: str, family: str | None, metric: Metric) -> str:
+    better = "higher" if metric.higher_is_better else "lower"
+    return (f"**{key}**: searches of the task family `{family}` with these settings. Each search is a parent run, "
+            f"each trial a child run. Trials are ranked by validation {metric.label} (`val_{metric.name}`, {better} "
+            f"is better); each method's best trial is scored on held-out test tasks (`test_{metric.name}`, mean "
+            f"and 95% CI). The champion is the registered model `{registered_model_name(key)}@champion`.")
 
 
 @dataclass(frozen=True)

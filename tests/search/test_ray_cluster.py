@@ -45,8 +45,8 @@ def _running_nodes(uri: str) -> dict[str, str]:
     if not experiments:
         return {}
     runs = client.search_runs(experiments, "attributes.status = 'RUNNING' AND tags.`metaopt.role` = 'trial'")
-    return {r.info.run_id: r.data.tags["metaopt.node"] for r in runs
-            if "metaopt.node" in r.data.tags and "val_loss" in r.data.metrics}
+    return {r.info.run_id: r.data.tags["metaopt.debug.node"] for r in runs
+            if "metaopt.debug.node" in r.data.tags and "val_loss" in r.data.metrics}
 
 
 @pytest.fixture

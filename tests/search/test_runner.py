@@ -12,6 +12,7 @@ from metaopt.search.executors import InProcessExecutor
 from metaopt.search.runner import run_search
 from metaopt.search.space import SearchSpace
 from metaopt.search.storage import journal_storage
+from metaopt.search.selection import FIRST_CHAMPION
 from tests.search.jobs import GOOD, tiny_job, write_job
 
 
@@ -159,7 +160,7 @@ def test_a_search_without_a_tracker_decides_scores_each_method_once_and_builds_e
     summary = run_search(loaded, executor=InProcessExecutor(), workdir=tmp_path / "work")
 
     methods = {r.method for r in summary.results if r.state == "complete"}
-    assert summary.decision is not None and summary.decision.moved and summary.decision.reason == "no champion yet"
+    assert summary.decision is not None and summary.decision.moved and summary.decision.reason == FIRST_CHAMPION
     assert summary.decision.best.run_id is None and summary.decision.best.method == summary.champion.method
     assert summary.decision.best.scores.tasks == 50 and summary.decision.tasks == 50
     assert counts["scored"] == len(methods)  # once per method per search, on the workers only
@@ -198,3 +199,18 @@ def test_resume_reads_an_older_record_and_refuses_a_classifier_search_it_minimis
     assert recorded_job("new", workdir=tmp_path / "work").job.family.key == "glyphs-5w1s-q5"
     with pytest.raises(LookupError, match="started by an older metaopt that optimised the validation loss"):
         recorded_job("old", workdir=tmp_path / "work")
+
+
+def test_resume_configures_a_trial_its_driver_asked_but_never_configured(tmp_path):
+    from metaopt.search.runner import resume_search
+
+    loaded = load_job(write_job(tmp_path, tiny_job(budget={**tiny_job()["budget"], "trials": 2})))
+    storage = journal_storage(tmp_path / "work" / "optuna.journal")
+    study = optuna.create_study(study_name="died", storage=storage, direction="minimize")
+    study.set_user_attr("job", loaded.job.model_dump())
+    study.set_user_attr("space", loaded.space.to_data())
+    study.ask()  # the driver died right after asking: a RUNNING trial without parameters
+    summary = resume_search("died", executor=InProcessExecutor(), workdir=tmp_path / "work")
+    assert [(r.number, r.state) for r in sorted(summary.results, key=lambda r: r.number)] == [(0, "complete"),
+                                                                                             (1, "complete")]
+    assert all("method" in t.params for t in optuna.load_study(study_name="died", storage=storage).trials)

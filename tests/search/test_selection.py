@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from metaopt.search.evaluation import TaskScores
-from metaopt.search.selection import Candidate, decide, pick
+from metaopt.search.selection import FIRST_CHAMPION, Candidate, decide, pick
 from metaopt.tasks import Glyphs, Sine
 
 ACCURACY, CROSS_ENTROPY = Glyphs.metrics
@@ -45,7 +45,7 @@ def test_a_loss_metric_moves_the_champion_only_when_lower_beyond_noise():
     assert decide("sine-10shot", better, champion, MSE).moved
     tie = decide("sine-10shot", tied, champion, MSE)
     assert not tie.moved and "does not beat" in tie.reason
-    assert decide("sine-10shot", better, None, MSE).reason == "no champion yet"
+    assert decide("sine-10shot", better, None, MSE).reason == FIRST_CHAMPION
     assert decide("sine-10shot", champion, champion, MSE).reason == "the champion is still the best"
 
 

@@ -91,7 +91,7 @@ def test_conditional_search_over_seven_methods_prunes_and_records_it_in_optuna_a
     client = MlflowClient(uri)
     for trial in pruned:
         run = client.get_run(trial.user_attrs["mlflow_run_id"])
-        assert run.info.status == "KILLED" and run.data.tags["metaopt.state"] == "pruned"
+        assert run.info.status == "FINISHED" and run.data.tags["metaopt.state"] == "pruned"  # it lost early: not killed
         last_step = max(trial.intermediate_values)
         assert f"pruned at iteration {last_step}" in run.data.tags["metaopt.reason"]
         assert max(m.step for m in client.get_metric_history(run.info.run_id, "val_loss")) == last_step

@@ -18,6 +18,7 @@ from metaopt.search.storage import journal_storage
 from metaopt.tasks import Glyphs
 from metaopt.tracking import MlflowSearchTracker, leaderboards, load_learner
 from metaopt.tracking.champion import recorded_scores, select_champion
+from metaopt.search.selection import FIRST_CHAMPION
 from tests.search.jobs import GOOD, tiny_job, write_job
 
 KEYS = {5: "glyphs-5w1s-q5", 20: "glyphs-20w1s-q5"}
@@ -52,7 +53,7 @@ def test_two_settings_of_one_family_get_two_experiments_leaderboards_and_champio
     client = MlflowClient(uri)
     for ways, key in KEYS.items():
         summary = summaries[ways]
-        assert summary.key == key and summary.decision.reason == "no champion yet"  # each key its own first champion
+        assert summary.key == key and summary.decision.reason == FIRST_CHAMPION  # each key its own first champion
         experiment = client.get_experiment_by_name(f"metaopt-{key}")
         assert experiment.tags["metaopt.key"] == key and experiment.tags["metaopt.metric"] == "accuracy"
         runs = client.search_runs([experiment.experiment_id], "tags.`metaopt.role` = 'trial'")

@@ -28,7 +28,8 @@ def test_logged_model_loads_with_pyfunc_and_predicts_like_the_learner(tmp_path):
         with mlflow.start_run(experiment_id=experiment) as run, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             MlflowTrialLog(run.info.run_id).log_model(path, full=True)
-        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+        model_uri = MlflowClient().get_run(run.info.run_id).data.tags["metaopt.model_uri"]
+        model = mlflow.pyfunc.load_model(model_uri)
     finally:
         mlflow.set_tracking_uri(previous)
     assert (tmp_path / "mlartifacts").is_dir()

@@ -9,6 +9,7 @@ from metaopt.search import load_job
 from metaopt.search.executors import InProcessExecutor
 from metaopt.search.runner import run_search
 from metaopt.tracking import MlflowSearchTracker
+from metaopt.search.selection import FIRST_CHAMPION
 from tests.search.jobs import GOOD, tiny_job, write_job
 
 HOPELESS = {**GOOD, "outer_lr": 1e-7}
@@ -30,7 +31,7 @@ def _champion_run(uri: str) -> str:
 def test_champion_moves_only_when_beaten_beyond_its_ci(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     weak, first = _search(tmp_path, uri, HOPELESS, "weak")
-    assert first.moved and first.reason == "no champion yet" and _champion_run(uri) == weak.champion.run_id
+    assert first.moved and first.reason == FIRST_CHAMPION and _champion_run(uri) == weak.champion.run_id
 
     strong, second = _search(tmp_path, uri, GOOD, "strong")
     assert second.moved and "beats the champion" in second.reason

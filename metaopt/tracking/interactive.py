@@ -1,0 +1,113 @@
+"""A search's interactive figures: one HTML page, ``report/figures.html`` on the parent run, which MLflow's
+artifact viewer shows (plotly, its script inline once, so the page works offline):
+
+- the optimization history: every trial's validation score by trial number, pruned ones
+  included (their last score), coloured by method, with the best so far;
+- each trial's validation curve (Optuna's intermediate values);
+- per method (the space is conditional on it), with the parameter names MLflow shows: parallel
+  coordinates (log axes for log-scaled parameters) and, from ``MIN_IMPORTANCE_TRIALS`` finished
+  trials of the method on, parameter importances.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+
+from metaopt.search.results import SearchSummary
+
+MIN_IMPORTANCE_TRIALS = 10  # fewer finished trials than this make importances noise
+
+
+PAGE = "figures.html"
+
+
+def write_interactive(summary: SearchSummary, study: optuna.Study | None, out: Path) -> list[Path]:
+    """Write the search's figures as one HTML page into ``out``; returns it (or nothing without a figure)."""
+    out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Callable[[], object]] = {"optimization history": lambda: _history(summary)}
+    target = f"validation {summary.metric.label}"
+    if study is not None:
+        figures["validation curves (intermediate values)"] = lambda: optuna.visualization.plot_intermediate_values(study)
+        for method in dict.fromkeys(r.method for r in summary.results if r.state == "complete"):
+            per_method = method_study(study, method)
+            if per_method is None:
+                continue
+            figures[f"{method}: parallel coordinates"] = lambda s=per_method: \
+                optuna.visualization.plot_parallel_coordinate(s, target_name=target)
+            if sum(t.state == optuna.trial.TrialState.COMPLETE for t in per_method.trials) >= MIN_IMPORTANCE_TRIALS:
+                figures[f"{method}: parameter importances"] = lambda s=per_method: \
+                    optuna.visualization.plot_param_importances(s, target_name=target)
+    parts = []
+    for title, make in figures.items():
+        try:
+            with warnings.catch_warnings():  # Optuna's "experimental" and few-trials notes
+                warnings.simplefilter("ignore")
+                figure = make()
+        except (ValueError, RuntimeError, ZeroDivisionError):  # too few trials for this figure
+            continue
+        html = figure.to_html(include_plotlyjs=not parts, full_html=False)
+        parts.append(f"<h2>{title}</h2>\n{html}")
+    if not parts:
+        return []
+    note = (f"<p>Parameter importances are drawn for methods with at least {MIN_IMPORTANCE_TRIALS} finished "
+            "trials.</p>")
+    page = out / PAGE
+    page.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{summary.search_id}</title></head>"
+                    f"<body><h1>{summary.search_id} ({summary.key})</h1>{note}{''.join(parts)}</body></html>")
+    return [page]
+
+
+def method_study(study: optuna.Study, method: str) -> optuna.Study | None:
+    """The trials of ``method`` as a study of their own, parameters named as in MLflow (``inner_lr``, not ``maml.inner_lr``)."""
+    prefix = f"{method}."
+    kept = [t for t in study.trials if t.params.get("method") == method
+            and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    if not kept or not any(name.startswith(prefix) for name in kept[0].params):
+        return None
+    copy = optuna.create_study(directions=study.directions)
+    for t in kept:
+        try:
+            copy.add_trial(optuna.trial.create_trial(
+                state=t.state, value=t.value if t.state == optuna.trial.TrialState.COMPLETE else None,
+                params={k[len(prefix):]: v for k, v in t.params.items() if k.startswith(prefix)},
+                distributions={k[len(prefix):]: d for k, d in t.distributions.items() if k.startswith(prefix)},
+                intermediate_values=t.intermediate_values, user_attrs={"number": t.number},
+            ))
+        except ValueError:  # an enqueued value outside the space's range: nothing to draw it on
+            continue
+    return copy if copy.trials else None
+
+
+def _history(summary: SearchSummary) -> object:
+    """Validation score by trial number, finished (dots) and pruned (crosses) trials coloured by method, best so far."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+
+    metric = summary.metric
+    figure = go.Figure()
+    shown = [r for r in summary.results if r.value is not None and r.state in ("complete", "pruned")]
+    if not shown:
+        raise ValueError("no trial with a validation score")
+    palette = qualitative.Plotly
+    for i, method in enumerate(dict.fromkeys(r.method for r in shown)):
+        for state, symbol in (("complete", "circle"), ("pruned", "x")):
+            points = sorted((r for r in shown if r.method == method and r.state == state), key=lambda r: r.number)
+            if points:
+                figure.add_trace(go.Scatter(
+                    x=[r.number for r in points], y=[r.value for r in points], mode="markers", name=f"{method} ({state})",
+                    legendgroup=method, marker={"symbol": symbol, "size": 9, "color": palette[i % len(palette)]},
+                    text=[f"trial {r.number}: {r.reason or state}" for r in points]))
+    best, xs, ys = None, [], []
+    for r in sorted((r for r in shown if r.state == "complete"), key=lambda r: r.number):
+        best = r.value if best is None or metric.better(r.value, best) else best
+        xs.append(r.number)
+        ys.append(best)
+    figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"shape": "hv", "color": "black"}, name="best so far"))
+    figure.update_layout(title=f"{summary.search_id}: validation {metric.label} by trial (pruned: their last score)",
+                         xaxis_title="trial", yaxis_title=f"validation {metric.label}",
+                         yaxis_type="linear" if metric.higher_is_better else "log")
+    return figure
