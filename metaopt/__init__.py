@@ -1,4 +1,7 @@
-"""metaopt: choose and tune meta-learners with Optuna on Ray, tracked in MLflow."""
+"""metaopt: choose and tune meta-learners with Optuna on Ray, tracked in MLflow.
+
+``metaopt.run(job)`` runs a search from Python (``metaopt.api``); ``metaopt.load(uri)`` loads a trained learner.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +31,11 @@ def __getattr__(name: str):  # noqa: ANN202 - lazy, so `import metaopt` stays li
         from metaopt.classifier import FewShotClassifier
 
         return FewShotClassifier
+    if name in {"run", "register_family", "register_learner"}:
+        from metaopt import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'metaopt' has no attribute {name!r}")
 
 
-__all__ = ["FewShotClassifier", "load", "__version__"]
+__all__ = ["FewShotClassifier", "load", "register_family", "register_learner", "run", "__version__"]

@@ -1,4 +1,4 @@
-"""The ``metaopt`` command: search, resume, leaderboard, select, ui.
+"""The ``metaopt`` command: search, resume, leaderboard, select, ui, families, methods, init.
 
 Results are kept per key: a task family and the options that change its tasks
 (``sine-10shot``, ``glyphs-5w1s-q5``).
@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -119,6 +120,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Run a search from a job file."""
     from metaopt.search import ConfigError, load_job
 
+    from metaopt.search.launch import check_family
+
     try:
         loaded = load_job(args.job)
     except ConfigError as exc:
@@ -130,6 +133,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if (problem := _preflight(args, workdir_exists=False)) is not None:
         print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:  # the data, once, before any trial: its problems are one line, what it left out is said once
+        for warning in check_family(loaded):
+            print(f"warning: {warning}", file=sys.stderr)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     tracker = MlflowSearchTracker(args.tracking_uri)
     progress = _SearchProgress()
@@ -187,29 +196,11 @@ def _interruptible(args: argparse.Namespace, job: Any, progress: _SearchProgress
 
 
 def _preflight(args: argparse.Namespace, *, workdir_exists: bool) -> str | None:
-    """Why the search cannot start, in one line (None when every address, URI and folder answers).
+    """Why the search cannot start, in one line (None when every address, URI and folder answers)."""
+    from metaopt.search.launch import preflight
 
-    Checked before anything starts: the tracking store, the Optuna database, the Ray
-    cluster and the work folder (``resume``: the folder must already be there).
-    """
-    from metaopt.preflight import Problem, optuna_storage, ray_address, writable_folder
-    from metaopt.search.storage import JOURNAL, readable_storage
-    from metaopt.tracking.store import check_tracking_uri
-
-    try:
-        check_tracking_uri(args.tracking_uri, create=True)
-        optuna_storage(args.storage)
-        if not args.in_process:
-            ray_address(args.address)
-        folder = writable_folder(args.workdir, "--workdir", create=not (workdir_exists and not args.storage))
-        journal = folder / JOURNAL
-        if not args.storage and journal.is_file():  # a search appends to it: it must read back
-            readable_storage(str(journal.resolve()))
-    except Problem as exc:
-        return str(exc)
-    except ValueError as exc:
-        return f"--workdir {args.workdir}: {exc}"
-    return None
+    return preflight(tracking_uri=args.tracking_uri, storage=args.storage, address=args.address,
+                     in_process=args.in_process, workdir=args.workdir, workdir_exists=workdir_exists)
 
 
 def _store(uri: str | None) -> str | None:
@@ -225,28 +216,9 @@ def _store(uri: str | None) -> str | None:
 
 
 def _executor(args: argparse.Namespace, job: Any) -> Any:
-    from metaopt.search.executors import InProcessExecutor, RayExecutor
+    from metaopt.search.launch import make_executor
 
-    if args.in_process:
-        return InProcessExecutor()
-    workers = job.resources.max_concurrent or os.cpu_count() or 1
-    return RayExecutor(
-        address=args.address,
-        num_cpus=None if args.address else workers * job.resources.cpus_per_trial,
-        num_gpus=None if args.address else _local_gpus(job),
-        cpus_per_trial=job.resources.cpus_per_trial,
-        gpus_per_trial=job.resources.gpus_per_trial,
-        max_concurrent=job.resources.max_concurrent,
-        max_retries=job.resources.max_retries,
-    )
-
-
-def _local_gpus(job: Any) -> int | None:
-    if job.resources.gpus_per_trial <= 0:
-        return 0
-    import torch
-
-    return torch.cuda.device_count()
+    return make_executor(job, in_process=args.in_process, address=args.address)
 
 
 def _print_summary(summary: Any, tracker: Any) -> None:
@@ -379,6 +351,51 @@ def _version() -> str:
     return f"metaopt {metaopt.__version__} ({', '.join(parts)})"
 
 
+def cmd_families(args: argparse.Namespace) -> int:
+    """The task families a job may name, plugins included, with their options and metrics."""
+    from metaopt.discovery import describe_families
+
+    return _described(*describe_families())
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    """The methods a job may search, plugins included, with their hyperparameters."""
+    from metaopt.discovery import describe_methods
+
+    return _described(*describe_methods())
+
+
+def _described(lines: list[str], broken: list[str]) -> int:
+    print("\n".join(lines))
+    for line in broken:
+        print(f"error: {line}", file=sys.stderr)
+    return 1 if broken else 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a starter job and search space for a family."""
+    import yaml
+
+    from metaopt.discovery import write_starter
+    from metaopt.plugins import PluginError
+
+    options = {}
+    for item in args.options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"error: init: option {item!r}: expected NAME=VALUE, e.g. root=photos", file=sys.stderr)
+            return EXIT_USAGE
+        options[key] = yaml.safe_load(value) if value else value
+    try:
+        job_path, space_path = write_starter(args.family, options, Path(args.out), args.name, force=args.force,
+                                             trials=args.trials, meta_iterations=args.meta_iterations)
+    except (ValueError, FileNotFoundError, FileExistsError, PluginError) as exc:
+        print(f"error: init: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {job_path} and {space_path}; run: metaopt search {job_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``metaopt``."""
     parser = argparse.ArgumentParser(prog="metaopt", description=__doc__)
@@ -419,6 +436,20 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--dry-run", action="store_true", help="say what would happen, move nothing")
     select.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
     select.set_defaults(func=cmd_select)
+
+    families = sub.add_parser("families", help="the task families a job may name (plugins included), their options")
+    families.set_defaults(func=cmd_families)
+    methods = sub.add_parser("methods", help="the methods a job may search (plugins included), their hyperparameters")
+    methods.set_defaults(func=cmd_methods)
+    init = sub.add_parser("init", help="write a starter job and search space for a family")
+    init.add_argument("--family", required=True, help="a family name (see `metaopt families`)")
+    init.add_argument("options", nargs="*", metavar="NAME=VALUE", help="the family's options, e.g. root=photos ways=5")
+    init.add_argument("--name", help="the job's name and file name (default: the family's)")
+    init.add_argument("--out", default=".", help="folder to write the two files into (default: here)")
+    init.add_argument("--force", action="store_true", help="overwrite files that exist")
+    init.add_argument("--trials", type=int, default=12, help="the budget's trials (default 12)")
+    init.add_argument("--meta-iterations", type=int, default=1000, help="meta-iterations per trial (default 1000)")
+    init.set_defaults(func=cmd_init)
 
     ui = sub.add_parser("ui", help="MLflow UI on 127.0.0.1 against the same store")
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")

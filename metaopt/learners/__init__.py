@@ -1,4 +1,7 @@
-"""Meta-learning algorithms, one module each, on the shared functional core (``core.py``)."""
+"""Meta-learning algorithms, one module each, on the shared functional core (``core.py``).
+
+Another package adds a learner through the ``metaopt.learners`` entry-point group (``metaopt.plugins``).
+"""
 
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ from metaopt.learners.protonet import ProtoNet
 from metaopt.learners.relationnet import RelationNet
 from metaopt.learners.reptile import Reptile
 from metaopt.learners.siamese import Siamese
+from metaopt.plugins import Registry
 
-LEARNERS: dict[str, type[MetaLearner]] = {
+LEARNERS: Registry[MetaLearner] = Registry("metaopt.learners", {
     "maml": MAML,
     "fomaml": FOMAML,
     "mamlpp": MAMLPlusPlus,
@@ -31,7 +35,7 @@ LEARNERS: dict[str, type[MetaLearner]] = {
     "relationnet": RelationNet,
     "siamese": Siamese,
     "hypergrad": HyperGrad,
-}
+}, MetaLearner, "learner")
 
 __all__ = [
     "ANIL",

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PositiveInt,
+    PrivateAttr,
     SerializeAsAny,
     ValidationError,
     ValidationInfo,
@@ -98,12 +99,12 @@ class FamilySpec(BaseModel):
     @property
     def metrics(self) -> tuple[Metric, ...]:
         """What the family scores a task by, the primary metric first."""
-        return self.family.metrics
+        return self.family.metrics_for(self.options)
 
     @property
     def primary_metric(self) -> Metric:
         """What validation selects by and the leaderboard ranks by."""
-        return self.family.primary_metric()
+        return self.metrics[0]
 
     def build(self) -> TaskFamily:
         """The task family this spec names."""
@@ -196,6 +197,7 @@ class Job(_Strict):
         default="auto", description="torch.compile the meta-step: auto compiles when the trial is long enough to repay it"
     )
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="configurations to try first")
+    _registered: dict[str, dict[str, type]] = PrivateAttr(default_factory=dict)
 
     @field_validator("strategy")
     @classmethod
@@ -211,6 +213,7 @@ class Job(_Strict):
         for method in methods:
             if method not in LEARNERS:
                 raise ValueError(f"unknown method {method!r} (allowed: {', '.join(LEARNERS)})")
+            LEARNERS[method]  # a plugin that does not import: its one line (PluginError) here
         if len(set(methods)) != len(methods):
             raise ValueError("methods must not repeat")
         return methods
@@ -223,6 +226,23 @@ class Job(_Strict):
             if method not in methods:
                 raise ValueError(f"{method!r} is not one of the job's methods (allowed: {', '.join(methods)})")
         return backbones
+
+    @model_validator(mode="after")
+    def _carry_registered_classes(self) -> Job:
+        # Classes registered in this process (a notebook's) travel with the job, so a Ray worker knows them.
+        self._registered = {
+            "families": {n: FAMILIES[n] for n in [self.family.name] if FAMILIES.origin(n) == "registered"},
+            "learners": {n: LEARNERS[n] for n in self.methods if LEARNERS.origin(n) == "registered"},
+        }
+        return self
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        registered = (self.__pydantic_private__ or {}).get("_registered") or {}
+        for registry, key in ((FAMILIES, "families"), (LEARNERS, "learners")):
+            for name, cls in registered.get(key, {}).items():
+                if name not in registry:
+                    registry.register(cls, name)
 
     def backbone_for(self, method: str) -> dict[str, Any]:
         """The backbone spec ``method`` trains on: its entry in ``backbones``, else ``backbone``."""

@@ -26,11 +26,15 @@ class LoadedJob:
 def load_job(path: str | Path) -> LoadedJob:
     """Validate the job at ``path`` and its search space; any problem raises a one-line ``ConfigError``."""
     path = Path(path)
-    data = read_yaml(path)
+    return load_job_data(read_yaml(path), path)
+
+
+def load_job_data(data: object, path: Path) -> LoadedJob:
+    """Validate a job's content (as read from ``path``: relative paths in it are relative to its folder)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: (top level): expected a mapping of job fields, got {type(data).__name__}")
     try:
-        job = Job.model_validate(data)
+        job = Job.model_validate(_family_paths_resolved(data, path.parent))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(path, exc)) from None
 
@@ -62,6 +66,23 @@ def load_job(path: str | Path) -> LoadedJob:
         except ValueError as exc:
             raise ConfigError(f"{path}: enqueue.{i}.{exc}") from None
     return LoadedJob(job=job, path=path, space=space)
+
+
+def _family_paths_resolved(data: dict, folder: Path) -> dict:
+    """``data`` with the family's relative file and folder options made relative to the job's ``folder``."""
+    from metaopt.plugins import PluginError
+    from metaopt.tasks import FAMILIES
+
+    family = data.get("family")
+    if not isinstance(family, dict) or not isinstance(family.get("name"), str) or family["name"] not in FAMILIES:
+        return data
+    try:
+        fields = FAMILIES[family["name"]].Options.path_fields
+    except PluginError:
+        return data  # validation says why, in one line
+    resolved = {k: str((folder / Path(v).expanduser()).resolve()) if k in fields and isinstance(v, str)
+                and not Path(v).expanduser().is_absolute() else v for k, v in family.items()}
+    return {**data, "family": resolved}
 
 
 def loaded_from_data(job_data: dict, space_data: dict, origin: Path) -> LoadedJob:

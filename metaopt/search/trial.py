@@ -89,6 +89,17 @@ def trial_device(job: Job) -> torch.device:
     return torch.device("cpu")
 
 
+def build_family(job: Job) -> TaskFamily:
+    """The job's task family, quietly: what its data leaves out the driver said once (``check_family``)."""
+    import warnings
+
+    from metaopt.tasks.base import DataWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        return job.family.build()
+
+
 def new_learner(job: Job, family: TaskFamily, method: str, hparams: dict[str, Any], device: torch.device) -> MetaLearner:
     """The learner a trial of ``method`` starts from: seeded by the job, shaped by the family."""
     torch.manual_seed(job.seed)
@@ -109,7 +120,7 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
     """Meta-train ``config`` for the job's budget; report every validation score each ``eval_interval``."""
     torch.set_num_threads(config.cpus)
     job, budget = config.job, config.job.budget
-    family = job.family.build()
+    family = build_family(job)
     device = trial_device(job)
     learner = new_learner(job, family, config.method, config.hparams, device)
     reporter.record_params({k: v for k, v in learner.hparams.items() if k not in config.hparams})  # the defaults used
@@ -256,7 +267,7 @@ def score_trial(checkpoint: str | None, run_id: str | None, job: Job, tracker: T
     if path is None or not path.is_file():
         raise FileNotFoundError(f"no checkpoint of run {run_id} here or in the tracker")
     learner = load_checkpoint(path)
-    return evaluation.evaluate_test(learner, job.family.build(), job.family.key, job.budget.test_tasks)
+    return evaluation.evaluate_test(learner, build_family(job), job.family.key, job.budget.test_tasks)
 
 
 def _optuna_trial(config: TrialConfig) -> Any:

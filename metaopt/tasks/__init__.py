@@ -1,25 +1,31 @@
 """Task families: each yields stacked ``TaskBatch`` tensors for train/val/test splits.
 
 Adding a family is one module (a ``TaskFamily`` with its ``Options``, ``metrics``
-and ``key``) and one line in ``FAMILIES``.
+and ``key``) and one line in ``FAMILIES``; another package adds one through the
+``metaopt.families`` entry-point group (``metaopt.plugins``).
 """
 
 from __future__ import annotations
 
 from metaopt.tasks.base import SPLITS, FamilyOptions, Split, TaskBatch, TaskFamily
 from metaopt.tasks.episodes import EpisodeFamily, EpisodeOptions
+from metaopt.plugins import Registry
 from metaopt.tasks.glyphs import Glyphs, GlyphsCrossFont
 from metaopt.tasks.image_folders import MiniImageNet, Omniglot
+from metaopt.tasks.imagefolder import ImageFolder
 from metaopt.tasks.metrics import Metric
 from metaopt.tasks.sine import Sine
+from metaopt.tasks.tabular import Tabular
 
-FAMILIES: dict[str, type[TaskFamily]] = {
+FAMILIES: Registry[TaskFamily] = Registry("metaopt.families", {
     "sine": Sine,
     "glyphs": Glyphs,
     "glyphs-crossfont": GlyphsCrossFont,
     "omniglot": Omniglot,
     "miniimagenet": MiniImageNet,
-}
+    "imagefolder": ImageFolder,
+    "tabular": Tabular,
+}, TaskFamily, "family")
 
 __all__ = [
     "FAMILIES",
@@ -29,11 +35,13 @@ __all__ = [
     "FamilyOptions",
     "Glyphs",
     "GlyphsCrossFont",
+    "ImageFolder",
     "Metric",
     "MiniImageNet",
     "Omniglot",
     "Sine",
     "Split",
+    "Tabular",
     "TaskBatch",
     "TaskFamily",
 ]

@@ -45,10 +45,16 @@ class TaskBatch:
         return TaskBatch(*(t[start:stop] for t in (self.support_x, self.support_y, self.query_x, self.query_y)))
 
 
+class DataWarning(UserWarning):
+    """Something in a user's data was left out (too few examples, unreadable files); the search goes on."""
+
+
 class FamilyOptions(BaseModel):
     """What a job's ``family:`` block may set for one family; unknown fields are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Options that name a file or folder: a relative one in a job file is relative to the job's folder.
+    path_fields: ClassVar[tuple[str, ...]] = ()
 
 
 class TaskFamily(ABC):
@@ -84,8 +90,18 @@ class TaskFamily(ABC):
         return "-".join([getattr(cls, "name", cls.__name__.lower()), *parts])
 
     @classmethod
+    def metrics_for(cls, options: FamilyOptions) -> tuple[Metric, ...]:
+        """The metrics of the family with these options (most families: ``metrics``, whatever the options)."""
+        return cls.metrics
+
+    @classmethod
+    def metric_sets(cls) -> tuple[tuple[Metric, ...], ...]:
+        """Every set of metrics ``metrics_for`` may give (to read records whose options are not at hand)."""
+        return (cls.metrics,)
+
+    @classmethod
     def primary_metric(cls) -> Metric:
-        """What validation selects by and the leaderboard ranks by."""
+        """What validation selects by and the leaderboard ranks by (of the default options)."""
         return cls.metrics[0]
 
     @abstractmethod

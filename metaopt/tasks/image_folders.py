@@ -31,7 +31,8 @@ def _listing_digest(paths: list[Path], extra: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _read(path: Path, size: int, mode: str) -> torch.Tensor:
+def read_image(path: Path, size: int, mode: str) -> torch.Tensor:
+    """The image at ``path`` as uint8 ``[size, size]`` (mode ``L``) or ``[3, size, size]`` (``RGB``), resized."""
     from PIL import Image
 
     with Image.open(path) as image:
@@ -53,6 +54,7 @@ def check_omniglot_root(root: str | Path) -> Path:
 class FolderOptions(FamilyOptions):
     """A dataset directory (``root``, checked when the job is read) and the episode shape."""
 
+    path_fields: ClassVar[tuple[str, ...]] = ("root",)
     root: str | None = None
     ways: PositiveInt = 5
     shots: PositiveInt = 1
@@ -115,7 +117,7 @@ class Omniglot(EpisodeFamily):
             available = torch.zeros(len(files), most, dtype=torch.bool)
             for c, pngs in enumerate(files):
                 for d, png in enumerate(pngs):
-                    images[c, d] = 255 - _read(png, 28, "L")  # Omniglot draws black on white
+                    images[c, d] = 255 - read_image(png, 28, "L")  # Omniglot draws black on white
                     available[c, d] = True
             return {"images": images, "available": available, "classes": [str(c.relative_to(base)) for c in characters]}
 
@@ -171,7 +173,7 @@ class MiniImageNet(EpisodeFamily):
             available = torch.zeros(len(files), most, dtype=torch.bool)
             for c, paths in enumerate(files):
                 for d, path in enumerate(paths):
-                    images[c, d], available[c, d] = _read(path, 84, "RGB"), True
+                    images[c, d], available[c, d] = read_image(path, 84, "RGB"), True
             return {"images": images, "available": available}
 
         data = cached("miniimagenet", _listing_digest([p for f in files for p in f], "84"), build, cache_dir)

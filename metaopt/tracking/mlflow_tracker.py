@@ -207,7 +207,13 @@ class MlflowSearchTracker:
         }
         for key_, value in params.items():
             self.client.log_param(self.parent_run_id, key_, value)
-        self.client.log_artifact(self.parent_run_id, str(loaded.path), artifact_path="job")
+        if loaded.path.is_file():
+            self.client.log_artifact(self.parent_run_id, str(loaded.path), artifact_path="job")
+        else:  # a job given as data (``metaopt.run({...})``): what it said, as YAML
+            import yaml
+
+            self.client.log_text(self.parent_run_id, yaml.safe_dump(job.model_dump(mode="json"), sort_keys=False),
+                                 "job/job.yaml")
         with tempfile.TemporaryDirectory() as tmp:
             space_file = Path(tmp) / "resolved_job.json"
             space_file.write_text(json.dumps({**job.model_dump(mode="json"), "space": loaded.space.to_data()}, indent=2))

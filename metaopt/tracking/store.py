@@ -165,7 +165,8 @@ def _described(experiment: Any) -> KeyExperiment:
     tags = experiment.tags
     family = tags.get("metaopt.family", "")
     if family in FAMILIES:
-        metrics = FAMILIES[family].metrics
+        sets = FAMILIES[family].metric_sets()
+        metrics = next((m for m in sets if m[0].name == tags.get("metaopt.metric")), sets[0])
     else:
         name, direction = tags.get("metaopt.metric", "loss"), tags.get("metaopt.direction", "minimize")
         metrics = (Metric(name, direction, name, mse),)

@@ -64,12 +64,12 @@ def test_omniglot_reads_the_layout_inverts_and_splits_disjointly(omniglot_root, 
 
     import metaopt.tasks.image_folders as folders
 
-    original = folders._read
-    folders._read = lambda *a: render_again()
+    original = folders.read_image
+    folders.read_image = lambda *a: render_again()
     try:
         Omniglot(root=str(omniglot_root), ways=2, shots=1, queries=3, cache_dir=tmp_path / "cache")
     finally:
-        folders._read = original
+        folders.read_image = original
 
 
 def test_miniimagenet_reads_csv_splits_at_84_pixels(mini_root, tmp_path):

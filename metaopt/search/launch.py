@@ -1,0 +1,81 @@
+"""Starting a search, the same from the command line and from Python: data check, preflight, executor.
+
+``check_family`` builds the job's task family once in the driver before anything starts:
+a user's data that cannot make a task is one line then, not a failure in every trial;
+what was left out of it is said once (``DataWarning``); and the trials find it cached.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from metaopt.search.config import ConfigError, Job
+from metaopt.search.executors import Executor
+from metaopt.search.job import LoadedJob
+from metaopt.tasks.base import DataWarning
+
+
+def check_family(loaded: LoadedJob) -> list[str]:
+    """Build the job's family once; what its data left out (warnings); ``ConfigError`` where it cannot be built."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        try:
+            loaded.job.family.build()
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            raise ConfigError(f"{loaded.path}: family: {exc}") from None
+    return [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+
+
+def preflight(*, tracking_uri: str | None, storage: str | None, address: str | None, in_process: bool,
+              workdir: str | Path, workdir_exists: bool) -> str | None:
+    """Why the search cannot start, in one line (None when every address, URI and folder answers).
+
+    Checked before anything starts: the tracking store, the Optuna database, the Ray
+    cluster and the work folder (``workdir_exists``: a resumed search's folder must be there).
+    """
+    from metaopt.preflight import Problem, optuna_storage, ray_address, writable_folder
+    from metaopt.search.storage import JOURNAL, readable_storage
+    from metaopt.tracking.store import check_tracking_uri
+
+    try:
+        check_tracking_uri(tracking_uri, create=True)
+        optuna_storage(storage)
+        if not in_process:
+            ray_address(address)
+        folder = writable_folder(workdir, "--workdir", create=not (workdir_exists and not storage))
+        journal = folder / JOURNAL
+        if not storage and journal.is_file():  # a search appends to it: it must read back
+            readable_storage(str(journal.resolve()))
+    except Problem as exc:
+        return str(exc)
+    except ValueError as exc:
+        return f"--workdir {workdir}: {exc}"
+    return None
+
+
+def make_executor(job: Job, *, in_process: bool, address: str | None) -> Executor:
+    """Trials in this process, or on Ray: a local cluster sized to the job, or the cluster at ``address``."""
+    from metaopt.search.executors import InProcessExecutor, RayExecutor
+
+    if in_process:
+        return InProcessExecutor()
+    workers = job.resources.max_concurrent or os.cpu_count() or 1
+    return RayExecutor(
+        address=address,
+        num_cpus=None if address else workers * job.resources.cpus_per_trial,
+        num_gpus=None if address else _local_gpus(job),
+        cpus_per_trial=job.resources.cpus_per_trial,
+        gpus_per_trial=job.resources.gpus_per_trial,
+        max_concurrent=job.resources.max_concurrent,
+        max_retries=job.resources.max_retries,
+    )
+
+
+def _local_gpus(job: Job) -> int | None:
+    if job.resources.gpus_per_trial <= 0:
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
