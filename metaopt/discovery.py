@@ -85,7 +85,7 @@ def describe_methods() -> tuple[list[str], list[str]]:
             broken.append(str(exc))
             continue
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        needs = "classification tasks (a metric learner)" if not cls.uses_head else "any task kind"
+        needs = " and ".join(cls.task_kinds) + " tasks" + (f" of {', '.join(cls.families)}" if cls.families else "")
         lines.append(f"{name}  [{LEARNERS.origin(name)}]  {doc}")
         lines.append(f"  for: {needs}")
         for hp, spec in cls.hyperparameters.items():

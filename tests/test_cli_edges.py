@@ -121,7 +121,7 @@ def test_a_checkpoint_holding_pickled_objects_is_refused_in_one_line(tmp_path):
 
 def _interrupt_job(tmp_path: Path) -> Path:
     return write_job(tmp_path, tiny_job(methods=["maml", "fomaml"], compile="never",
-                                        budget={**tiny_job()["budget"], "trials": 4, "meta_iterations": 1500,
+                                        budget={**tiny_job()["budget"], "trials": 4, "meta_iterations": 800,
                                                 "eval_interval": 100},
                                         resources={"cpus_per_trial": 1, "max_concurrent": 2}), "interrupt.yaml")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from metaopt.learners.anil import ANIL
 from metaopt.learners.base import HParam, MetaLearner, Predictor
+from metaopt.learners.classic_policies import CLASSIC_POLICIES
 from metaopt.learners.fomaml import FOMAML
 from metaopt.learners.gradient import GradientLearner
 from metaopt.learners.hypergrad import HyperGrad
@@ -19,6 +20,7 @@ from metaopt.learners.metric import MetricLearner
 from metaopt.learners.protonet import ProtoNet
 from metaopt.learners.relationnet import RelationNet
 from metaopt.learners.reptile import Reptile
+from metaopt.learners.rl2 import RL2
 from metaopt.learners.siamese import Siamese
 from metaopt.plugins import Registry
 
@@ -35,6 +37,8 @@ LEARNERS: Registry[MetaLearner] = Registry("metaopt.learners", {
     "relationnet": RelationNet,
     "siamese": Siamese,
     "hypergrad": HyperGrad,
+    "rl2": RL2,
+    **{policy.name: policy for policy in CLASSIC_POLICIES},
 }, MetaLearner, "learner")
 
 __all__ = [
@@ -54,6 +58,7 @@ __all__ = [
     "HyperGrad",
     "Predictor",
     "RelationNet",
+    "RL2",
     "Reptile",
     "Siamese",
 ]

@@ -80,6 +80,8 @@ class MetaLearner(ABC):
     name: ClassVar[str]
     hyperparameters: ClassVar[dict[str, HParam]]
     uses_head: ClassVar[bool] = True  # False for metric learners: the backbone is an embedding network
+    task_kinds: ClassVar[tuple[str, ...]] = ("regression", "classification")  # the families' kinds it can learn
+    families: ClassVar[tuple[str, ...] | None] = None  # only these families (None: any of its kinds)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
@@ -99,6 +101,16 @@ class MetaLearner(ABC):
         # The training budget, for learners with schedules (MAML++); None: no schedule.
         self.max_iterations = max_iterations
         self.iteration = 0
+
+    @classmethod
+    def build_network(cls, backbone: dict[str, Any], *, input_shape: tuple[int, ...], output_size: int,
+                      hparams: Mapping[str, Any]) -> nn.Module:
+        """The network this learner meta-trains: the job's backbone, with ``output_size`` outputs (a head) or
+        as an embedding network (metric learners)."""
+        from metaopt.models import build_backbone
+
+        return build_backbone(backbone, input_shape=tuple(input_shape), out_features=output_size if cls.uses_head
+                              else None)
 
     @classmethod
     def resolve_hparams(cls, given: Mapping[str, Any]) -> dict[str, Any]:

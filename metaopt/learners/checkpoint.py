@@ -8,7 +8,6 @@ from typing import Any
 import torch
 
 from metaopt.learners.base import MetaLearner
-from metaopt.models import build_backbone
 
 FORMAT_VERSION = 1
 
@@ -34,8 +33,8 @@ def build_learner(
     if method not in LEARNERS:
         raise ValueError(f"unknown method {method!r} (allowed: {', '.join(LEARNERS)})")
     cls = LEARNERS[method]
-    out_features = output_size if cls.uses_head else None
-    net = build_backbone(backbone, input_shape=tuple(input_shape), out_features=out_features).to(device)
+    net = cls.build_network(backbone, input_shape=tuple(input_shape), output_size=output_size,
+                            hparams=cls.resolve_hparams(hparams)).to(device)
     return cls(net, hparams, task_kind=task_kind, max_iterations=max_iterations, n_way=n_way)
 
 

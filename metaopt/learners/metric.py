@@ -31,6 +31,7 @@ class MetricLearner(MetaLearner):
     """A learner that classifies queries by comparing them with the support set in an embedding space."""
 
     uses_head: ClassVar[bool] = False
+    task_kinds: ClassVar[tuple[str, ...]] = ("classification",)
     force_vmap: bool = False  # vmap over episodes on the CPU too (tests compare the two)
     hyperparameters: ClassVar[dict[str, HParam]] = METRIC_HPARAMS
 

@@ -106,6 +106,11 @@ class FamilySpec(BaseModel):
         """What validation selects by and the leaderboard ranks by."""
         return self.metrics[0]
 
+    def build_kind(self) -> str:
+        """The kind of the family's tasks (``regression``, ``classification``, ``rl``) with these options."""
+        kind = getattr(self.options, "kind", None)
+        return kind if isinstance(kind, str) else self.family.kind
+
     def build(self) -> TaskFamily:
         """The task family this spec names."""
         return self.family.from_options(self.options)
@@ -228,6 +233,19 @@ class Job(_Strict):
         return backbones
 
     @model_validator(mode="after")
+    def _methods_fit_the_family(self) -> Job:
+        kind, family = self.family.build_kind(), self.family.name
+        for method in self.methods:
+            kinds, only = LEARNERS[method].task_kinds, LEARNERS[method].families
+            if kind in kinds and only is not None and family not in only:
+                raise ValueError(f"methods: {method} plays {' and '.join(only)} only, not {family}")
+            if kind not in kinds:
+                raise ValueError(f"methods: {method} learns {' and '.join(kinds)} tasks; family {self.family.name} "
+                                 f"has {kind} tasks (allowed for it: "
+                                 f"{', '.join(m for m in LEARNERS if _learns(m, kind)) or 'none installed'})")
+        return self
+
+    @model_validator(mode="after")
     def _carry_registered_classes(self) -> Job:
         # Classes registered in this process (a notebook's) travel with the job, so a Ray worker knows them.
         self._registered = {
@@ -247,6 +265,13 @@ class Job(_Strict):
     def backbone_for(self, method: str) -> dict[str, Any]:
         """The backbone spec ``method`` trains on: its entry in ``backbones``, else ``backbone``."""
         return self.backbones.get(method, self.backbone).spec()
+
+
+def _learns(method: str, kind: str) -> bool:
+    try:
+        return kind in LEARNERS[method].task_kinds
+    except ValueError:  # a broken plugin
+        return False
 
 
 def format_validation_error(path: Path | str, error: ValidationError) -> str:

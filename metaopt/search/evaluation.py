@@ -32,7 +32,7 @@ def score_tasks(
     parts = []
     for batch in batches:
         batch = batch.to(learner.device)
-        parts.append(family.score(learner.predict(batch, steps), batch))
+        parts.append(family.score_learner(learner, batch, steps))
     return {name: torch.cat([p[name] for p in parts]).cpu() for name in parts[0]}
 
 

@@ -7,6 +7,7 @@ and ``key``) and one line in ``FAMILIES``; another package adds one through the
 
 from __future__ import annotations
 
+from metaopt.tasks.bandit import Bandit
 from metaopt.tasks.base import SPLITS, FamilyOptions, Split, TaskBatch, TaskFamily
 from metaopt.tasks.episodes import EpisodeFamily, EpisodeOptions
 from metaopt.plugins import Registry
@@ -16,6 +17,7 @@ from metaopt.tasks.imagefolder import ImageFolder
 from metaopt.tasks.metrics import Metric
 from metaopt.tasks.sine import Sine
 from metaopt.tasks.tabular import Tabular
+from metaopt.tasks.tabular_mdp import TabularMDP
 
 FAMILIES: Registry[TaskFamily] = Registry("metaopt.families", {
     "sine": Sine,
@@ -25,9 +27,12 @@ FAMILIES: Registry[TaskFamily] = Registry("metaopt.families", {
     "miniimagenet": MiniImageNet,
     "imagefolder": ImageFolder,
     "tabular": Tabular,
+    "bandit": Bandit,
+    "tabular-mdp": TabularMDP,
 }, TaskFamily, "family")
 
 __all__ = [
+    "Bandit",
     "FAMILIES",
     "SPLITS",
     "EpisodeFamily",
@@ -42,6 +47,7 @@ __all__ = [
     "Sine",
     "Split",
     "Tabular",
+    "TabularMDP",
     "TaskBatch",
     "TaskFamily",
 ]

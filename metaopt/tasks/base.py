@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -112,6 +112,10 @@ class TaskFamily(ABC):
         """Every metric of the family, per task ``[tasks]``, for query ``predictions`` of ``batch``."""
         targets = batch.query_y.to(predictions.device)
         return {metric.name: metric.per_task(predictions, targets) for metric in self.metrics}
+
+    def score_learner(self, learner: Any, batch: Any, steps: int | None = None) -> dict[str, Tensor]:
+        """Every metric per task of ``learner`` on ``batch``: its query predictions after adapting (RL: its play)."""
+        return self.score(learner.predict(batch, steps), batch)
 
     def fixed_tasks(self, n_tasks: int, split: Split, seed: int, chunk: int | None = None) -> list[TaskBatch]:
         """A fixed, reproducible set of ``n_tasks`` tasks of ``split``, in chunks (for evaluation).

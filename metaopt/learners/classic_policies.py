@@ -1,0 +1,171 @@
+"""The classic policies as methods of a search: untrained baselines on every RL leaderboard.
+
+Each is a ``MetaLearner`` with nothing to learn: its meta-steps do nothing, and it is scored
+by playing the same test tasks as RL² (``total_reward``), so the leaderboard shows what
+meta-learning gained over them, and, for bandits, the Bayes-optimal limit. Their few
+settings (ε, UCB1's c) are hyperparameters a search tunes like any other.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from metaopt.learners import bandit_baselines as bandits
+from metaopt.learners import mdp_baselines as mdps
+from metaopt.learners.base import HParam, MetaLearner
+from metaopt.tasks.bandit import BanditBatch
+from metaopt.tasks.tabular_mdp import MDPBatch
+
+
+class ClassicPolicy(MetaLearner):
+    """A policy that is not trained: ``meta_step`` is a no-op, ``total_reward`` plays."""
+
+    task_kinds: ClassVar[tuple[str, ...]] = ("rl",)
+    families: ClassVar[tuple[str, ...]] = ("bandit",)
+    hyperparameters: ClassVar[dict[str, HParam]] = {
+        "meta_batch": HParam(type=int, default=1, minimum=1, help="tasks drawn per (empty) meta-step"),
+    }
+
+    def __init__(self, backbone: nn.Module, hparams: dict[str, Any] | None = None, *, task_kind: str = "rl",
+                 max_iterations: int | None = None, n_way: int | None = None) -> None:
+        super().__init__(backbone, hparams, task_kind=task_kind, max_iterations=max_iterations, n_way=n_way)
+        self.optimizer = torch.optim.SGD(backbone.parameters(), lr=0.0)
+
+    @classmethod
+    def build_network(cls, backbone: dict[str, Any], *, input_shape: tuple[int, ...], output_size: int,
+                      hparams: dict[str, Any]) -> nn.Module:
+        """Nothing to learn: one frozen placeholder parameter (it says where the policy runs)."""
+        holder = nn.Module()
+        holder.register_parameter("placeholder", nn.Parameter(torch.zeros(1), requires_grad=False))
+        return holder
+
+    def meta_parameters(self) -> dict[str, Tensor]:
+        """The placeholder (the policy has no parameters)."""
+        return dict(self.backbone.named_parameters())
+
+    def meta_step(self, batch: Any) -> dict[str, Tensor]:  # type: ignore[override]
+        """Nothing to learn."""
+        self.iteration += 1
+        return {"loss": torch.zeros(())}
+
+    def policy(self, batch: BanditBatch) -> bandits.Policy:
+        """The bandit policy, given the batch's arms and pulls."""
+        raise NotImplementedError
+
+    def total_reward(self, batch: Any, generator: torch.Generator) -> Tensor:
+        """The total reward ``[tasks]`` of playing each task of ``batch`` once."""
+        if not isinstance(batch, BanditBatch):
+            raise TypeError(f"{self.name} plays bandits, not {type(batch).__name__}")
+        return bandits.rollout(self.policy(batch), batch, batch.pulls, generator)
+
+    def predict(self, batch: Any, steps: int | None = None) -> Tensor:
+        """Not a supervised learner."""
+        raise TypeError(f"{self.name} plays RL tasks: use total_reward(batch, generator)")
+
+    def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None) -> Any:
+        """Not a supervised learner."""
+        raise TypeError(f"{self.name} plays RL tasks: use total_reward(batch, generator)")
+
+
+class RandomPolicy(ClassicPolicy):
+    """Uniformly random actions (bandits and MDPs): n/2 on bandits, ≈ 10n on the MDPs."""
+
+    name = "random"
+    families = ("bandit", "tabular-mdp")
+
+    def policy(self, batch: BanditBatch) -> bandits.Policy:
+        """Random arms."""
+        return bandits.random_policy
+
+    def total_reward(self, batch: Any, generator: torch.Generator) -> Tensor:
+        """The total reward of random play on bandits or MDPs."""
+        if isinstance(batch, MDPBatch):
+            return mdps.run_random(batch, batch.horizon, batch.episodes, generator)
+        return super().total_reward(batch, generator)
+
+
+class Greedy(ClassicPolicy):
+    """The arm of highest posterior mean."""
+
+    name = "greedy"
+
+    def policy(self, batch: BanditBatch) -> bandits.Policy:
+        """Greedy on the posterior mean."""
+        return bandits.greedy
+
+
+class EpsilonGreedy(ClassicPolicy):
+    """Greedy, with a random arm with probability ε."""
+
+    name = "epsilon_greedy"
+    hyperparameters = {**ClassicPolicy.hyperparameters,
+                       "epsilon": HParam(type=float, default=0.0, minimum=0.0, maximum=1.0, help="exploration rate")}
+
+    def policy(self, batch: BanditBatch) -> bandits.Policy:
+        """ε-greedy."""
+        return bandits.epsilon_greedy(self.hparams["epsilon"])
+
+
+class UCB1(ClassicPolicy):
+    """UCB1 on the posterior mean with exploration coefficient c."""
+
+    name = "ucb1"
+    hyperparameters = {**ClassicPolicy.hyperparameters,
+                       "c": HParam(type=float, default=0.1, minimum=0.0, help="exploration coefficient")}
+
+    def policy(self, batch: BanditBatch) -> bandits.Policy:
+        """UCB1."""
+        return bandits.ucb1(self.hparams["c"])
+
+
+class Thompson(ClassicPolicy):
+    """Thompson sampling from Beta posteriors."""
+
+    name = "thompson"
+
+    def policy(self, batch: BanditBatch) -> bandits.Policy:
+        """Thompson sampling."""
+        return bandits.thompson
+
+
+class OptimisticThompson(ClassicPolicy):
+    """Thompson sampling with samples never below the posterior mean."""
+
+    name = "optimistic_thompson"
+
+    def policy(self, batch: BanditBatch) -> bandits.Policy:
+        """Optimistic Thompson sampling."""
+        return bandits.optimistic_thompson
+
+
+class BayesOptimalPolicy(ClassicPolicy):
+    """The Bayes-optimal policy by exact dynamic programming: the family's limit (tractable for small n, k)."""
+
+    name = "bayes_optimal"
+
+    def policy(self, batch: BanditBatch) -> bandits.Policy:
+        """The exact DP policy for the batch's arms and pulls (solved once per shape)."""
+        shape = (batch.probs.shape[1], batch.pulls)
+        if getattr(self, "_solved", None) is None or self._solved.arms != shape[0] or self._solved.pulls != shape[1]:
+            self._solved = bandits.BayesOptimal(*shape)
+        return self._solved
+
+
+class PSRL(ClassicPolicy):
+    """Posterior sampling for RL with the family's true priors (tabular MDPs)."""
+
+    name = "psrl"
+    families = ("tabular-mdp",)
+
+    def total_reward(self, batch: Any, generator: torch.Generator) -> Tensor:
+        """PSRL's total reward on each MDP of ``batch``."""
+        if not isinstance(batch, MDPBatch):
+            raise TypeError(f"psrl plays tabular MDPs, not {type(batch).__name__}")
+        return mdps.run_psrl(batch, batch.horizon, batch.episodes, generator)
+
+
+CLASSIC_POLICIES: tuple[type[ClassicPolicy], ...] = (RandomPolicy, Greedy, EpsilonGreedy, UCB1, Thompson,
+                                                     OptimisticThompson, BayesOptimalPolicy, PSRL)
