@@ -79,3 +79,14 @@ def test_an_image_folder_from_files_to_a_champion_far_above_chance(tmp_path):
                 == batch.query_y[t]).float().mean() for t in range(batch.num_tasks)]
     accuracy = float(torch.stack(correct).mean())
     assert accuracy > 0.6, accuracy  # chance: 0.2
+
+
+def test_a_classification_parquet_from_init_searches_as_written(tmp_path):
+    from tests.own_data import class_rows
+
+    write_table(class_rows(tasks=40, rows=24), tmp_path / "sites.parquet")
+    _metaopt("init", "--family", "tabular", "path=sites.parquet", "task_column=site", "target=label",
+             "kind=classification", "shots=6", "queries=6", "--name", "sites", "--trials", "1",
+             "--meta-iterations", "100", cwd=tmp_path)
+    out = _search(tmp_path / "sites.yaml", tmp_path)
+    assert "tabular-sites-" in out and "test accuracy" in out and "champion:" in out

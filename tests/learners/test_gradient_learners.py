@@ -204,7 +204,7 @@ def test_outer_schedules_mamlpp_cosine_and_reptile_linear_anneal():
     assert fresh.optimizer.param_groups[0]["lr"] == reptile.optimizer.param_groups[0]["lr"] and fresh.iteration == 4
 
 
-@pytest.mark.parametrize("method", sorted(LEARNERS))
+@pytest.mark.parametrize("method", sorted(m for m in LEARNERS if "classification" in LEARNERS[m].task_kinds))
 def test_every_learner_classifies_glyph_episodes_on_conv4(method, tmp_path_factory):
     from metaopt.learners.checkpoint import build_learner
     from metaopt.tasks.glyphs import Glyphs
