@@ -82,6 +82,7 @@ class MetaLearner(ABC):
     uses_head: ClassVar[bool] = True  # False for metric learners: the backbone is an embedding network
     task_kinds: ClassVar[tuple[str, ...]] = ("regression", "classification")  # the families' kinds it can learn
     families: ClassVar[tuple[str, ...] | None] = None  # only these families (None: any of its kinds)
+    trains: ClassVar[bool] = True  # False: nothing to learn (a classic policy): one evaluation, at the end
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 

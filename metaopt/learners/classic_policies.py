@@ -25,6 +25,7 @@ class ClassicPolicy(MetaLearner):
 
     task_kinds: ClassVar[tuple[str, ...]] = ("rl",)
     families: ClassVar[tuple[str, ...]] = ("bandit",)
+    trains: ClassVar[bool] = False  # its flat "curve" is never compared with a learner's early evaluations
     hyperparameters: ClassVar[dict[str, HParam]] = {
         "meta_batch": HParam(type=int, default=1, minimum=1, help="tasks drawn per (empty) meta-step"),
     }

@@ -90,6 +90,8 @@ def fit(
     """
     device = device or learner.device
     meta_batch = learner.hparams["meta_batch"]
+    if not learner.trains:  # nothing to learn: evaluated once, at the end (no flat curve for a pruner to compare)
+        eval_interval, start = None, iterations - 1
     primary = family.metrics[0].name
     compiler = CompileDecision(compile, learner, iterations - start)
     running, count = torch.zeros((), device=device), 0

@@ -42,7 +42,7 @@ def test_rl2_and_the_classic_policies_search_on_ray_with_a_pruner_and_land_in_ml
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("metaopt-bandit-10x5").experiment_id],
                               "tags.`metaopt.role` = 'trial'")
-    assert len(runs) == 6 and all(run.info.status == "FINISHED" for run in runs)
+    assert len(runs) == 6 and all(run.info.status == "FINISHED" for run in runs), [(r.data.tags.get("metaopt.state"), r.data.tags.get("metaopt.reason")) for r in runs]
     rl2 = next(run for run in runs if run.data.params["method"] == "rl2" and run.data.tags["metaopt.state"] == "complete")
     assert [m.step for m in client.get_metric_history(rl2.info.run_id, "val_reward")] == [20, 40]
     assert "test_regret" in rl2.data.metrics or rows["rl2"].run_id != rl2.info.run_id
