@@ -166,9 +166,7 @@ class BayesOptimal:
         remaining = self.pulls - step + 1
         actions = []
         for counts in torch.stack([s, f], -1).long().tolist():
-            state = tuple(sorted(map(tuple, counts)))
-            q = torch.tensor(self._q(tuple(map(tuple, counts)), remaining, self._value)
-                             if state else [], dtype=torch.float64)
+            q = torch.tensor(self._q(tuple(map(tuple, counts)), remaining, self._value), dtype=torch.float64)
             best = torch.nonzero(q >= q.max() - 1e-12).flatten()
             actions.append(int(best[torch.randint(len(best), (), generator=generator)]))
         return torch.tensor(actions, device=s.device)

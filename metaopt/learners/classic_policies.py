@@ -52,9 +52,13 @@ class ClassicPolicy(MetaLearner):
         self.iteration += 1
         return {"loss": torch.zeros(())}
 
+    rule: ClassVar[bandits.Policy | None] = None  # a policy without settings; else ``policy`` builds one
+
     def policy(self, batch: BanditBatch) -> bandits.Policy:
-        """The bandit policy, given the batch's arms and pulls."""
-        raise NotImplementedError
+        """The bandit policy, given the batch's arms and pulls (``rule`` unless a subclass builds one)."""
+        if self.rule is None:
+            raise NotImplementedError(f"{self.name} sets neither rule nor policy()")
+        return self.rule
 
     def total_reward(self, batch: Any, generator: torch.Generator) -> Tensor:
         """The total reward ``[tasks]`` of playing each task of ``batch`` once."""
@@ -76,10 +80,7 @@ class RandomPolicy(ClassicPolicy):
 
     name = "random"
     families = ("bandit", "tabular-mdp")
-
-    def policy(self, batch: BanditBatch) -> bandits.Policy:
-        """Random arms."""
-        return bandits.random_policy
+    rule = staticmethod(bandits.random_policy)
 
     def total_reward(self, batch: Any, generator: torch.Generator) -> Tensor:
         """The total reward of random play on bandits or MDPs."""
@@ -92,10 +93,7 @@ class Greedy(ClassicPolicy):
     """The arm of highest posterior mean."""
 
     name = "greedy"
-
-    def policy(self, batch: BanditBatch) -> bandits.Policy:
-        """Greedy on the posterior mean."""
-        return bandits.greedy
+    rule = staticmethod(bandits.greedy)
 
 
 class EpsilonGreedy(ClassicPolicy):
@@ -126,20 +124,14 @@ class Thompson(ClassicPolicy):
     """Thompson sampling from Beta posteriors."""
 
     name = "thompson"
-
-    def policy(self, batch: BanditBatch) -> bandits.Policy:
-        """Thompson sampling."""
-        return bandits.thompson
+    rule = staticmethod(bandits.thompson)
 
 
 class OptimisticThompson(ClassicPolicy):
     """Thompson sampling with samples never below the posterior mean."""
 
     name = "optimistic_thompson"
-
-    def policy(self, batch: BanditBatch) -> bandits.Policy:
-        """Optimistic Thompson sampling."""
-        return bandits.optimistic_thompson
+    rule = staticmethod(bandits.optimistic_thompson)
 
 
 class BayesOptimalPolicy(ClassicPolicy):

@@ -10,23 +10,18 @@ regret ``n·k/(k+1) − reward`` (the expected best arm of k uniform arms is k/(
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from metaopt.tasks.base import SPLITS, FamilyOptions, Split, TaskFamily
+from metaopt.tasks.base import FamilyOptions, Split
 from metaopt.tasks.metrics import Metric
+from metaopt.tasks.rl import REWARD, RLFamily, not_from_predictions, split_generator
 
 
-def _unused(predictions: Tensor, targets: Tensor) -> Tensor:
-    raise TypeError("an RL metric is scored from rollouts (RLFamily.score_rewards), not from predictions")
-
-
-PLAY_SEED = 20161109  # the randomness of rewards and actions when a learner is scored (not the tasks')
-REWARD = Metric("reward", "maximize", "total reward", _unused)
-REGRET = Metric("regret", "minimize", "Bayesian regret", _unused)
+REGRET = Metric("regret", "minimize", "Bayesian regret", not_from_predictions)
 
 
 @dataclass(frozen=True)
@@ -83,14 +78,6 @@ class BanditEnv:
         return obs, rewards
 
 
-def split_generator(generator: torch.Generator, split: Split) -> torch.Generator:
-    """A generator of ``split``'s own seed stream, seeded from ``generator`` (splits never share a seed)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    seed = int(torch.randint(0, 2**40, (), generator=generator))
-    return torch.Generator().manual_seed(seed * len(SPLITS) + SPLITS.index(split))
-
-
 class BanditOptions(FamilyOptions):
     """The number of arms and of pulls per task."""
 
@@ -98,11 +85,10 @@ class BanditOptions(FamilyOptions):
     pulls: int = Field(default=10, ge=1, le=100_000, description="n, the pulls of each task")
 
 
-class Bandit(TaskFamily):
+class Bandit(RLFamily):
     """Bernoulli bandits with arm probabilities U[0, 1]; a task is n pulls, scored by total reward."""
 
     name: ClassVar[str] = "bandit"
-    kind = "rl"
     Options = BanditOptions
     metrics = (REWARD, REGRET)
 
@@ -120,10 +106,6 @@ class Bandit(TaskFamily):
     def sample(self, batch_size: int, split: Split, generator: torch.Generator) -> BanditBatch:  # type: ignore[override]
         """``batch_size`` bandits of ``split``."""
         return BanditBatch(torch.rand(batch_size, self.arms, generator=split_generator(generator, split)), self.pulls)
-
-    def score_learner(self, learner: Any, batch: Any, steps: int | None = None) -> dict[str, Tensor]:
-        """Every metric per task of ``learner`` playing each task of ``batch`` once (seeded: reproducible)."""
-        return self.score_rewards(learner.total_reward(batch, torch.Generator().manual_seed(PLAY_SEED)), batch)
 
     def score_rewards(self, rewards: Tensor, batch: BanditBatch) -> dict[str, Tensor]:
         """Every metric per task from the total reward ``[tasks]`` a policy earned."""

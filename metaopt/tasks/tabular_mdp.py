@@ -10,14 +10,14 @@ episodes (primary, higher is better).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from metaopt.tasks.bandit import PLAY_SEED, REWARD, split_generator
-from metaopt.tasks.base import FamilyOptions, Split, TaskFamily
+from metaopt.tasks.base import FamilyOptions, Split
+from metaopt.tasks.rl import RLFamily, split_generator
 
 
 @dataclass(frozen=True)
@@ -115,13 +115,11 @@ class MDPOptions(FamilyOptions):
     episodes: int = Field(default=10, ge=1, le=10_000, description="n, the episodes of each task")
 
 
-class TabularMDP(TaskFamily):
+class TabularMDP(RLFamily):
     """Random tabular MDPs; a task is n episodes on one MDP, scored by total reward."""
 
     name: ClassVar[str] = "tabular-mdp"
-    kind = "rl"
     Options = MDPOptions
-    metrics = (REWARD,)
 
     @classmethod
     def key(cls, options: MDPOptions) -> str:
@@ -141,11 +139,3 @@ class TabularMDP(TaskFamily):
         # Dirichlet(1, ..., 1) is normalised Exp(1) draws.
         exp = -torch.log(torch.rand(batch_size, self.states, self.actions, self.states, generator=g).clamp(min=1e-12))
         return MDPBatch(mean, exp / exp.sum(-1, keepdim=True), self.horizon, self.episodes)
-
-    def score_learner(self, learner: Any, batch: Any, steps: int | None = None) -> dict[str, Tensor]:
-        """Every metric per task of ``learner`` playing each task of ``batch`` once (seeded: reproducible)."""
-        return self.score_rewards(learner.total_reward(batch, torch.Generator().manual_seed(PLAY_SEED)), batch)
-
-    def score_rewards(self, rewards: Tensor, batch: MDPBatch) -> dict[str, Tensor]:
-        """Every metric per task from the total reward ``[tasks]`` a policy earned."""
-        return {"reward": rewards}
