@@ -232,6 +232,8 @@ def _print_summary(summary: Any, tracker: Any) -> None:
         print(f"champion: {decision.best.method} -> {where} (version {summary.champion_version}; {decision.reason})")
     elif decision is not None:
         print(f"champion unchanged at {where}: {decision.reason}")
+    if summary.verdict:
+        print(f"verdict: {summary.verdict}")
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
     from metaopt.tracking.store import run_link, ui_base

@@ -87,7 +87,7 @@ def describe_methods() -> tuple[list[str], list[str]]:
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         needs = " and ".join(cls.task_kinds) + " tasks" + (f" of {', '.join(cls.families)}" if cls.families else "")
         lines.append(f"{name}  [{LEARNERS.origin(name)}]  {doc}")
-        lines.append(f"  for: {needs}")
+        lines.append(f"  for: {needs}" + ("; a baseline, not a meta-learner" if cls.baseline else ""))
         for hp, spec in cls.hyperparameters.items():
             domain = f" in {{{', '.join(map(str, spec.choices))}}}" if spec.choices else ""
             help_text = f"  # {spec.help}" if spec.help else ""

@@ -13,14 +13,18 @@ from metaopt.learners.gradient import GradientLearner
 from metaopt.learners.hypergrad import HyperGrad
 from metaopt.learners.maml import MAML
 from metaopt.learners.mamlpp import MAMLPlusPlus
+from metaopt.learners.melu import MeLU
 from metaopt.learners.matchingnet import MatchingNet
 from metaopt.learners.metacurvature import MetaCurvature
 from metaopt.learners.metasgd import MetaSGD
 from metaopt.learners.metric import MetricLearner
+from metaopt.learners.pretrain import Pretrain
 from metaopt.learners.protonet import ProtoNet
+from metaopt.learners.rating_baselines import RATING_BASELINES
 from metaopt.learners.relationnet import RelationNet
 from metaopt.learners.reptile import Reptile
 from metaopt.learners.rl2 import RL2
+from metaopt.learners.scratch import Scratch
 from metaopt.learners.siamese import Siamese
 from metaopt.plugins import Registry
 
@@ -38,6 +42,10 @@ LEARNERS: Registry[MetaLearner] = Registry("metaopt.learners", {
     "siamese": Siamese,
     "hypergrad": HyperGrad,
     "rl2": RL2,
+    "scratch": Scratch,
+    "pretrain": Pretrain,
+    "melu": MeLU,
+    **{baseline.name: baseline for baseline in RATING_BASELINES},
     **{policy.name: policy for policy in CLASSIC_POLICIES},
 }, MetaLearner, "learner")
 
@@ -47,6 +55,7 @@ __all__ = [
     "LEARNERS",
     "MAML",
     "MAMLPlusPlus",
+    "MeLU",
     "MetaCurvature",
     "MetaLearner",
     "MatchingNet",
@@ -57,8 +66,10 @@ __all__ = [
     "HParam",
     "HyperGrad",
     "Predictor",
+    "Pretrain",
     "RelationNet",
     "RL2",
     "Reptile",
+    "Scratch",
     "Siamese",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -83,6 +83,9 @@ class MetaLearner(ABC):
     task_kinds: ClassVar[tuple[str, ...]] = ("regression", "classification")  # the families' kinds it can learn
     families: ClassVar[tuple[str, ...] | None] = None  # only these families (None: any of its kinds)
     trains: ClassVar[bool] = True  # False: nothing to learn (a classic policy): one evaluation, at the end
+    baseline: ClassVar[bool] = False  # not a meta-learner: what meta-learning must beat (scratch, pretrain, UCB1...)
+    # What a meta-step trains on: batches of tasks, or examples pooled over the training tasks (pretrain).
+    samples: ClassVar[Literal["tasks", "pooled"]] = "tasks"
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
@@ -102,6 +105,11 @@ class MetaLearner(ABC):
         # The training budget, for learners with schedules (MAML++); None: no schedule.
         self.max_iterations = max_iterations
         self.iteration = 0
+
+    @classmethod
+    def for_task_kind(cls, task_kind: str) -> type[MetaLearner]:
+        """The class that learns ``task_kind`` tasks for this method (itself, unless the method has a variant)."""
+        return cls
 
     @classmethod
     def build_network(cls, backbone: dict[str, Any], *, input_shape: tuple[int, ...], output_size: int,

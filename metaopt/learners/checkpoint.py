@@ -32,7 +32,7 @@ def build_learner(
 
     if method not in LEARNERS:
         raise ValueError(f"unknown method {method!r} (allowed: {', '.join(LEARNERS)})")
-    cls = LEARNERS[method]
+    cls = LEARNERS[method].for_task_kind(task_kind)
     net = cls.build_network(backbone, input_shape=tuple(input_shape), output_size=output_size,
                             hparams=cls.resolve_hparams(hparams)).to(device)
     return cls(net, hparams, task_kind=task_kind, max_iterations=max_iterations, n_way=n_way)

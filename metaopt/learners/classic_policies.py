@@ -17,6 +17,7 @@ from metaopt.learners import bandit_baselines as bandits
 from metaopt.learners import mdp_baselines as mdps
 from metaopt.learners.base import HParam, MetaLearner
 from metaopt.tasks.bandit import BanditBatch
+from metaopt.tasks.rl import taken_in
 from metaopt.tasks.tabular_mdp import MDPBatch
 
 
@@ -26,6 +27,7 @@ class ClassicPolicy(MetaLearner):
     task_kinds: ClassVar[tuple[str, ...]] = ("rl",)
     families: ClassVar[tuple[str, ...]] = ("bandit",)
     trains: ClassVar[bool] = False  # its flat "curve" is never compared with a learner's early evaluations
+    baseline: ClassVar[bool] = True
     hyperparameters: ClassVar[dict[str, HParam]] = {
         "meta_batch": HParam(type=int, default=1, minimum=1, help="tasks drawn per (empty) meta-step"),
     }
@@ -41,6 +43,7 @@ class ClassicPolicy(MetaLearner):
         """Nothing to learn: one frozen placeholder parameter (it says where the policy runs)."""
         holder = nn.Module()
         holder.register_parameter("placeholder", nn.Parameter(torch.zeros(1), requires_grad=False))
+        holder.actions = output_size
         return holder
 
     def meta_parameters(self) -> dict[str, Tensor]:
@@ -65,6 +68,15 @@ class ClassicPolicy(MetaLearner):
         if not isinstance(batch, BanditBatch):
             raise TypeError(f"{self.name} plays bandits, not {type(batch).__name__}")
         return bandits.rollout(self.policy(batch), batch, batch.pulls, generator)
+
+    def act(self, history: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The next action ``[tasks]`` after a task's observations so far, ``history [tasks, t, obs]``."""
+        arms = getattr(self.backbone, "actions", history.shape[-1] - 2)
+        actions, rewards = taken_in(history, arms)
+        pulled = torch.nn.functional.one_hot(actions, arms).float()
+        s, f = (pulled * rewards[..., None]).sum(1), (pulled * (1 - rewards[..., None])).sum(1)
+        batch = BanditBatch(torch.zeros(history.shape[0], arms), pulls=history.shape[1])
+        return self.policy(batch)(s, f, history.shape[1], generator)
 
     def predict(self, batch: Any, steps: int | None = None) -> Tensor:
         """Not a supervised learner."""
@@ -146,12 +158,20 @@ class BayesOptimalPolicy(ClassicPolicy):
             self._solved = bandits.BayesOptimal(*shape)
         return self._solved
 
+    def act(self, history: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Not offered: the DP is solved for a task's length; it plays the family's tasks (``total_reward``)."""
+        raise TypeError("bayes_optimal plays the family's tasks only (total_reward), not a history")
+
 
 class PSRL(ClassicPolicy):
     """Posterior sampling for RL with the family's true priors (tabular MDPs)."""
 
     name = "psrl"
     families = ("tabular-mdp",)
+
+    def act(self, history: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Not offered: PSRL's posterior is over a whole MDP; it plays the family's tasks (``total_reward``)."""
+        raise TypeError("psrl plays the family's tasks only (total_reward), not a history")
 
     def total_reward(self, batch: Any, generator: torch.Generator) -> Tensor:
         """PSRL's total reward on each MDP of ``batch``."""

@@ -22,9 +22,24 @@ from metaopt.learners.core_types import LearningRate, LossFn, Params
 from metaopt.learners.inner_optimizers import SGD, InnerOptimizer
 from metaopt.tasks.base import TaskBatch
 
+def policy_gradient_loss(logits: Tensor, taken: Tensor) -> Tensor:
+    """REINFORCE's surrogate ``-mean(log pi(a|s) * advantage)``; ``taken [..., 2]`` holds (action, advantage)."""
+    logp = torch.log_softmax(logits, -1).gather(-1, taken[..., :1].long()).squeeze(-1)
+    return -(logp * taken[..., 1]).mean()
+
+
+def rating_loss(predictions: Tensor, ratings: Tensor) -> Tensor:
+    """Mean squared error over the targets that are not ``NaN`` (a padded support set's missing ratings)."""
+    known = ~torch.isnan(ratings)
+    squared = torch.where(known, predictions - torch.nan_to_num(ratings), torch.zeros_like(predictions)) ** 2
+    return squared.sum() / known.sum().clamp(min=1)
+
+
 TASK_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "regression": F.mse_loss,
     "classification": F.cross_entropy,
+    "rating": rating_loss,  # regression whose padded support targets are NaN
+    "rl": policy_gradient_loss,  # y: the (action, advantage) of each step the policy took
 }
 
 
@@ -97,9 +112,15 @@ class InnerLoop:
         return self.trajectory(loss, params, x, y)[-1] if self.lrs else dict(params)
 
 
-def adapt_batch(loss: LossFn, params: Params, support_x: Tensor, support_y: Tensor, inner: InnerLoop) -> Params:
-    """``inner`` over every task of a batch at once; each result has a leading task dimension."""
-    return vmap(lambda x, y: inner.run(loss, params, x, y))(support_x, support_y)
+def adapt_batch(loss: LossFn, params: Params, support_x: Tensor, support_y: Tensor, inner: InnerLoop, *,
+                then: InnerLoop | None = None) -> Params:
+    """``inner`` (then ``then``, from where it ended) over every task of a batch at once; results lead with tasks."""
+
+    def one_task(x: Tensor, y: Tensor) -> Params:
+        adapted = inner.run(loss, params, x, y)
+        return adapted if then is None else then.run(loss, adapted, x, y)
+
+    return vmap(one_task)(support_x, support_y)
 
 
 def adapted_query_losses(

@@ -30,7 +30,7 @@ from metaopt.learners.core import (
     detach,
     make_loss,
 )
-from metaopt.learners.inner_optimizers import INNER_OPTIMIZERS, InnerOptimizer
+from metaopt.learners.inner_optimizers import INNER_OPTIMIZERS, Adam, InnerOptimizer
 from metaopt.tasks.base import TaskBatch
 
 GRADIENT_HPARAMS: dict[str, HParam] = {
@@ -42,6 +42,11 @@ GRADIENT_HPARAMS: dict[str, HParam] = {
     "meta_batch": HParam(type=int, default=25, minimum=1, help="tasks per meta-batch"),
     "max_grad_norm": HParam(default=math.inf, help="clip the meta-gradient to this norm (inf: no clipping)",
                             **POSITIVE_FLOAT),
+    # Task-aware fine-tuning: at test, after the learner's own adaptation, more steps on the support set.
+    "ft_steps": HParam(type=int, default=0, minimum=0, help="task-aware fine-tuning: Adam steps on the support set "
+                       "after adaptation, at test only (0: none)"),
+    "ft_lr": HParam(default=0.001, help="task-aware fine-tuning step size", **POSITIVE_FLOAT),
+    "ft_layers": HParam(type=str, default="all", choices=("all", "head"), help="what task-aware fine-tuning trains"),
 }
 
 
@@ -62,6 +67,7 @@ class GradientLearner(MetaLearner):
     """A learner whose adaptation is a differentiable inner loop from meta-learned parameters."""
 
     hyperparameters: ClassVar[dict[str, HParam]] = GRADIENT_HPARAMS
+    task_kinds: ClassVar[tuple[str, ...]] = ("regression", "classification", "rating")
     first_order: ClassVar[bool] = False
 
     def __init__(
@@ -174,6 +180,14 @@ class GradientLearner(MetaLearner):
             after_step=self.after_step_parameters(meta),
         )
 
+    def fine_tune_loop(self) -> InnerLoop | None:
+        """Task-aware fine-tuning after adaptation (``ft_steps`` Adam steps at ``ft_lr``), or None."""
+        steps = self.hparams.get("ft_steps") or 0
+        if not steps:
+            return None
+        adapt = head_names(self.backbone) if self.hparams["ft_layers"] == "head" else None
+        return InnerLoop(lrs=[self.hparams["ft_lr"]] * steps, first_order=True, adapt=adapt, optimizer=Adam())
+
     def adapt_batch(self, batch: TaskBatch, *, first_order: bool, steps: int | None = None) -> Params:
         """Per-task adapted parameters ``{name: [tasks, ...]}`` from the support sets."""
         inner = self.inner_loop(steps=steps, first_order=first_order)
@@ -216,10 +230,12 @@ class GradientLearner(MetaLearner):
         return {"loss": loss.detach()}
 
     def predict(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
-        """Query predictions ``[tasks, queries, ...]`` after ``steps`` inner steps (default: ``test_steps``)."""
+        """Query predictions ``[tasks, queries, ...]`` after ``steps`` inner steps (default: ``test_steps``) and
+        any task-aware fine-tuning (``ft_steps``)."""
         with torch.no_grad():
             inner = self.inner_loop(steps=self.test_steps(steps), first_order=True)
-            adapted = adapt_batch(self.loss, detach(self.params), batch.support_x, batch.support_y, inner)
+            adapted = adapt_batch(self.loss, detach(self.params), batch.support_x, batch.support_y, inner,
+                                  then=self.fine_tune_loop())
             return batched_forward(self.backbone, adapted, batch.query_x)
 
     def evaluate(self, batch: TaskBatch, steps: int | None = None) -> dict[str, Tensor]:
@@ -235,7 +251,11 @@ class GradientLearner(MetaLearner):
         device = self.device
         with torch.no_grad():
             inner = self.inner_loop(steps=self.test_steps(steps), first_order=True)
-            adapted = inner.run(self.loss, detach(self.params), support_x.to(device), support_y.to(device))
+            support_x, support_y = support_x.to(device), support_y.to(device)
+            adapted = inner.run(self.loss, detach(self.params), support_x, support_y)
+            fine_tune = self.fine_tune_loop()
+            if fine_tune is not None:
+                adapted = fine_tune.run(self.loss, adapted, support_x, support_y)
         return AdaptedModel(self.backbone, adapted)
 
 

@@ -18,12 +18,17 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from metaopt.learners.base import POSITIVE_FLOAT, HParam, MetaLearner
-from metaopt.learners.core import Params
+from metaopt.learners.core import InnerLoop, Params
+from metaopt.learners.inner_optimizers import Adam
 from metaopt.tasks.base import TaskBatch
 
 METRIC_HPARAMS: dict[str, HParam] = {
     "outer_lr": HParam(default=0.001, help="Adam learning rate", **POSITIVE_FLOAT),
     "meta_batch": HParam(type=int, default=4, minimum=1, help="episodes per meta-batch"),
+    # Task-aware fine-tuning: at test, the support set classified against itself, Adam on every meta-parameter.
+    "ft_steps": HParam(type=int, default=0, minimum=0, help="task-aware fine-tuning: Adam steps on the support set "
+                       "classified against itself, at test only (0: none)"),
+    "ft_lr": HParam(default=0.001, help="task-aware fine-tuning step size", **POSITIVE_FLOAT),
 }
 
 
@@ -108,8 +113,24 @@ class MetricLearner(MetaLearner):
         self.iteration += 1
         return {"loss": loss.detach()}
 
+    def fine_tuned(self, support_x: Tensor, support_y: Tensor, n_way: int) -> Params:
+        """The meta-parameters after task-aware fine-tuning on one support set (``ft_steps``; none: as meta-learned)."""
+        meta = {k: v.detach() for k, v in self.meta_parameters().items()}
+        steps = self.hparams.get("ft_steps") or 0
+        if not steps:
+            return meta
+
+        def support_loss(params: Params, x: Tensor, y: Tensor) -> Tensor:
+            return F.cross_entropy(self.episode_logits(params, x, y, x, n_way), y)
+
+        inner = InnerLoop(lrs=[self.hparams["ft_lr"]] * steps, first_order=True, optimizer=Adam())
+        return inner.run(support_loss, meta, support_x, support_y)
+
     def predict(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
         """Query logits ``[tasks, queries, ways]`` of every episode (no inner loop: ``steps`` is ignored)."""
+        if self.hparams.get("ft_steps"):  # each episode fine-tuned on its own support set
+            return torch.stack([self.adapt(sx, sy)(qx) for sx, sy, qx in
+                                zip(batch.support_x, batch.support_y, batch.query_x)])
         with torch.no_grad():
             return self.batch_logits(self.meta_parameters(), batch)
 
@@ -118,10 +139,11 @@ class MetricLearner(MetaLearner):
         device = self.device
         support_x, support_y = support_x.to(device), support_y.to(device)
         n_way = self._n_way(support_y)
+        meta = self.fine_tuned(support_x, support_y, n_way)
 
         def predict(query_x: Tensor) -> Tensor:
             with torch.no_grad():
-                return self.episode_logits(self.meta_parameters(), support_x, support_y, query_x.to(device), n_way)
+                return self.episode_logits(meta, support_x, support_y, query_x.to(device), n_way)
 
         return predict
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from metaopt.learners.base import HParam, MetaLearner
+from metaopt.tasks.rl import gumbel_sample
 
 POSITIVE = {"type": float, "minimum": 0.0, "exclusive_minimum": True}
 
@@ -61,6 +62,8 @@ class RL2(MetaLearner):
         "value_coef": HParam(type=float, default=0.5, minimum=0.0, help="value-loss weight"),
         "max_grad_norm": HParam(type=float, default=0.5, minimum=0.0, exclusive_minimum=True,
                                 help="gradient clipping norm"),
+        "normalize_returns": HParam(type=bool, default=True, legacy=False,
+                                    help="scale rewards by a running std of the discounted returns"),
     }
 
     def __init__(self, backbone: nn.Module, hparams: dict[str, Any] | None = None, *, task_kind: str = "rl",
@@ -68,6 +71,7 @@ class RL2(MetaLearner):
         super().__init__(backbone, hparams, task_kind=task_kind, max_iterations=max_iterations, n_way=n_way)
         self.optimizer = torch.optim.Adam(backbone.parameters(), lr=self.hparams["outer_lr"], eps=1e-5)
         self.generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+        self.return_scale: float | None = None  # running std of the discounted returns (normalize_returns)
 
     @classmethod
     def build_network(cls, backbone: dict[str, Any], *, input_shape: tuple[int, ...], output_size: int,
@@ -94,11 +98,7 @@ class RL2(MetaLearner):
         record: dict[str, list[Tensor]] = {"obs": [], "actions": [], "logp": [], "values": [], "rewards": []}
         for _ in range(env.steps):
             logits, value, state = self.backbone.step(obs, state)
-            if greedy:
-                actions = logits.argmax(-1)
-            else:
-                u = torch.rand(logits.shape, generator=generator).to(logits.device).clamp(1e-9, 1 - 1e-9)
-                actions = (logits - torch.log(-torch.log(u))).argmax(-1)  # Gumbel-max: a sample of the policy
+            actions = logits.argmax(-1) if greedy else gumbel_sample(logits, generator)
             record["obs"].append(obs)
             record["actions"].append(actions)
             record["logp"].append(torch.log_softmax(logits, -1).gather(1, actions[:, None]).squeeze(1))
@@ -108,9 +108,40 @@ class RL2(MetaLearner):
             record["rewards"].append(rewards.to(self.device))
         return {k: torch.stack(v, 1) for k, v in record.items()}
 
+    @torch.no_grad()
+    def act(self, history: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The next action ``[tasks]`` after a task's observations so far, ``history [tasks, t, obs]``."""
+        logits, _ = self.backbone(history.to(self.device))
+        return gumbel_sample(logits[:, -1], generator)
+
     def total_reward(self, batch: Any, generator: torch.Generator) -> Tensor:
         """The total reward ``[tasks]`` the policy earns on each task of ``batch`` (sampling its actions)."""
         return self.play(batch, generator)["rewards"].sum(1)
+
+    def _scaled(self, rewards: Tensor) -> Tensor:
+        """Rewards over the running std of the discounted returns, so values and their loss stay near unit scale.
+
+        Without it, the value loss of tasks with returns in the hundreds (MDPs) swamps the policy
+        gradient under the shared gradient clip, and the policy does not learn.
+        """
+        if not self.hparams["normalize_returns"]:
+            return rewards
+        returns, running = [], torch.zeros(rewards.shape[0], device=rewards.device)
+        for t in reversed(range(rewards.shape[1])):
+            running = rewards[:, t] + self.hparams["gamma"] * running
+            returns.append(running)
+        std = torch.stack(returns).std().item() + 1e-8
+        self.return_scale = std if self.return_scale is None else 0.99 * self.return_scale + 0.01 * std
+        return rewards / self.return_scale
+
+    def state_dict(self) -> dict[str, Any]:
+        """As for every learner, and the running return scale."""
+        return {**super().state_dict(), "return_scale": self.return_scale}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """As for every learner, and the running return scale."""
+        super().load_state_dict(state)
+        self.return_scale = state.get("return_scale")
 
     def _advantages(self, rewards: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         gamma, lam = self.hparams["gamma"], self.hparams["gae_lambda"]
@@ -126,7 +157,7 @@ class RL2(MetaLearner):
     def meta_step(self, batch: Any) -> dict[str, Tensor]:  # type: ignore[override]
         """Roll out the batch's tasks and take the PPO updates; ``loss`` is minus the mean total reward."""
         played = self.play(batch, self.generator)
-        advantages, returns = self._advantages(played["rewards"], played["values"])
+        advantages, returns = self._advantages(self._scaled(played["rewards"]), played["values"])
         h = self.hparams
         tasks = played["obs"].shape[0]
         for _ in range(h["ppo_epochs"]):

@@ -8,10 +8,12 @@ from typing import Any
 from torch import nn
 
 from metaopt.models.conv4 import Conv4
+from metaopt.models.melu import MeLUNet
 from metaopt.models.mlp import MLP
 from metaopt.models.resnet import ResNet12, ResNet18
 
-BACKBONES: dict[str, type[nn.Module]] = {"mlp": MLP, "conv4": Conv4, "resnet12": ResNet12, "resnet18": ResNet18}
+BACKBONES: dict[str, type[nn.Module]] = {"mlp": MLP, "conv4": Conv4, "resnet12": ResNet12, "resnet18": ResNet18,
+                                         "melu": MeLUNet}
 
 
 def build_backbone(spec: dict[str, Any], *, input_shape: tuple[int, ...], out_features: int | None) -> nn.Module:
@@ -25,4 +27,4 @@ def build_backbone(spec: dict[str, Any], *, input_shape: tuple[int, ...], out_fe
     return BACKBONES[spec["name"]](input_shape=tuple(input_shape), out_features=out_features, **options)
 
 
-__all__ = ["BACKBONES", "MLP", "Conv4", "ResNet12", "ResNet18", "build_backbone"]
+__all__ = ["BACKBONES", "MLP", "Conv4", "MeLUNet", "ResNet12", "ResNet18", "build_backbone"]

@@ -119,8 +119,9 @@ class FamilySpec(BaseModel):
 class BackboneSpec(_Strict):
     """The network every method meta-trains: MLP (1-40-40-1 ReLU by default), Conv-4 (64 filters), ResNet-12/18."""
 
-    name: Literal["mlp", "conv4", "resnet12", "resnet18"] = "mlp"
+    name: Literal["mlp", "conv4", "resnet12", "resnet18", "melu"] = "mlp"
     hidden: list[PositiveInt] | PositiveInt | None = None
+    embedding: PositiveInt | None = Field(default=None, description="melu: units of each feature embedding (32)")
     activation: Literal["relu", "tanh"] | None = None
     channels: list[PositiveInt] | None = Field(default=None, description="stage widths (resnet12, resnet18)")
     pooled_blocks: int | None = Field(default=None, ge=0, le=4, description="conv4: blocks that max-pool (default 4)")
@@ -133,6 +134,10 @@ class BackboneSpec(_Strict):
             raise ValueError(f"pooled_blocks is an option of conv4 only, not of {self.name}")
         if self.name == "mlp" and (isinstance(self.hidden, int) or self.channels):
             raise ValueError("mlp takes hidden: a list of layer widths, and activation")
+        if self.name != "melu" and self.embedding is not None:
+            raise ValueError(f"embedding is an option of melu only, not of {self.name}")
+        if self.name == "melu" and (isinstance(self.hidden, int) or self.channels):
+            raise ValueError("melu takes hidden: a list of decision-layer widths, embedding, and activation")
         if self.name.startswith("resnet") and (self.hidden is not None or self.activation):
             raise ValueError(f"{self.name} takes channels: a list of stage widths only")
         return self
@@ -202,6 +207,9 @@ class Job(_Strict):
         default="auto", description="torch.compile the meta-step: auto compiles when the trial is long enough to repay it"
     )
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="configurations to try first")
+    baselines: list[str] | None = Field(
+        default=None, description="baselines searched beside the methods, each tried early at its defaults "
+        "(default: scratch and pretrain on regression and classification families; [] for none)")
     _registered: dict[str, dict[str, type]] = PrivateAttr(default_factory=dict)
 
     @field_validator("strategy")
@@ -231,6 +239,25 @@ class Job(_Strict):
             if method not in methods:
                 raise ValueError(f"{method!r} is not one of the job's methods (allowed: {', '.join(methods)})")
         return backbones
+
+    @model_validator(mode="after")
+    def _with_baselines(self) -> Job:
+        # Every leaderboard answers "does meta-learning pay?": the baselines join the methods, each tried early
+        # (after the job's own enqueued configurations) at its defaults.
+        if self.baselines is None:
+            supervised = self.family.build_kind() in ("regression", "classification", "rating")
+            self.baselines = list(DEFAULT_BASELINES) if supervised else []
+        for name in self.baselines:
+            if name not in LEARNERS:
+                raise ValueError(f"baselines: unknown method {name!r} (allowed: "
+                                 f"{', '.join(m for m in LEARNERS if _is_baseline(m))})")
+            if not _is_baseline(name):
+                raise ValueError(f"baselines: {name} is a meta-learner: list it in methods (allowed: "
+                                 f"{', '.join(m for m in LEARNERS if _is_baseline(m))})")
+        self.methods = [*self.methods, *(b for b in self.baselines if b not in self.methods)]
+        enqueued = {config.get("method") for config in self.enqueue}  # the job's own first tries stay first
+        self.enqueue = [*self.enqueue, *({"method": b} for b in self.baselines if b not in enqueued)]
+        return self
 
     @model_validator(mode="after")
     def _methods_fit_the_family(self) -> Job:
@@ -265,6 +292,16 @@ class Job(_Strict):
     def backbone_for(self, method: str) -> dict[str, Any]:
         """The backbone spec ``method`` trains on: its entry in ``backbones``, else ``backbone``."""
         return self.backbones.get(method, self.backbone).spec()
+
+
+DEFAULT_BASELINES = ("scratch", "pretrain")
+
+
+def _is_baseline(method: str) -> bool:
+    try:
+        return LEARNERS[method].baseline
+    except ValueError:  # a broken plugin
+        return False
 
 
 def _learns(method: str, kind: str) -> bool:

@@ -79,7 +79,8 @@ def fit(
 ) -> FitResult:
     """Meta-train ``learner`` on ``family``'s training tasks from iteration ``start`` to ``iterations``.
 
-    Batches of ``learner.hparams["meta_batch"]`` tasks come from ``generator``. With
+    Batches of ``learner.hparams["meta_batch"]`` tasks come from ``generator`` (or as many examples pooled
+    over the training tasks, for a learner that ``samples = "pooled"``). With
     ``val_tasks``, every metric of the family is scored on them each ``eval_interval``
     iterations and at the last one (only the last without an interval), and
     ``on_eval`` gets the ``Evaluation``; a non-finite loss or score raises ``Diverged``.
@@ -100,7 +101,8 @@ def fit(
     it = start
     for it in range(start + 1, iterations + 1):
         compiler.before_step(it - start)
-        running += learner.meta_step(family.sample(meta_batch, "train", generator).to(device))["loss"]
+        draw = family.pooled if learner.samples == "pooled" else family.sample
+        running += learner.meta_step(draw(meta_batch, "train", generator).to(device))["loss"]
         compiler.after_step(it - start)
         count += 1
         if time.monotonic() > deadline:
@@ -140,7 +142,7 @@ class CompileDecision:
 
     def __init__(self, mode: str, learner: MetaLearner, iterations: int) -> None:
         self.mode, self.learner, self.iterations = mode, learner, iterations
-        self.can_compile = hasattr(learner, "compile") and mode != "never"
+        self.can_compile = getattr(learner, "compilable", hasattr(learner, "compile")) and mode != "never"
         self.start = 0.0
         self.compiled_at: int | None = None
         self.metrics: dict[str, float] = {}

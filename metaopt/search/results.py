@@ -84,6 +84,7 @@ class SearchSummary:
     notes: list[str] = field(default_factory=list)  # what went wrong in the champion decision, if anything
     interrupted: str | None = None  # why the search stopped early (a signal), if it did
     planned_trials: int = 0  # the trials the search meant to run
+    verdict: str | None = None  # does meta-learning pay: the best meta-learner against the best baseline, paired
 
     @property
     def metric(self) -> Metric:

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 
 from metaopt.search import heartbeat
+from metaopt.learners import LEARNERS
 from metaopt.search.config import Job
 from metaopt.search.evaluation import TaskScores
 from metaopt.search.executors import Executor
@@ -29,7 +30,7 @@ from metaopt.search.job import LoadedJob, loaded_from_data
 from metaopt.search.pruners import make_pruner
 from metaopt.search.reporting import NullSearchTracker, SearchTracker, TrackingError, TrialTracker
 from metaopt.search.results import MethodRow, SearchSummary, rank
-from metaopt.search.selection import Candidate, Decision, decide
+from metaopt.search.selection import Candidate, Decision, decide, transfer_verdict
 from metaopt.search.space import METHOD_PARAM
 from metaopt.search.storage import (
     describe,
@@ -237,7 +238,7 @@ def _drive(
     status = "FAILED"
     rows: list[MethodRow] = []
     champion: MethodRow | None = None
-    decision, version, notes = None, None, []
+    decision, version, notes, verdict = None, None, [], None
     interrupted: Interrupted | None = None
     waited = False
     try:
@@ -301,6 +302,7 @@ def _drive(
         scores = _score_best_per_method(rows, results, executor, tracker, trial_tracker, job, progress, stop)
         scored = [row for row in rows if row.best_val is not None]
         champion = scored[0] if scored else None
+        verdict = _verdict(scored, scores, metric)
         if champion is not None and champion.method in scores:
             best = Candidate(champion.method, champion.run_id, scores[champion.method], champion.trial_number)
             decision, version, notes = _decide(best, executor, tracker, trial_tracker, job, metric, progress, stop)
@@ -317,11 +319,12 @@ def _drive(
     finally:
         beats.__exit__()
         if status not in ("FINISHED", "SHARED"):  # nothing half-scored or half-decided is reported
-            rows, champion, decision, version = [], None, None, None
+            rows, champion, decision, version, verdict = [], None, None, None, None
         summary = SearchSummary(search_id, job.family.name, results, rows, champion, time.monotonic() - start,
                                 parent_run_id, locator, key=job.family.key, metrics=job.family.metrics, decision=decision,
                                 champion_version=version, notes=notes,
-                                interrupted=str(interrupted) if interrupted else None, planned_trials=budget_trials)
+                                interrupted=str(interrupted) if interrupted else None, planned_trials=budget_trials,
+                                verdict=verdict)
         tracker.finish_search(summary, status)
     if interrupted is not None:
         raise SearchInterrupted(summary, interrupted.signum)
@@ -330,6 +333,22 @@ def _drive(
 
 
 POLL_S = 0.5  # how often a waiting driver looks at the stop request
+
+
+def _verdict(scored: list[MethodRow], scores: dict[str, TaskScores], metric: Metric) -> str | None:
+    """Does meta-learning pay? The best meta-learner by validation against the best baseline, on their test tasks."""
+    def best(baseline: bool) -> Candidate | None:
+        row = next((r for r in scored if r.method in scores and _is_baseline(r.method) == baseline), None)
+        return None if row is None else Candidate(row.method, row.run_id, scores[row.method], row.trial_number)
+
+    return transfer_verdict(best(False), best(True), metric)
+
+
+def _is_baseline(method: str) -> bool:
+    try:
+        return LEARNERS[method].baseline
+    except ValueError:  # a plugin that no longer imports
+        return False
 
 
 class _Shared(Exception):  # noqa: N818 - a branch, not an error

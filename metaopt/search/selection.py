@@ -59,9 +59,7 @@ def decide(key: str, best: Candidate, champion: Candidate | None, metric: Metric
     if not best.scores.pairs_with(champion.scores):
         raise ValueError(f"the scores of {best.method} and of the champion ({champion.method}) are not on the same "
                          "test tasks")
-    tasks = best.scores.common_tasks(champion.scores)
-    diff = best.scores.values(metric.name)[:tasks] - champion.scores.values(metric.name)[:tasks]
-    mean, ci = mean_ci(diff)
+    mean, ci, tasks = paired_difference(best.scores, champion.scores, metric)
     moved = mean - ci > 0 if metric.higher_is_better else mean + ci < 0
     verdict = "beats" if moved else "does not beat"
     reason = (f"{best.method} {verdict} the champion ({champion.method}) beyond its CI: test {metric.label} "
@@ -76,3 +74,30 @@ def pick(key: str, candidates: list[Candidate], champion: Candidate | None, metr
     pool = [*candidates, *([champion] if champion is not None else [])]
     ranked = sorted(pool, key=lambda c: c.mean(metric), reverse=metric.higher_is_better)
     return decide(key, ranked[0], champion, metric)
+
+
+def paired_difference(a: TaskScores, b: TaskScores, metric: Metric) -> tuple[float, float, int]:
+    """Mean and 95% CI half-width of ``a - b`` in ``metric`` over their common test tasks, and how many."""
+    tasks = a.common_tasks(b)
+    mean, ci = mean_ci(a.values(metric.name)[:tasks] - b.values(metric.name)[:tasks])
+    return mean, ci, tasks
+
+
+def transfer_verdict(best_meta: Candidate | None, best_baseline: Candidate | None, metric: Metric) -> str | None:
+    """Whether meta-learning pays on this family: the best meta-learner against the best baseline, paired.
+
+    Both are each kind's best by validation; None where either is missing or their scores do not pair.
+    """
+    if best_meta is None or best_baseline is None or not best_meta.scores.pairs_with(best_baseline.scores):
+        return None
+    mean, ci, tasks = paired_difference(best_meta.scores, best_baseline.scores, metric)
+    gain = mean if metric.higher_is_better else -mean  # > 0: the meta-learner is better
+    measured = (f"test {metric.label} of {best_meta.method} minus {best_baseline.method}: {mean:+.4g} ± {ci:.2g} "
+                f"over {tasks} paired tasks")
+    if gain - ci > 0:
+        return f"meta-learning pays on this family: {best_meta.method} beats the best baseline beyond its CI ({measured})"
+    if gain + ci < 0:
+        return (f"meta-learning does not pay on this family: the baseline {best_baseline.method} beats the best "
+                f"meta-learner beyond its CI ({measured})")
+    return (f"meta-learning does not pay on this family: the best meta-learner does not beat the baseline "
+            f"{best_baseline.method} beyond its CI ({measured})")

@@ -26,7 +26,7 @@ from metaopt.search.config import Job
 from metaopt.search.evaluation import TaskScores
 from metaopt.search.fit import Diverged, Evaluation, TimeLimit, fit
 from metaopt.search.reporting import Reporter, TrialTracker
-from metaopt.tasks.base import TaskBatch, TaskFamily
+from metaopt.tasks.base import TaskFamily
 
 TrialState = Literal["complete", "pruned", "failed"]
 VAL_SEED_OFFSET = 1  # validation tasks are drawn with seed job.seed + 1
@@ -126,10 +126,7 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
     reporter.record_params({k: v for k, v in learner.hparams.items() if k not in config.hparams})  # the defaults used
     deadline = time.monotonic() + budget.trial_timeout_s if budget.trial_timeout_s else math.inf
     val_tasks = family.fixed_tasks(budget.val_tasks, "val", seed=job.seed + VAL_SEED_OFFSET)
-    first = val_tasks[0].slice(0, 1)  # one task: the logged model's input example (supervised tasks only)
-    if isinstance(first, TaskBatch):
-        reporter.example = {"support_x": first.support_x[0].numpy(), "support_y": first.support_y[0].numpy(),
-                            "query_x": first.query_x[0].numpy()}
+    reporter.example = family.model_example(val_tasks[0].slice(0, 1))  # the logged model's input example
     generator = torch.Generator().manual_seed(job.seed)
     objective = objective_name(job)
     start, value = 0, math.nan

@@ -8,13 +8,14 @@ and ``key``) and one line in ``FAMILIES``; another package adds one through the
 from __future__ import annotations
 
 from metaopt.tasks.bandit import Bandit
-from metaopt.tasks.base import SPLITS, FamilyOptions, Split, TaskBatch, TaskFamily
+from metaopt.tasks.base import SPLITS, FamilyOptions, PooledBatch, Split, TaskBatch, TaskFamily
 from metaopt.tasks.episodes import EpisodeFamily, EpisodeOptions
 from metaopt.plugins import Registry
 from metaopt.tasks.glyphs import Glyphs, GlyphsCrossFont
 from metaopt.tasks.image_folders import MiniImageNet, Omniglot
 from metaopt.tasks.imagefolder import ImageFolder
 from metaopt.tasks.metrics import Metric
+from metaopt.tasks.movielens import MovieLens
 from metaopt.tasks.sine import Sine
 from metaopt.tasks.tabular import Tabular
 from metaopt.tasks.tabular_mdp import TabularMDP
@@ -29,6 +30,7 @@ FAMILIES: Registry[TaskFamily] = Registry("metaopt.families", {
     "tabular": Tabular,
     "bandit": Bandit,
     "tabular-mdp": TabularMDP,
+    "movielens": MovieLens,
 }, TaskFamily, "family")
 
 __all__ = [
@@ -43,11 +45,13 @@ __all__ = [
     "ImageFolder",
     "Metric",
     "MiniImageNet",
+    "MovieLens",
     "Omniglot",
     "Sine",
     "Split",
     "Tabular",
     "TabularMDP",
+    "PooledBatch",
     "TaskBatch",
     "TaskFamily",
 ]

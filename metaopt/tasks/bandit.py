@@ -59,6 +59,7 @@ class BanditEnv:
 
     def __init__(self, batch: BanditBatch, steps: int, generator: torch.Generator) -> None:
         self.batch, self.steps, self.generator = batch, steps, generator
+        self.horizon = 1  # every pull is an episode of its own
         self.actions = batch.probs.shape[1]
         self.observation_size = self.actions + 2
 

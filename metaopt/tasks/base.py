@@ -45,6 +45,24 @@ class TaskBatch:
         return TaskBatch(*(t[start:stop] for t in (self.support_x, self.support_y, self.query_x, self.query_y)))
 
 
+@dataclass(frozen=True)
+class PooledBatch:
+    """Examples pooled over the training tasks, for a learner trained as one ordinary network (``pretrain``).
+
+    ``y`` holds global targets: for classification, class indices among ``classes`` (the
+    family's pooled classes); ``classes`` is None where the task labels are already global or
+    the targets are values (regression).
+    """
+
+    x: torch.Tensor  # [examples, ...]
+    y: torch.Tensor  # [examples, ...]
+    classes: int | None = None
+
+    def to(self, device: torch.device | str) -> PooledBatch:
+        """The batch on ``device``."""
+        return PooledBatch(self.x.to(device), self.y.to(device), self.classes)
+
+
 class DataWarning(UserWarning):
     """Something in a user's data was left out (too few examples, unreadable files); the search goes on."""
 
@@ -65,7 +83,7 @@ class TaskFamily(ABC):
     """
 
     name: ClassVar[str]
-    kind: ClassVar[Literal["regression", "classification", "rl"]]
+    kind: ClassVar[Literal["regression", "classification", "rating", "rl"]]
     Options: ClassVar[type[FamilyOptions]] = FamilyOptions
     metrics: ClassVar[tuple[Metric, ...]]
     input_shape: tuple[int, ...]
@@ -108,10 +126,29 @@ class TaskFamily(ABC):
     def sample(self, batch_size: int, split: Split, generator: torch.Generator) -> TaskBatch:
         """Draw ``batch_size`` tasks of ``split``; deterministic given ``generator``."""
 
+    def pooled(self, batch_size: int, split: Split, generator: torch.Generator) -> PooledBatch:
+        """``batch_size`` examples of ``split``'s tasks pooled together (default: tasks' support and query points).
+
+        A family whose task labels are episode-relative (N-way episodes) overrides this with
+        global class labels; the default is right where targets are values or labels are global.
+        """
+        batch = self.sample(1, split, generator)
+        tasks = -(-batch_size // (batch.support_x.shape[1] + batch.query_x.shape[1]))
+        if tasks > 1:
+            batch = self.sample(tasks, split, generator)
+        x = torch.cat([batch.support_x, batch.query_x], 1).flatten(0, 1)
+        y = torch.cat([batch.support_y, batch.query_y], 1).flatten(0, 1)
+        return PooledBatch(x[:batch_size], y[:batch_size])
+
     def score(self, predictions: Tensor, batch: TaskBatch) -> dict[str, Tensor]:
         """Every metric of the family, per task ``[tasks]``, for query ``predictions`` of ``batch``."""
         targets = batch.query_y.to(predictions.device)
         return {metric.name: metric.per_task(predictions, targets) for metric in self.metrics}
+
+    def model_example(self, batch: Any) -> dict[str, Any]:
+        """One task of ``batch`` as the logged model's input example: ``support_x``, ``support_y``, ``query_x`` arrays."""
+        return {"support_x": batch.support_x[0].numpy(), "support_y": batch.support_y[0].numpy(),
+                "query_x": batch.query_x[0].numpy()}
 
     def score_learner(self, learner: Any, batch: Any, steps: int | None = None) -> dict[str, Tensor]:
         """Every metric per task of ``learner`` on ``batch``: its query predictions after adapting (RL: its play)."""

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import PositiveInt
 
-from metaopt.tasks.base import SPLITS, FamilyOptions, Split, TaskBatch, TaskFamily
+from metaopt.tasks.base import SPLITS, FamilyOptions, PooledBatch, Split, TaskBatch, TaskFamily
 from metaopt.tasks.metrics import CLASSIFICATION
 
 
@@ -90,6 +90,23 @@ class EpisodeFamily(TaskFamily):
         scores = scores.masked_fill(~mask[chosen], -1.0)  # missing examples sort last
         examples = scores.argsort(-1, descending=True)[..., : self.shots + self.queries]  # distinct examples
         return pool[chosen], examples
+
+    def pooled(self, batch_size: int, split: Split, generator: torch.Generator) -> PooledBatch:
+        """``batch_size`` images of ``split``'s classes, labelled by their index among those classes."""
+        pool, mask = self.pools[split], self.masks[split]
+        which = torch.randint(0, len(pool), (batch_size,), generator=generator)
+        scores = torch.rand(batch_size, mask.shape[1], generator=generator).masked_fill(~mask[which], -1.0)
+        examples = scores.argmax(1)  # one available example of the class, uniformly
+        images = self.images[pool[which], examples].float() / 255.0
+        labels, classes = which, len(pool)
+        if self.rotations:  # as in the episodes: each rotation of a class is a class of its own
+            turns = torch.randint(0, 4, (batch_size,), generator=generator)
+            for r in (1, 2, 3):
+                images[turns == r] = torch.rot90(images[turns == r], r, dims=(-2, -1))
+            labels, classes = which * 4 + turns, classes * 4
+        if self.jitter:
+            images = jitter(images, generator)
+        return PooledBatch(images, labels, classes)
 
     def sample(self, batch_size: int, split: Split, generator: torch.Generator) -> TaskBatch:
         """``batch_size`` episodes of ``split``."""

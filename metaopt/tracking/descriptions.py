@@ -111,6 +111,8 @@ def search_note(summary: SearchSummary, *, run_url: Any, model_url: Any) -> str:
         champ = summary.champion
         lines.append(f"**Best of this search: {champ.method}**, test {metric.label} {score(champ, metric)} "
                      f"([trial {champ.trial_number}]({run_url(champ.run_id)})).")
+    if summary.verdict:
+        lines.append(f"**Does meta-learning pay?** {summary.verdict[0].upper()}{summary.verdict[1:]}.")
     lines += ["", f"Search {summary.search_id} of `{summary.key}`: {len(summary.results)} trials "
               f"({sum(r.state == 'complete' for r in summary.results)} finished, "
               f"{sum(r.state == 'pruned' for r in summary.results)} pruned, "

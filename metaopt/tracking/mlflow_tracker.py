@@ -318,6 +318,8 @@ class MlflowSearchTracker:
         if summary.interrupted:
             tags["metaopt.interrupted"] = f"{summary.interrupted}; continue with: metaopt resume {summary.search_id}"
         base = ui_base(self.tracking_uri)
+        if summary.verdict:
+            tags["metaopt.verdict"] = summary.verdict
         tags[NOTE_TAG] = search_note(summary, run_url=lambda rid: run_link(base, self.experiment_id, rid),
                                      model_url=lambda model, version: model_link(base, model, version))
         for key, value in tags.items():

@@ -1,7 +1,9 @@
 """MLflow "model from code" for a metaopt checkpoint: no pickled Python objects in the store.
 
 ``predict`` takes ``{"support_x", "support_y", "query_x"}`` (nested lists or arrays of
-one task) and returns the adapted model's predictions on ``query_x``.
+one task) and returns the adapted model's predictions on ``query_x``. A policy (an RL
+family's) takes ``{"history"}``, the observations of one task so far ``[t, obs]`` (or of
+several, ``[tasks, t, obs]``), and returns the next action of each.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ class MetaoptModel(PythonModel):
     # No type hints here: MLflow would try to derive a schema from them.
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
         """Predictions of the model adapted to ``model_input``'s support set."""
+        if self.learner.task_kind == "rl":
+            history = torch.as_tensor(model_input["history"], dtype=torch.float32)
+            return self.learner.act(history[None] if history.dim() == 2 else history).numpy()
         steps = (params or {}).get("steps")
         as_tensor = lambda key: torch.as_tensor(model_input[key], dtype=torch.float32)  # noqa: E731
         support_y = torch.as_tensor(model_input["support_y"])

@@ -153,7 +153,13 @@ TRAINING = {
 }
 
 
-GRADIENT_METHODS = sorted(name for name, cls in LEARNERS.items() if issubclass(cls, GradientLearner))
+def meta_learns_any_family(cls) -> bool:
+    """A meta-learner on task batches of any family (not a baseline, not one family's own method)."""
+    return cls.trains and cls.samples == "tasks" and not cls.baseline and cls.families is None
+
+
+GRADIENT_METHODS = sorted(name for name, cls in LEARNERS.items()
+                          if issubclass(cls, GradientLearner) and meta_learns_any_family(cls))
 
 
 @pytest.mark.parametrize("method", GRADIENT_METHODS)
@@ -204,7 +210,8 @@ def test_outer_schedules_mamlpp_cosine_and_reptile_linear_anneal():
     assert fresh.optimizer.param_groups[0]["lr"] == reptile.optimizer.param_groups[0]["lr"] and fresh.iteration == 4
 
 
-@pytest.mark.parametrize("method", sorted(m for m in LEARNERS if "classification" in LEARNERS[m].task_kinds))
+@pytest.mark.parametrize("method", sorted(m for m in LEARNERS if "classification" in LEARNERS[m].task_kinds
+                                          and meta_learns_any_family(LEARNERS[m])))
 def test_every_learner_classifies_glyph_episodes_on_conv4(method, tmp_path_factory):
     from metaopt.learners.checkpoint import build_learner
     from metaopt.tasks.glyphs import Glyphs

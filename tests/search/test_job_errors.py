@@ -53,7 +53,7 @@ BAD_JOBS = {
     ),
     "unknown hyperparameter": (
         tiny_job(space={"reptile": {"step_size": 0.1}}),
-        "space.reptile.step_size: unknown hyperparameter for reptile (allowed: anneal, inner_lr, inner_optimizer, inner_steps, max_grad_norm, meta_batch, outer_lr, test_steps)",
+        "space.reptile.step_size: unknown hyperparameter for reptile (allowed: anneal, ft_layers, ft_lr, ft_steps, inner_lr, inner_optimizer, inner_steps, max_grad_norm, meta_batch, outer_lr, test_steps)",
     ),
     "unknown field": (tiny_job(budgett={}), "budgett: Extra inputs are not permitted"),
     "zero trials": (tiny_job(budget={"trials": 0, "meta_iterations": 1, "eval_interval": 1}), "budget.trials: Input should be greater than 0"),

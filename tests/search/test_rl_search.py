@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import mlflow
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -18,18 +20,19 @@ from tests.search.jobs import write_job
 JOB = {
     "name": "bandits",
     "family": {"name": "bandit", "arms": 5, "pulls": 10},
-    "methods": ["rl2", "random", "greedy", "ucb1"],
+    "methods": ["rl2", "maml", "random", "greedy", "ucb1"],
     "space": {"rl2": {"hidden": 32, "outer_lr": {"type": "float", "low": 0.002, "high": 0.004, "log": True},
                       "meta_batch": 256},
+              "maml": {"inner_lr": {"type": "float", "low": 0.3, "high": 1.0, "log": True}, "meta_batch": 128},
               "ucb1": {"c": {"type": "float", "low": 0.01, "high": 1.0, "log": True}}},
     "budget": {"trials": 6, "meta_iterations": 40, "eval_interval": 20, "val_tasks": 200, "test_tasks": 500},
     "pruner": {"type": "median", "n_startup_trials": 4, "n_warmup_steps": 0},
     "enqueue": [{"method": "rl2"}, {"method": "random"}, {"method": "greedy"}, {"method": "ucb1", "c": 0.1},
-                {"method": "rl2", "outer_lr": 0.002}, {"method": "random"}],
+                {"method": "maml", "inner_lr": 0.5}, {"method": "random"}],
 }
 
 
-def test_rl2_and_the_classic_policies_search_on_ray_with_a_pruner_and_land_in_mlflow(ray_session, tmp_path):
+def test_rl2_maml_and_the_classic_policies_search_on_ray_with_a_pruner_and_land_in_mlflow(ray_session, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with RayExecutor(cpus_per_trial=1) as executor:
         summary = run_search(load_job(write_job(tmp_path, JOB)), executor=executor, tracker=MlflowSearchTracker(uri),
@@ -51,10 +54,16 @@ def test_rl2_and_the_classic_policies_search_on_ray_with_a_pruner_and_land_in_ml
 
     played = learner.play(Bandit().sample(3, "test", torch.Generator().manual_seed(0)), torch.Generator())
     assert played["actions"].shape == (3, 10) and played["rewards"].shape == (3, 10)
+    maml = next(run for run in runs if run.data.params["method"] == "maml")
+    assert maml.data.tags["metaopt.state"] == "complete" and "val_reward" in maml.data.metrics
+    policy = mlflow.pyfunc.load_model(client.get_run(rl2.info.run_id).data.tags["metaopt.model_uri"])
+    history = np.zeros((4, 7), dtype=np.float32)  # one task's first four observations: arm 2 paid three times
+    history[1:, 2] = history[1:, 5] = 1
+    assert policy.predict({"history": history}).shape == (1,)
 
 
 @pytest.mark.parametrize("methods, message", [
-    (["protonet"], "methods: protonet learns classification tasks; family bandit has rl tasks (allowed for it: rl2"),
+    (["protonet"], "methods: protonet learns classification tasks; family bandit has rl tasks (allowed for it: maml, fomaml, rl2"),
     (["psrl"], "methods: psrl plays tabular-mdp only, not bandit"),
 ])
 def test_a_method_that_cannot_learn_the_family_is_one_line(tmp_path, methods, message):

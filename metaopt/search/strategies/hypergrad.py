@@ -4,7 +4,8 @@ The learner tunes the continuous hyperparameters inside each trial (per-layer,
 per-step inner rates, the inner weight decay, the outer rate), clamped to the
 search space's ranges. ``hypergrad`` starts each trial from a random configuration;
 ``tpe+hypergrad`` lets TPE choose the method and the discrete settings and starts the
-continuous ones at the middle of their ranges.
+continuous ones at the middle of their ranges. A baseline (``scratch``, ``pretrain``) runs
+as itself: it has no meta-learned rates to tune.
 """
 
 from __future__ import annotations
@@ -36,19 +37,21 @@ class HyperGradient(Strategy):
 
     def check(self, job: Job, space: SearchSpace) -> None:
         """Only the base methods the learner knows, and only hyperparameters it takes."""
-        others = [m for m in job.methods if m not in BASES]
+        others = [m for m in job.methods if m not in BASES and m not in (job.baselines or [])]
         if others:
             raise ValueError(f"methods: strategy {self.name} learns the hyperparameters of {', '.join(BASES)} only, "
                              f"not {', '.join(others)}")
         declared = HyperGrad.hyperparameters
-        for method in job.methods:
+        for method in (m for m in job.methods if m in BASES):
             for name in space.spaces[method]:
                 if name not in declared:
                     raise ValueError(f"space.{method}.{name}: strategy {self.name} trains {method} as the hypergrad "
                                      f"learner, which has no {name} (allowed: {', '.join(sorted(declared))})")
 
     def learner_config(self, space: SearchSpace, method: str, hparams: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """``hypergrad`` on ``method``, its learned rates clamped to the space's ranges."""
+        """``hypergrad`` on ``method``, its learned rates clamped to the space's ranges (a baseline as itself)."""
+        if method not in BASES:
+            return method, hparams
         learned = {"base": method, **hparams}
         for name, low, high in CLAMPS:
             spec = space.spaces[method].get(name)
