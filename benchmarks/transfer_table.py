@@ -111,22 +111,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
-    parser.add_argument("--train-episodes", type=int, default=1000)
+    parser.add_argument("--train-episodes", type=int, default=1000, help="glyphs: training episodes per cell")
     parser.add_argument("--sine-iterations", type=int, default=2000)
     parser.add_argument("--ft-steps", nargs="+", type=int, default=[0, 1, 5, 10, 50, 200])
     parser.add_argument("--ft-tasks", type=int, default=200, help="test tasks of the fine-tuning curves")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true", help="print and write the cells measured so far")
     args = parser.parse_args()
     budget = {s: args.sine_iterations if SETTINGS[s][0] == "sine" else args.train_episodes for s in args.settings}
     ft = tuple(args.ft_steps)
     wanted = {(r, s): (r, s, budget[s], ft, args.ft_tasks) for s in args.settings for r in args.rows
               if hparams_of(r, SETTINGS[s][0]) is not None}
     key = lambda c: (c["row"], c["setting"])  # noqa: E731
+    # A cell's fine-tuning curve is extra: a cell is reused whatever steps its curve was taken at.
     done = load_cells(CELLS, lambda c: key(c) in wanted and c["budget"] == budget[c["setting"]]
-                      and c["hparams"] == hparams_of(c["row"], SETTINGS[c["setting"]][0])
-                      and (c["row"] not in FT_ROWS or (list(map(int, c["ft_curve"])) == list(ft)
-                                                       and c["ft_tasks"] == args.ft_tasks)), key)
-    jobs = {k: v for k, v in wanted.items() if k not in done}
+                      and c["hparams"] == hparams_of(c["row"], SETTINGS[c["setting"]][0]), key)
+    jobs = {} if args.report_only else {k: v for k, v in wanted.items() if k not in done}
     print(f"{len(done)} cells reused, {len(jobs)} to run")
     done.update(run_cells(CELLS, jobs, cell, workers=args.workers,
                           describe=lambda c: f"{c['row']} {c['setting']}: {c['mean']:.4f} ± {c['ci']:.4f}"))
@@ -139,12 +139,15 @@ def main() -> None:
             text = f"{scale * c['mean']:.3f} ± {scale * c['ci']:.3f}" if c else "-"
             line += f"{text:>22}"
         print(line)
-    print("(sine: test MSE, lower is better; glyphs: test accuracy %)")
-    print(f"\ntask-aware fine-tuning (ft_steps; first {args.ft_tasks} test tasks):")
+    print("(sine: test MSE, lower is better; glyphs: test accuracy %; budget: "
+          + ", ".join(f"{s} {budget[s]} {'meta-batches' if SETTINGS[s][0] == 'sine' else 'episodes'}"
+                      for s in args.settings) + ")")
+    print("\ntask-aware fine-tuning (ft_steps: score on the cell's first test tasks):")
     for (row, s), c in sorted(done.items()):
         if "ft_curve" in c:
             scale = 100 if c["metric"] == "accuracy" else 1
-            print(f"  {row:<22} {s:<12} " + "  ".join(f"{k}: {scale * v[0]:.3f}" for k, v in c["ft_curve"].items()))
+            print(f"  {row:<22} {s:<12} ({c['ft_tasks']} tasks) "
+                  + "  ".join(f"{k}: {scale * v[0]:.3f}" for k, v in c["ft_curve"].items()))
     (RESULTS / "transfer_table.json").write_text(json.dumps({"cells": list(done.values())}, indent=2) + "\n")
     print(f"wrote {(RESULTS / 'transfer_table.json').relative_to(RESULTS.parent.parent)}")
 

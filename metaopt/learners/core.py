@@ -88,11 +88,18 @@ class InnerLoop:
 
     def trajectory(self, loss: LossFn, params: Params, x: Tensor, y: Tensor) -> list[Params]:
         """The full parameters after each inner step on ``(x, y)``."""
+        return self._loop(loss, params, x, y, keep_all=True)
+
+    def run(self, loss: LossFn, params: Params, x: Tensor, y: Tensor) -> Params:
+        """The adapted parameters (after the last step); a long loop keeps only the latest step's."""
+        return self._loop(loss, params, x, y, keep_all=False)[-1] if self.lrs else dict(params)
+
+    def _loop(self, loss: LossFn, params: Params, x: Tensor, y: Tensor, *, keep_all: bool) -> list[Params]:
         fixed = {} if self.adapt is None else {k: v for k, v in params.items() if k not in self.adapt}
         fast = dict(params) if self.adapt is None else {k: params[k] for k in self.adapt}
         grad_fn = grad(lambda f, c, xs, ys: loss({**c, **f}, xs, ys))
         state = self.optimizer.init(fast)
-        steps = []
+        steps: list[Params] = []
         for t, lr in enumerate(self.lrs):
             grads = grad_fn(detach(fast) if self.first_order else fast, fixed, x, y)
             if self.weight_decay is not None:
@@ -104,12 +111,9 @@ class InnerLoop:
             fast = sgd_step(fast, direction, lr)
             if self.after_step:
                 fixed = {**fixed, **self.after_step[min(t, len(self.after_step) - 1)]}
-            steps.append({**fixed, **fast})
+            if keep_all or t == len(self.lrs) - 1:
+                steps.append({**fixed, **fast})
         return steps
-
-    def run(self, loss: LossFn, params: Params, x: Tensor, y: Tensor) -> Params:
-        """The adapted parameters (after the last step)."""
-        return self.trajectory(loss, params, x, y)[-1] if self.lrs else dict(params)
 
 
 def adapt_batch(loss: LossFn, params: Params, support_x: Tensor, support_y: Tensor, inner: InnerLoop, *,

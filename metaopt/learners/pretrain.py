@@ -19,10 +19,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metaopt.learners.base import POSITIVE_FLOAT, HParam
-from metaopt.learners.core import TASK_LOSSES, LearningRate, Params
-from metaopt.learners.gradient import GradientLearner
+from metaopt.learners.core import (
+    TASK_LOSSES,
+    InnerLoop,
+    LearningRate,
+    Params,
+    adapt_batch,
+    batched_forward,
+    detach,
+    make_loss,
+)
+from metaopt.learners.gradient import AdaptedModel, GradientLearner
 from metaopt.learners.inner_optimizers import INNER_OPTIMIZERS
-from metaopt.tasks.base import PooledBatch
+from metaopt.tasks.base import PooledBatch, TaskBatch
 
 COSINE_SCALE = 10.0  # Baseline++'s temperature: cosine similarities in [-1, 1] times this are the logits
 
@@ -140,3 +149,31 @@ class Pretrain(GradientLearner):
     def inner_lrs(self, meta: Params, steps: int | None = None) -> Sequence[LearningRate]:
         """``adapt_lr`` at every step."""
         return [self.hparams["adapt_lr"]] * self.steps(steps)
+
+    # With the body frozen, its features are computed once per task, not at every fine-tuning step.
+    def _head_only(self, steps: int | None) -> tuple[Params, InnerLoop]:
+        head = {k.removeprefix("head."): v.detach() for k, v in self.params.items() if k.startswith("head.")}
+        inner = InnerLoop(lrs=self.inner_lrs({}, self.test_steps(steps)), first_order=True,
+                          optimizer=self.inner_optimizer)
+        return head, inner
+
+    def predict(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
+        """Query predictions after fine-tuning on each support set (the head alone: on features computed once)."""
+        if self.hparams["fine_tune"] == "all":
+            return super().predict(batch, steps)
+        with torch.no_grad():
+            support = torch.stack([self.backbone.body(x) for x in batch.support_x])
+            query = torch.stack([self.backbone.body(x) for x in batch.query_x])
+            head, inner = self._head_only(steps)
+            adapted = adapt_batch(make_loss(self.backbone.head, self.task_kind), head, support, batch.support_y, inner)
+            return batched_forward(self.backbone.head, adapted, query)
+
+    def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None) -> AdaptedModel:
+        """The network with its head fine-tuned on one support set (or every layer, ``fine_tune: all``)."""
+        if self.hparams["fine_tune"] == "all":
+            return super().adapt(support_x, support_y, steps)
+        with torch.no_grad():
+            features = self.backbone.body(support_x.to(self.device))
+            head, inner = self._head_only(steps)
+            adapted = inner.run(make_loss(self.backbone.head, self.task_kind), head, features, support_y.to(self.device))
+        return AdaptedModel(self.backbone, {**detach(self.params), **{f"head.{k}": v for k, v in adapted.items()}})

@@ -75,6 +75,10 @@ def test_fine_tuning_the_head_leaves_the_body_as_pretrained(tmp_path):
     adapted = learner.adapt(batch.support_x[0], batch.support_y[0]).params
     for name, value in learner.params.items():
         assert torch.equal(adapted[name], value) == name.startswith("body."), name
+    from metaopt.learners.gradient import GradientLearner
+
+    episodes = family.sample(4, "val", torch.Generator().manual_seed(3))  # features once == the full inner loop
+    assert torch.allclose(learner.predict(episodes), GradientLearner.predict(learner, episodes), atol=1e-3)
     path = tmp_path / "pretrain.pt"
     torch.save(make_checkpoint(learner, backbone=CONV, input_shape=family.input_shape, output_size=5), path)
     loaded = load_checkpoint(path)  # its pooled head is made before the optimizer's state is restored

@@ -26,7 +26,7 @@ JOB = {
               "maml": {"inner_lr": {"type": "float", "low": 0.3, "high": 1.0, "log": True}, "meta_batch": 128},
               "ucb1": {"c": {"type": "float", "low": 0.01, "high": 1.0, "log": True}}},
     "budget": {"trials": 6, "meta_iterations": 40, "eval_interval": 20, "val_tasks": 200, "test_tasks": 500},
-    "pruner": {"type": "median", "n_startup_trials": 4, "n_warmup_steps": 0},
+    "pruner": {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 0},
     "enqueue": [{"method": "rl2"}, {"method": "random"}, {"method": "greedy"}, {"method": "ucb1", "c": 0.1},
                 {"method": "maml", "inner_lr": 0.5}, {"method": "random"}],
 }
@@ -34,7 +34,8 @@ JOB = {
 
 def test_rl2_maml_and_the_classic_policies_search_on_ray_with_a_pruner_and_land_in_mlflow(ray_session, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with RayExecutor(cpus_per_trial=1) as executor:
+    # One trial at a time: the first five (never pruned: start-up trials) finish before the sixth reports.
+    with RayExecutor(cpus_per_trial=1, max_concurrent=1) as executor:
         summary = run_search(load_job(write_job(tmp_path, JOB)), executor=executor, tracker=MlflowSearchTracker(uri),
                              workdir=tmp_path / "work")
     assert summary.key == "bandit-10x5" and summary.metric.name == "reward" and summary.metric.higher_is_better

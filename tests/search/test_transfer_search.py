@@ -48,7 +48,9 @@ def test_a_search_ranks_meta_learners_and_baselines_on_one_leaderboard(ray_sessi
     with RayExecutor(cpus_per_trial=1) as executor:
         summary = run_search(loaded, executor=executor, tracker=MlflowSearchTracker(uri), workdir=tmp_path / "work")
     rows = {row.method: row for row in summary.rows}
-    assert set(rows) == {"maml", "scratch", "pretrain"} and all(r.test_mean("loss") is not None for r in rows.values())
+    states = [(r.method, r.state, r.reason) for r in summary.results]
+    assert set(rows) == {"maml", "scratch", "pretrain"}, states
+    assert all(r.test_mean("loss") is not None for r in rows.values()), (states, summary.notes)
     assert summary.verdict is not None and summary.verdict.startswith("meta-learning ")
     assert "maml" in summary.verdict and ("scratch" in summary.verdict or "pretrain" in summary.verdict)
     parent = MlflowClient(uri).get_run(summary.parent_run_id)
