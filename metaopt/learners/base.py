@@ -70,6 +70,13 @@ class HParam:
 POSITIVE_FLOAT = dict(type=float, minimum=0.0, exclusive_minimum=True)
 
 
+def placeholder_network() -> nn.Module:
+    """The "network" of a learner with nothing to learn: one frozen parameter that says where it runs."""
+    holder = nn.Module()
+    holder.register_parameter("placeholder", nn.Parameter(torch.zeros(1), requires_grad=False))
+    return holder
+
+
 class MetaLearner(ABC):
     """A meta-learning algorithm: meta-trains on task batches and adapts to a new task.
 

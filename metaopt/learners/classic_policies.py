@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from metaopt.learners import bandit_baselines as bandits
 from metaopt.learners import mdp_baselines as mdps
-from metaopt.learners.base import HParam, MetaLearner
+from metaopt.learners.base import HParam, MetaLearner, placeholder_network
 from metaopt.tasks.bandit import BanditBatch
 from metaopt.tasks.rl import taken_in
 from metaopt.tasks.tabular_mdp import MDPBatch
@@ -41,8 +41,7 @@ class ClassicPolicy(MetaLearner):
     def build_network(cls, backbone: dict[str, Any], *, input_shape: tuple[int, ...], output_size: int,
                       hparams: dict[str, Any]) -> nn.Module:
         """Nothing to learn: one frozen placeholder parameter (it says where the policy runs)."""
-        holder = nn.Module()
-        holder.register_parameter("placeholder", nn.Parameter(torch.zeros(1), requires_grad=False))
+        holder = placeholder_network()
         holder.actions = output_size
         return holder
 

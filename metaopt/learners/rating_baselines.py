@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from metaopt.learners.base import HParam, MetaLearner
+from metaopt.learners.base import HParam, MetaLearner, placeholder_network
 from metaopt.tasks.base import PooledBatch, TaskBatch
 
 ITEM = 1  # the item id's column of a movielens rating's features
@@ -40,8 +40,7 @@ class RatingMean(MetaLearner):
     def build_network(cls, backbone: dict[str, Any], *, input_shape: tuple[int, ...], output_size: int,
                       hparams: dict[str, Any]) -> nn.Module:
         """The means, as buffers of an otherwise empty module (a frozen placeholder says where they live)."""
-        holder = nn.Module()
-        holder.register_parameter("placeholder", nn.Parameter(torch.zeros(1), requires_grad=False))
+        holder = placeholder_network()
         holder.register_buffer("global_mean", torch.zeros(()))
         holder.register_buffer("item_sum", torch.zeros(0))
         holder.register_buffer("item_count", torch.zeros(0))
