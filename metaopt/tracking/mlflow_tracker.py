@@ -25,6 +25,7 @@ from metaopt.search.job import LoadedJob
 from metaopt.search.reporting import ChampionRecord, TrackingError
 from metaopt.search.results import SearchSummary
 from metaopt.search.selection import Decision
+from metaopt.search.trial import family_dataset
 from metaopt.tracking.champion import read_champion, record_scores, register
 from metaopt.tracking.descriptions import best_so_far, leaderboard_table, ranks, search_note, trial_line
 from metaopt.tracking.store import (
@@ -59,6 +60,29 @@ def model_signature(example: dict[str, Any] | None) -> ModelSignature:
     return ModelSignature(inputs=inputs, params=_PARAMS)
 
 
+def log_family_dataset(client: MlflowClient, run_id: str, name: str, digest: str, source: dict[str, str]) -> None:
+    """The task family as ``run_id``'s training dataset; the experiment's one dataset row, made by whoever comes first.
+
+    MLflow checks for the row, then inserts it: two runs of one experiment logging the same
+    dataset at once can both miss it, and the later insert fails its unique constraint. The
+    row is there after such a failure, so one retry links to it.
+    """
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    dataset = MetaDataset(CodeDatasetSource(source), name=name, digest=digest)._to_mlflow_entity()
+    inputs = [DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])]
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException as exc:
+        if "UNIQUE" not in str(exc).upper() and "IntegrityError" not in str(exc):
+            raise
+        client.log_inputs(run_id, datasets=inputs)
+
+
 class MlflowTrialLog:
     """A trial's child run (opened on the worker)."""
 
@@ -87,10 +111,7 @@ class MlflowTrialLog:
 
     def log_dataset(self, name: str, digest: str, source: dict[str, str]) -> None:
         """The task family the trial trained on, as the run's input dataset (MLflow's Dataset column and filter)."""
-        from mlflow.data.code_dataset_source import CodeDatasetSource
-        from mlflow.data.meta_dataset import MetaDataset
-
-        mlflow.log_input(MetaDataset(CodeDatasetSource(source), name=name, digest=digest), context="training")
+        log_family_dataset(MlflowClient(), self.run_id, name, digest, source)
 
     def log_model(self, checkpoint_path: Path, *, full: bool, example: dict[str, Any] | None = None,
                   metrics: dict[str, float] | None = None) -> None:
@@ -207,6 +228,8 @@ class MlflowSearchTracker:
         }
         for key_, value in params.items():
             self.client.log_param(self.parent_run_id, key_, value)
+        # Before any trial: workers then find the experiment's dataset row instead of racing to insert it.
+        log_family_dataset(self.client, self.parent_run_id, *family_dataset(job))
         if loaded.path.is_file():
             self.client.log_artifact(self.parent_run_id, str(loaded.path), artifact_path="job")
         else:  # a job given as data (``metaopt.run({...})``): what it said, as YAML

@@ -65,6 +65,9 @@ def test_the_search_run_tells_the_story_and_keeps_counts_out_of_its_charts(recor
     page = open(client.download_artifacts(summary.parent_run_id, "report/figures.html")).read()
     assert "optimization history" in page and "maml: parallel coordinates" in page and "inner_lr" in page
     assert "maml.inner_lr" not in page  # MLflow's parameter names, not Optuna's
+    # The family's dataset row is made with the search run, before any trial could race to insert it.
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "sine-5shot" and len(dataset.dataset.digest) == 8
 
 
 def test_each_trial_has_its_line_state_rounded_params_dataset_source_and_debug_tags(recorded):
@@ -79,6 +82,7 @@ def test_each_trial_has_its_line_state_rounded_params_dataset_source_and_debug_t
         assert all(len(value) <= 12 for name, value in run.data.params.items() if name.endswith("_lr"))
         (dataset,) = run.inputs.dataset_inputs
         assert dataset.dataset.name == "sine-5shot" and len(dataset.dataset.digest) == 8
+        assert dataset.dataset.digest == client.get_run(summary.parent_run_id).inputs.dataset_inputs[0].dataset.digest
         assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == ["checkpoint/checkpoint.pt"]
     ranked = sorted((r for r in summary.results if r.state == "complete"), key=lambda r: r.value)
     assert runs[ranked[0].number].data.tags["mlflow.note.content"].endswith(f"rank 1 of {len(ranked)} finished trials.")
