@@ -107,8 +107,9 @@ def cell(policy: str, setting: tuple, iterations: int) -> dict:
         out.update(train_seconds=train_seconds, env_steps=env_steps, env_steps_per_s=env_steps / train_seconds)
         rewards = learner.total_reward(test, play)
     elif policy == "bayes_optimal":
-        if family.steps > 25:
-            return {**out, "mean": None, "ci": None, "seconds": 0.0, "note": "intractable here (n > 25)"}
+        if not BayesOptimal.tractable(family.arms, family.pulls):
+            return {**out, "mean": None, "ci": None, "seconds": 0.0, "note": "intractable here (over "
+                    f"{BayesOptimal.TRACTABLE:,} DP state visits)"}
         solved = BayesOptimal(family.arms, family.pulls)
         rewards = rollout(solved, test, family.pulls, play)
         out["exact_value"] = solved.value

@@ -449,8 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--name", help="the job's name and file name (default: the family's)")
     init.add_argument("--out", default=".", help="folder to write the two files into (default: here)")
     init.add_argument("--force", action="store_true", help="overwrite files that exist")
-    init.add_argument("--trials", type=int, default=12, help="the budget's trials (default 12)")
-    init.add_argument("--meta-iterations", type=int, default=1000, help="meta-iterations per trial (default 1000)")
+    init.add_argument("--trials", type=int, help="the budget's trials (default 12, plus one per baseline)")
+    init.add_argument("--meta-iterations", type=int,
+                      help="meta-iterations per trial (default 400 on RL families, else 1000)")
     init.set_defaults(func=cmd_init)
 
     ui = sub.add_parser("ui", help="MLflow UI on 127.0.0.1 against the same store")

@@ -38,6 +38,40 @@ VECTOR_CLASSIFICATION = {
     for method in ("maml", "fomaml", "anil")
 }
 
+RATING = {  # MeLU's decision layers adapted, and MAML adapting every layer (jobs/movielens-new-users.yaml)
+    "melu": {"inner_steps": {"type": "categorical", "choices": [1, 5]},
+             "inner_lr": {"type": "float", "low": 0.005, "high": 0.2, "log": True},
+             "outer_lr": {"type": "float", "low": 0.0003, "high": 0.003, "log": True}, "meta_batch": 32},
+    "maml": {"inner_lr": {"type": "float", "low": 0.005, "high": 0.2, "log": True},
+             "outer_lr": {"type": "float", "low": 0.0003, "high": 0.003, "log": True}, "meta_batch": 32},
+}
+RL = {  # search_spaces/bandit.yaml; the classic policies' settings where a policy has one
+    "rl2": {"hidden": {"type": "categorical", "choices": [32, 64, 128]},
+            "outer_lr": {"type": "float", "low": 0.0005, "high": 0.005, "log": True},
+            "entropy": {"type": "float", "low": 0.001, "high": 0.05, "log": True},
+            "gae_lambda": {"type": "float", "low": 0.1, "high": 0.95},
+            "gamma": {"type": "categorical", "choices": [0.9, 0.99, 1.0]}, "meta_batch": 128},
+    "maml": {"inner_lr": {"type": "float", "low": 0.1, "high": 2.0, "log": True},
+             "outer_lr": {"type": "float", "low": 0.0001, "high": 0.003, "log": True}, "meta_batch": 128},
+    "epsilon_greedy": {"epsilon": {"type": "float", "low": 0.001, "high": 0.2, "log": True}},
+    "ucb1": {"c": {"type": "float", "low": 0.01, "high": 1.0, "log": True}},
+}
+# What a starter budget spends, by the kind of the family's tasks: meta-iterations and evaluation tasks.
+BUDGETS = {"rl": (400, 500, 1000), "rating": (1000, 100, 500), "regression": (1000, 100, 500),
+           "classification": (1000, 100, 500)}
+
+
+def _fits(method: str, family: str, kind: str, options: Any) -> bool:
+    """Whether the installed ``method`` learns (or plays) ``family``'s tasks with ``options``."""
+    from metaopt.learners import LEARNERS
+
+    try:
+        cls = LEARNERS[method]
+    except (KeyError, PluginError, ValueError):
+        return False
+    return kind in cls.task_kinds and (cls.families is None or family in cls.families) and \
+        cls.unfit_for(family, options) is None
+
 
 def _default(field: Any) -> str:
     if field.default is PydanticUndefined and field.default_factory is None:
@@ -95,12 +129,13 @@ def describe_methods() -> tuple[list[str], list[str]]:
     return lines, broken
 
 
-def starter(family: str, options: dict[str, Any], name: str | None = None, *, trials: int = 12,
-            meta_iterations: int = 1000) -> tuple[dict[str, Any], dict[str, Any]]:
+def starter(family: str, options: dict[str, Any], name: str | None = None, *, trials: int | None = None,
+            meta_iterations: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """A job and a search space for ``family`` with ``options``: methods and ranges fit its tasks.
 
     The family is built (its data read) to see what its tasks are; ``ValueError`` says why it can't be.
     """
+    from metaopt.learners import LEARNERS
     from metaopt.search.config import FamilySpec
     from metaopt.tasks import FAMILIES
 
@@ -115,26 +150,41 @@ def starter(family: str, options: dict[str, Any], name: str | None = None, *, tr
         where = ".".join(str(p) for p in first["loc"]) or "family"
         raise ValueError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
     built = spec.build()
-    images = len(built.input_shape) == 3
-    if built.kind == "classification":
+    kind, images = built.kind, len(built.input_shape) == 3
+    if kind == "classification":
         space, backbone = (IMAGE_CLASSIFICATION, {"name": "conv4", "hidden": 32}) if images else \
             (VECTOR_CLASSIFICATION, {"name": "mlp", "hidden": [64, 64]})
-    elif built.kind == "regression" and not images:
+    elif kind == "regression" and not images:
         space, backbone = VECTOR_REGRESSION, {"name": "mlp", "hidden": [40, 40]}
+    elif kind == "rating":
+        space, backbone = RATING, {"name": "melu"}
+    elif kind == "rl":
+        space, backbone = RL, {"name": "mlp", "hidden": [64, 64]}
     else:
-        raise ValueError(f"init writes starter jobs for regression on vectors and classification; {family} has "
-                         f"{built.kind} tasks of shape {built.input_shape}: write the job by hand (see README)")
-    job_name = name or spec.key.split("-")[0]
+        raise ValueError(f"init writes starter jobs for regression on vectors, classification, ratings and RL; "
+                         f"{family} has {kind} tasks of shape {built.input_shape}: write the job by hand (see README)")
+    methods = [m for m in space if _fits(m, family, kind, spec.options) and not LEARNERS[m].baseline]
+    # Each baseline is one trial at its defaults, run first: scratch and pretrain, and the family's own.
+    baselines = [m for m in LEARNERS if _fits(m, family, kind, spec.options) and LEARNERS[m].baseline]
+    space = {m: ranges for m, ranges in space.items() if m in methods or m in baselines}
+    iterations, val_tasks, test_tasks = BUDGETS[kind]
+    iterations = meta_iterations if meta_iterations is not None else iterations
+    # A family of so many tasks (users, a table's groups) is scored on each of them once, not on repeats.
+    val_tasks, test_tasks = (min(n, built.distinct_tasks(split) or n)
+                             for n, split in ((val_tasks, "val"), (test_tasks, "test")))
+    job_name = name or family
     job = {
         "name": job_name,
         "family": spec.model_dump(mode="json"),
-        "methods": list(space),
+        "methods": methods,
+        "baselines": baselines,
         "search_space": f"{job_name}-space.yaml",
         "backbone": backbone,
-        "budget": {"trials": trials, "meta_iterations": meta_iterations,
-                   "eval_interval": max(1, meta_iterations // 5), "val_tasks": 100, "test_tasks": 500},
+        "budget": {"trials": trials if trials is not None else 12 + len(baselines), "meta_iterations": iterations,
+                   "eval_interval": max(1, iterations // 5), "val_tasks": val_tasks, "test_tasks": test_tasks},
         "strategy": "tpe",
-        "pruner": {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 2 * max(1, meta_iterations // 5)},
+        "pruner": {"type": "median", "n_startup_trials": 3 + len(baselines),
+                   "n_warmup_steps": 2 * max(1, iterations // 5)},
         "resources": {"cpus_per_trial": 1},
         "seed": 0,
     }
@@ -142,7 +192,7 @@ def starter(family: str, options: dict[str, Any], name: str | None = None, *, tr
 
 
 def write_starter(family: str, options: dict[str, Any], folder: Path, name: str | None = None, *,
-                  force: bool = False, trials: int = 12, meta_iterations: int = 1000) -> tuple[Path, Path]:
+                  force: bool = False, trials: int | None = None, meta_iterations: int | None = None) -> tuple[Path, Path]:
     """Write ``<name>.yaml`` and ``<name>-space.yaml`` into ``folder``; the two paths."""
     job, space = starter(family, options, name, trials=trials, meta_iterations=meta_iterations)
     folder.mkdir(parents=True, exist_ok=True)

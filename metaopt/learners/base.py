@@ -114,6 +114,11 @@ class MetaLearner(ABC):
         self.iteration = 0
 
     @classmethod
+    def unfit_for(cls, family: str, options: Any) -> str | None:
+        """Why this method can't run on ``family`` with ``options`` (its size), or ``None`` when it can."""
+        return None
+
+    @classmethod
     def for_task_kind(cls, task_kind: str) -> type[MetaLearner]:
         """The class that learns ``task_kind`` tasks for this method (itself, unless the method has a variant)."""
         return cls

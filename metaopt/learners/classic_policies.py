@@ -150,6 +150,15 @@ class BayesOptimalPolicy(ClassicPolicy):
 
     name = "bayes_optimal"
 
+    @classmethod
+    def unfit_for(cls, family: str, options: Any) -> str | None:
+        """Too many pulls and arms for the exact DP (n = 20 with k = 5 is about the most it solves in seconds)."""
+        arms, pulls = options.arms, options.pulls
+        if not bandits.BayesOptimal.tractable(arms, pulls):
+            return (f"bayes_optimal solves bandits of about 20 pulls of 5 arms at most; {family} has {pulls} pulls of "
+                    f"{arms} arms (its DP would visit over {bandits.BayesOptimal.TRACTABLE:,} states)")
+        return None
+
     def policy(self, batch: BanditBatch) -> bandits.Policy:
         """The exact DP policy for the batch's arms and pulls (solved once per shape)."""
         shape = (batch.probs.shape[1], batch.pulls)

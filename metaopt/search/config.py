@@ -266,6 +266,8 @@ class Job(_Strict):
             kinds, only = LEARNERS[method].task_kinds, LEARNERS[method].families
             if kind in kinds and only is not None and family not in only:
                 raise ValueError(f"methods: {method} plays {' and '.join(only)} only, not {family}")
+            if kind in kinds and (why := LEARNERS[method].unfit_for(family, self.family.options)):
+                raise ValueError(f"methods: {why}")
             if kind not in kinds:
                 raise ValueError(f"methods: {method} learns {' and '.join(kinds)} tasks; family {self.family.name} "
                                  f"has {kind} tasks (allowed for it: "

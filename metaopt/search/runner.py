@@ -90,7 +90,7 @@ def run_search(
     locator = storage_locator(workdir, storage)
     chosen = strategy(job.strategy)
     settings = dict(storage=open_storage(locator, on_stale=_on_lost(tracker, job)),
-                    sampler=chosen.study_sampler(job.seed), pruner=make_pruner(job.pruner, job.budget))
+                    sampler=chosen.study_sampler(job.seed, loaded.space), pruner=make_pruner(job.pruner, job.budget))
     try:
         study = optuna.create_study(study_name=search_id, direction=job.family.primary_metric.direction, **settings)
     except optuna.exceptions.DuplicatedStudyError:
@@ -131,7 +131,7 @@ def resume_search(
     study = optuna.load_study(
         study_name=search_id,
         storage=open_storage(locator, on_stale=_on_lost(tracker, job)),
-        sampler=chosen.study_sampler(job.seed),
+        sampler=chosen.study_sampler(job.seed, loaded.space),
         pruner=make_pruner(job.pruner, job.budget),
     )
     parent_run_id = study.user_attrs.get("parent_run_id")

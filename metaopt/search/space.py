@@ -69,6 +69,11 @@ class SearchSpace:
                 hparams[name] = spec
         return method, hparams
 
+    def fixed_methods(self) -> list[str]:
+        """The methods whose space samples nothing: each has one configuration, worth one trial."""
+        return [m for m, space in self.spaces.items()
+                if not any(isinstance(spec, (FloatRange, IntRange, Categorical)) for spec in space.values())]
+
     def hparams_of(self, method: str, params: Mapping[str, Any], *, learned_floats: bool = False) -> dict[str, Any]:
         """A trial's hyperparameters from its Optuna ``params`` (searched) and the space (fixed, or learned)."""
         hparams = {}

@@ -154,6 +154,10 @@ class TaskFamily(ABC):
         """Every metric per task of ``learner`` on ``batch``: its query predictions after adapting (RL: its play)."""
         return self.score(learner.predict(batch, steps), batch)
 
+    def distinct_tasks(self, split: Split) -> int | None:
+        """How many different tasks ``split`` holds (users, tables' groups); ``None`` for a family drawn afresh."""
+        return None
+
     def fixed_tasks(self, n_tasks: int, split: Split, seed: int, chunk: int | None = None) -> list[TaskBatch]:
         """A fixed, reproducible set of ``n_tasks`` tasks of ``split``, in chunks (for evaluation).
 

@@ -293,6 +293,10 @@ class MovieLens(TaskFamily):
             index[i, :n] = rows[start:start + n]
         return SplitTable(index[enough], count[enough], held)
 
+    def distinct_tasks(self, split: Split) -> int:
+        """The users of ``split``."""
+        return len(self.tables[split].count)
+
     def sample(self, batch_size: int, split: Split, generator: torch.Generator) -> TaskBatch:
         """``batch_size`` users of ``split`` (distinct while there are enough), each a support and a query set."""
         if split not in SPLITS:

@@ -146,6 +146,10 @@ class Tabular(TaskFamily):
         """New rows of the features ``[n, features]`` (in ``self.features`` order) as the tasks see them."""
         return (rows.float() - self.mean) / self.std
 
+    def distinct_tasks(self, split: Split) -> int:
+        """The groups of ``split`` with enough rows for a task."""
+        return len(self.pools[split])
+
     def sample(self, batch_size: int, split: Split, generator: torch.Generator) -> TaskBatch:
         """``batch_size`` tasks of ``split`` (with replacement), each with distinct support and query rows."""
         if split not in SPLITS:

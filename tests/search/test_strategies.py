@@ -7,6 +7,7 @@ import pytest
 
 from metaopt.search import load_job
 from metaopt.search.executors import InProcessExecutor
+from metaopt.search.ranges import FloatRange
 from metaopt.search.runner import run_search
 from metaopt.search.storage import journal_storage
 from metaopt.search.strategies import grid_size
@@ -164,3 +165,25 @@ def test_a_strategy_is_one_class_and_one_registry_line(tmp_path, monkeypatch):
     summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(), workdir=tmp_path / "work")
     assert [r.state for r in summary.results] == ["complete"] * 3
     assert len({r.hparams["inner_lr"] for r in summary.results}) == 3
+
+
+@pytest.mark.parametrize("strategy", ["tpe", "random", "cmaes", "gp"])
+def test_a_method_with_one_configuration_gets_one_trial_and_the_rest_go_to_the_searched_ones(strategy):
+    from metaopt.search.space import SearchSpace
+    from metaopt.search.strategies import STRATEGIES
+
+    space = SearchSpace(["maml", "scratch", "pretrain", "user_mean"], {
+        "maml": {"inner_lr": FloatRange(type="float", low=0.01, high=0.1, log=True)}, "pretrain": {"adapt_steps": 5}})
+    chosen = STRATEGIES[strategy]()
+    study = optuna.create_study(sampler=chosen.study_sampler(seed=3, space=space))
+    study.enqueue_trial(space.enqueue_params({"method": "scratch"}))
+    methods = []
+    for _ in range(16):
+        trial = study.ask()
+        method, hparams = chosen.ask(trial, space)
+        methods.append(method)
+        study.tell(trial, hparams.get("inner_lr", 0.5))  # maml is the good one
+    assert methods[0] == "scratch" and all(methods.count(m) <= 1 for m in ("scratch", "pretrain", "user_mean"))
+    assert methods.count("maml") >= 13, methods
+    fixed = SearchSpace(["scratch", "user_mean"], {})
+    assert chosen.planned_trials(fixed, 12) == 2 and chosen.planned_trials(space, 12) == 12

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+import random
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import optuna
 
-from metaopt.search.space import SearchSpace
+from metaopt.search.space import METHOD_PARAM, SearchSpace
 
 if TYPE_CHECKING:
     from metaopt.search.config import Job
@@ -38,9 +39,10 @@ class Strategy(ABC):
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         """The Optuna sampler of this strategy, seeded."""
 
-    def study_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
-        """What a search's study samples with: ``sampler`` made afresh for each trial (``PerTrialSeed``)."""
-        return PerTrialSeed(self.sampler, seed)
+    def study_sampler(self, seed: int, space: SearchSpace | None = None) -> optuna.samplers.BaseSampler:
+        """What a search's study samples with: ``sampler`` made afresh for each trial (``PerTrialSeed``), never
+        drawing again a method of ``space`` that has one configuration and a trial already."""
+        return PerTrialSeed(self.sampler, seed, once=space.fixed_methods() if space is not None else ())
 
     def check(self, job: Job, space: SearchSpace) -> None:
         """Raise ``ValueError("field.path: what is wrong")`` for a job this strategy cannot run."""
@@ -50,8 +52,8 @@ class Strategy(ABC):
         return method, hparams
 
     def planned_trials(self, space: SearchSpace, budget: int) -> int:
-        """How many trials the search asks for, at most ``budget``."""
-        return budget
+        """How many trials the search asks for, at most ``budget`` (one a method when no method samples anything)."""
+        return min(budget, len(space.methods)) if len(space.fixed_methods()) == len(space.methods) else budget
 
     def ask(self, trial: optuna.Trial, space: SearchSpace) -> tuple[str, dict[str, Any]]:
         """Sample a configuration on ``trial``: the learner to run and its hyperparameters."""
@@ -88,12 +90,35 @@ class PerTrialSeed(optuna.samplers.BaseSampler):
     (or one interrupted and resumed) samples what an unbroken one does.
     """
 
-    def __init__(self, make: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
-        self._make, self._seed = make, seed
+    # Draws of a method that must not run again, before one is picked among the others at random.
+    REDRAWS: ClassVar[int] = 8
+
+    def __init__(self, make: Callable[[int], optuna.samplers.BaseSampler], seed: int,
+                 once: Iterable[str] = ()) -> None:
+        self._make, self._seed, self._once = make, seed, frozenset(once)
         self._sampler = make(seed)
 
+    def _trial_seed(self, number: int, draw: int = 0) -> int:
+        return (self._seed * 1_000_003 + number + draw * 7_919) % 2**32
+
     def _for(self, number: int) -> None:
-        self._sampler = self._make((self._seed * 1_000_003 + number) % 2**32)
+        self._sampler = self._make(self._trial_seed(number))
+
+    def _redraw(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, draw: int) -> optuna.samplers.BaseSampler:
+        """The trial's ``draw``-th other sampler, prepared as Optuna prepares one."""
+        sampler = self._make(self._trial_seed(trial.number, draw))
+        sampler.before_trial(study, trial)
+        sampler.infer_relative_search_space(study, trial)
+        return sampler
+
+    def _tried(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> set[str]:
+        """The one-configuration methods some other trial of the study has (run, running or waiting to)."""
+        if not self._once:
+            return set()
+        others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+        # An enqueued trial not yet asked holds its method in Optuna's fixed_params.
+        return ({t.params.get(METHOD_PARAM) for t in others}
+                | {t.system_attrs.get("fixed_params", {}).get(METHOD_PARAM) for t in others}) & self._once
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """A sampler seeded for this trial, then its own preparation."""
@@ -106,13 +131,30 @@ class PerTrialSeed(optuna.samplers.BaseSampler):
 
     def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                         search_space: dict[str, Any]) -> dict[str, Any]:
-        """The trial's sampler's joint sample."""
-        return self._sampler.sample_relative(study, trial, search_space)
+        """The trial's sampler's joint sample; drawn again while it names a method that must not run again."""
+        tried = self._tried(study, trial)
+        sample = self._sampler.sample_relative(study, trial, search_space)
+        for draw in range(1, self.REDRAWS + 1):
+            if sample.get(METHOD_PARAM) not in tried:
+                return sample
+            sample = self._redraw(study, trial, draw).sample_relative(study, trial, search_space)
+        # Still such a method: leave the method to sample_independent, which picks among the others.
+        return {} if sample.get(METHOD_PARAM) in tried else sample
 
     def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
                            param_distribution: Any) -> Any:
-        """The trial's sampler's sample of one parameter."""
-        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+        """The trial's sampler's sample of one parameter; a method that must not run again is drawn again."""
+        value = self._sampler.sample_independent(study, trial, param_name, param_distribution)
+        if param_name != METHOD_PARAM or value not in (tried := self._tried(study, trial)):
+            return value
+        for draw in range(1, self.REDRAWS + 1):
+            value = self._redraw(study, trial, draw).sample_independent(study, trial, param_name, param_distribution)
+            if value not in tried:
+                return value
+        left = [c for c in param_distribution.choices if c not in tried]
+        if not left:  # every method has had its trial: repeat one
+            return value
+        return left[random.Random(self._trial_seed(trial.number)).randrange(len(left))]
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: Any, values: Any) -> None:
         """The sampler of the finished trial is told."""
