@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
+from torch.utils import _pytree as pytree
 
 from metaopt.learners.core_types import LearningRate, LossFn, Params
 from metaopt.learners.inner_optimizers import SGD, InnerOptimizer
@@ -66,6 +67,24 @@ def sgd_step(params: Params, grads: Params, lr: LearningRate) -> Params:
     return {name: p - lr * grads[name] for name, p in params.items()}
 
 
+def map_tasks(fn: Callable[..., object], *args: object, loop: bool = False,
+              in_dims: tuple[int | None, ...] | None = None) -> object:
+    """``fn`` over the leading (task) dimension of ``args``: ``vmap``, or a loop whose results are stacked.
+
+    ``vmap`` wins where per-op overhead dominates (an MLP); a loop wins for convolutions on
+    the CPU, where per-task weights make ``vmap`` run grouped convolutions and copy for
+    batch norm and max-pool (``benchmarks/image_throughput.py``). ``in_dims``: ``None``
+    for an argument shared by every task.
+    """
+    dims = in_dims or (0,) * len(args)
+    if not loop:
+        return vmap(fn, in_dims=dims)(*args)
+    count = next(pytree.tree_leaves(a)[0].shape[0] for a, d in zip(args, dims) if d is not None)
+    pick = lambda a, d, i: a if d is None else pytree.tree_map(lambda t: t[i], a)  # noqa: E731
+    outs = [fn(*(pick(a, d, i) for a, d in zip(args, dims))) for i in range(count)]
+    return pytree.tree_map(lambda *xs: torch.stack(xs), outs[0], *outs[1:])
+
+
 @dataclass(frozen=True)
 class InnerLoop:
     """How one task adapts: the step sizes, which parameters move, the gradient transform, the optimizer.
@@ -85,6 +104,7 @@ class InnerLoop:
     # MAML++'s per-step batch-norm weights: after step t the non-adapting parameters in after_step[t] (the
     # last entry for later steps) replace the network's, in the next step's forward and in the result.
     after_step: Sequence[Params] = ()
+    loop_tasks: bool = False  # a meta-batch's tasks one after another instead of vmapped (``map_tasks``)
 
     def trajectory(self, loss: LossFn, params: Params, x: Tensor, y: Tensor) -> list[Params]:
         """The full parameters after each inner step on ``(x, y)``."""
@@ -124,7 +144,7 @@ def adapt_batch(loss: LossFn, params: Params, support_x: Tensor, support_y: Tens
         adapted = inner.run(loss, params, x, y)
         return adapted if then is None else then.run(loss, adapted, x, y)
 
-    return vmap(one_task)(support_x, support_y)
+    return map_tasks(one_task, support_x, support_y, loop=inner.loop_tasks)
 
 
 def adapted_query_losses(
@@ -140,15 +160,29 @@ def adapted_query_losses(
             return torch.stack([loss(p, qx, qy) for p in inner.trajectory(loss, params, sx, sy)])
         return loss(inner.run(loss, params, sx, sy), qx, qy)
 
-    return vmap(one_task)(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+    return map_tasks(one_task, batch.support_x, batch.support_y, batch.query_x, batch.query_y, loop=inner.loop_tasks)
 
 
-def batched_loss(loss: LossFn, params: Params, x: Tensor, y: Tensor, *, params_batched: bool = True) -> Tensor:
+def batched_loss(loss: LossFn, params: Params, x: Tensor, y: Tensor, *, params_batched: bool = True,
+                 loop: bool = False) -> Tensor:
     """Per-task losses ``[tasks]`` of per-task (or shared) ``params`` on ``x [tasks, n, ...]``."""
-    return vmap(loss, in_dims=(0 if params_batched else None, 0, 0))(params, x, y)
+    return map_tasks(loss, params, x, y, loop=loop, in_dims=(0 if params_batched else None, 0, 0))
 
 
-def batched_forward(model: nn.Module, params: Params, x: Tensor) -> Tensor:
+def batched_forward(model: nn.Module, params: Params, x: Tensor, *, loop: bool = False) -> Tensor:
     """Per-task outputs ``[tasks, n, ...]`` of per-task ``params`` on ``x [tasks, n, ...]``."""
     buffers = dict(model.named_buffers())
-    return vmap(lambda p, xi: functional_call(model, (p, buffers), (xi,)))(params, x)
+    return map_tasks(lambda p, xi: functional_call(model, (p, buffers), (xi,)), params, x, loop=loop)
+
+
+def loops_tasks(model: nn.Module, device: torch.device, *, second_order: bool = False) -> bool:
+    """Whether a meta-batch of ``model`` must run as a loop over tasks rather than vmapped.
+
+    For speed, convolutions on the CPU. For correctness, batch norm under a second-order
+    meta-gradient: vmap's batching rule of the batch-norm backward gives wrong double-backward
+    gradients (pytorch/functorch#534, open; ``tests/learners/test_gradient_learners.py``).
+    """
+    modules = list(model.modules())
+    if second_order and any(isinstance(m, nn.modules.batchnorm._NormBase) for m in modules):
+        return True
+    return device.type == "cpu" and any(isinstance(m, nn.modules.conv._ConvNd) for m in modules)

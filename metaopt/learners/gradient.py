@@ -28,6 +28,7 @@ from metaopt.learners.core import (
     batched_forward,
     batched_loss,
     detach,
+    loops_tasks,
     make_loss,
 )
 from metaopt.learners.inner_optimizers import INNER_OPTIMIZERS, Adam, InnerOptimizer
@@ -69,6 +70,8 @@ class GradientLearner(MetaLearner):
     hyperparameters: ClassVar[dict[str, HParam]] = GRADIENT_HPARAMS
     task_kinds: ClassVar[tuple[str, ...]] = ("regression", "classification", "rating")
     first_order: ClassVar[bool] = False
+    # How a meta-batch's tasks are mapped: "auto" (a loop for convolutions on the CPU, else vmap), "vmap", "loop".
+    task_mapping: str = "auto"
 
     def __init__(
         self,
@@ -161,6 +164,12 @@ class GradientLearner(MetaLearner):
         """Every tensor the outer loop learns: the network's parameters and the extras."""
         return {**self.params, **self.extras}
 
+    def loops_tasks(self, first_order: bool = True) -> bool:
+        """Whether this learner's meta-batches run as a loop over tasks (``task_mapping``; ``core.loops_tasks``)."""
+        if self.task_mapping != "auto":
+            return self.task_mapping == "loop"
+        return loops_tasks(self.backbone, self.device, second_order=not first_order)
+
     def network(self, meta: Params) -> Params:
         """The network's parameters out of a meta-parameter dict."""
         return {name: meta[name] for name in self.params}
@@ -170,14 +179,16 @@ class GradientLearner(MetaLearner):
     ) -> InnerLoop:
         """This learner's inner loop, reading learned rates and preconditioners from ``meta``."""
         meta = self.meta_parameters() if meta is None else meta
+        first_order = self.first_order if first_order is None else first_order
         return InnerLoop(
             lrs=self.inner_lrs(meta, steps),
-            first_order=self.first_order if first_order is None else first_order,
+            first_order=first_order,
             adapt=self.adapted_names(),
             precondition=self.preconditioner(meta),
             optimizer=self.inner_optimizer,
             weight_decay=self.inner_weight_decay(meta),
             after_step=self.after_step_parameters(meta),
+            loop_tasks=self.loops_tasks(first_order),
         )
 
     def fine_tune_loop(self) -> InnerLoop | None:
@@ -236,14 +247,15 @@ class GradientLearner(MetaLearner):
             inner = self.inner_loop(steps=self.test_steps(steps), first_order=True)
             adapted = adapt_batch(self.loss, detach(self.params), batch.support_x, batch.support_y, inner,
                                   then=self.fine_tune_loop())
-            return batched_forward(self.backbone, adapted, batch.query_x)
+            return batched_forward(self.backbone, adapted, batch.query_x, loop=inner.loop_tasks)
 
     def evaluate(self, batch: TaskBatch, steps: int | None = None) -> dict[str, Tensor]:
         """Per-task query loss (and accuracy) after adaptation, and the query loss before it (``loss_before``)."""
         metrics = super().evaluate(batch, steps)
         with torch.no_grad():
             params = detach(self.params)
-            metrics["loss_before"] = batched_loss(self.loss, params, batch.query_x, batch.query_y, params_batched=False)
+            metrics["loss_before"] = batched_loss(self.loss, params, batch.query_x, batch.query_y, params_batched=False,
+                                                  loop=self.loops_tasks())
         return metrics
 
     def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None) -> AdaptedModel:

@@ -52,7 +52,7 @@ class Reptile(GradientLearner):
         params = detach(self.network(meta))
         adapted = adapt_batch(self.loss, params, batch.support_x, batch.support_y, self.inner_loop(meta, first_order=True))
         grads = {name: p - adapted[name].mean(0) for name, p in params.items()}
-        return grads, batched_loss(self.loss, adapted, batch.query_x, batch.query_y).mean()
+        return grads, batched_loss(self.loss, adapted, batch.query_x, batch.query_y, loop=self.loops_tasks()).mean()
 
     def eager_meta_gradient(self, meta: Params, batch: TaskBatch, inputs: dict[str, Tensor]) -> tuple[Params, Tensor]:
         """No backpropagation: the pseudo-gradient needs only the inner loop."""
