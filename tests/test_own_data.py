@@ -70,7 +70,8 @@ def test_an_image_folder_from_files_to_a_champion_far_above_chance(tmp_path):
                    "methods: [protonet]\n"
                    "backbone: {name: conv4, hidden: 32}\n"
                    "space: {protonet: {outer_lr: {type: float, low: 0.001, high: 0.003, log: true}, meta_batch: 4}}\n"
-                   "budget: {trials: 1, meta_iterations: 120, eval_interval: 60, val_tasks: 50, test_tasks: 200}\n")
+                   "budget: {trials: 1, meta_iterations: 120, eval_interval: 60, val_tasks: 50, test_tasks: 200}\n"
+                   "baselines: []\n")  # the one trial is ProtoNet's, not a baseline's
     out = _search(job, tmp_path)
     key = ImageFolder.key(ImageFolder.Options(root=str(root)))
     assert key in out

@@ -165,10 +165,14 @@ class GradientLearner(MetaLearner):
         return {**self.params, **self.extras}
 
     def loops_tasks(self, first_order: bool = True) -> bool:
-        """Whether this learner's meta-batches run as a loop over tasks (``task_mapping``; ``core.loops_tasks``)."""
+        """Whether this learner's meta-batches run as a loop over tasks (``task_mapping``; ``core.loops_tasks``).
+
+        Only where a meta-gradient is taken: adapting without one (at test, many tasks, often many
+        steps, as ``scratch`` does) is faster vmapped, and batch norm's first derivatives are right there.
+        """
         if self.task_mapping != "auto":
             return self.task_mapping == "loop"
-        return loops_tasks(self.backbone, self.device, second_order=not first_order)
+        return torch.is_grad_enabled() and loops_tasks(self.backbone, self.device, second_order=not first_order)
 
     def network(self, meta: Params) -> Params:
         """The network's parameters out of a meta-parameter dict."""
@@ -205,10 +209,22 @@ class GradientLearner(MetaLearner):
         return adapt_batch(self.loss, self.params, batch.support_x, batch.support_y, inner)
 
     def eager_meta_gradient(self, meta: Params, batch: TaskBatch, inputs: dict[str, Tensor]) -> tuple[Params, Tensor]:
-        """The meta-gradient by ordinary backpropagation (faster than ``meta_gradient`` when not compiled)."""
-        loss = self.meta_loss(batch, meta, inputs)
-        grads = torch.autograd.grad(loss, list(meta.values()))
-        return dict(zip(meta, grads)), loss
+        """The meta-gradient by ordinary backpropagation (faster than ``meta_gradient`` when not compiled).
+
+        Where the tasks run as a loop, one task is differentiated at a time and the gradients
+        summed (the meta-loss is a mean over tasks): memory then holds one task's graph, not
+        the meta-batch's.
+        """
+        if batch.num_tasks == 1 or not self.inner_loop(meta).loop_tasks:
+            loss = self.meta_loss(batch, meta, inputs)
+            return dict(zip(meta, torch.autograd.grad(loss, list(meta.values())))), loss
+        total, summed = torch.zeros((), device=self.device), None
+        for t in range(batch.num_tasks):
+            loss = self.meta_loss(batch.slice(t, t + 1), meta, inputs) / batch.num_tasks
+            grads = torch.autograd.grad(loss, list(meta.values()))
+            summed = list(grads) if summed is None else [a + b for a, b in zip(summed, grads)]
+            total = total + loss.detach()
+        return dict(zip(meta, summed)), total
 
     def compile(self) -> None:
         """Compile the meta-gradient with ``torch.compile`` (one graph per batch shape and schedule phase).

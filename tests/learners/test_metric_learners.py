@@ -161,3 +161,18 @@ def test_relation_net_convolves_concatenated_feature_maps_on_a_two_pool_conv4():
     vectors = build_learner("relationnet", {}, backbone={"name": "conv4", "hidden": 8}, task_kind="classification",
                             input_shape=(1, 28, 28), output_size=3, n_way=3)
     assert vectors.feature_maps() is None and not any("conv" in name for name in vectors.extras)  # 1x1 maps: the MLP
+
+
+@pytest.mark.parametrize("method", ["protonet", "matchingnet", "relationnet"])
+def test_a_meta_step_one_episode_at_a_time_takes_the_batch_gradient(method):
+    torch.manual_seed(0)
+    learner = build_learner(method, {}, backbone={"name": "conv4", "hidden": 8}, task_kind="classification",
+                            input_shape=(1, 28, 28), output_size=3, n_way=3)
+    x = torch.randn(4, 6, 1, 28, 28)
+    batch = TaskBatch(x[:, :3], torch.arange(3).repeat(4, 1), x[:, 3:], torch.arange(3).repeat(4, 1))
+    meta = learner.meta_parameters()
+    expected = learner.episode_loss(learner.batch_logits(meta, batch), batch.query_y)
+    whole = torch.autograd.grad(expected, list(meta.values()))
+    loss = learner.meta_step(batch)["loss"]  # the step moves the parameters; .grad keeps what it stepped on
+    assert torch.isclose(loss, expected.detach(), atol=1e-6)
+    assert all(torch.allclose(p.grad, g, atol=1e-6) for p, g in zip(meta.values(), whole))

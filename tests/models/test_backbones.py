@@ -32,3 +32,23 @@ def test_residual_backbones_meta_train_with_maml_under_vmap(name):
     before = {k: v.detach().clone() for k, v in learner.params.items()}
     assert torch.isfinite(learner.meta_step(batch)["loss"])
     assert any(not torch.equal(before[k], v) for k, v in learner.params.items())
+
+
+def test_conv4_pools_before_its_relu_with_the_same_values_and_gradients():
+    from torch import nn
+
+    from metaopt.models.conv4 import Conv4
+
+    torch.manual_seed(0)
+    ours = Conv4(input_shape=(1, 28, 28), out_features=5, hidden=8).double()
+    assert [type(m) for m in ours.features[0]] == [nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ReLU]
+    textbook = Conv4(input_shape=(1, 28, 28), out_features=5, hidden=8).double()
+    textbook.load_state_dict(ours.state_dict())  # the same parameter names: checkpoints load either way
+    for block in textbook.features[:4]:
+        block[2], block[3] = block[3], block[2]  # conv, BN, ReLU, pool
+    x = torch.randn(10, 1, 28, 28, dtype=torch.float64)
+    a, b = ours(x), textbook(x)
+    assert torch.equal(a, b)
+    ga = torch.autograd.grad(a.square().sum(), list(ours.parameters()))
+    gb = torch.autograd.grad(b.square().sum(), list(textbook.parameters()))
+    assert all(torch.allclose(u, v, atol=1e-12) for u, v in zip(ga, gb))

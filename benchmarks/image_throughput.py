@@ -1,0 +1,404 @@
+"""Image-scale meta-training throughput: metaopt beside higher, a plain torch.func loop and easyfsl, in one process.
+
+Workload: glyphs 5-way 1-shot, 5 queries a class (28x28 grey), Conv-4 (64 filters), one
+inner SGD step at 0.4, Adam 0.001 outside, the same episodes and the same initialisation
+for every row, one CPU thread. Each row is checked against metaopt's on the first batch:
+the meta-loss and the largest meta-gradient difference.
+
+1. Gradient learners at meta-batch 4 and 16: second-order MAML (metaopt as it runs, and
+   vmapped over the tasks; higher looping over the tasks; a plain torch.func loop), then
+   first-order MAML, ANIL, Meta-SGD and MAML++ (5 steps, multi-step loss, second order).
+2. Metric learners at 4 episodes a step: ProtoNet, Matching Nets, Relation Net (metaopt,
+   and the same learner one episode at a time), and easyfsl's PrototypicalNetworks where it
+   imports (``make bench-easyfsl``: it needs torchvision, which the pinned torch lacks).
+3. ResNet-12 at 84x84 (miniImageNet's shape; random images): MAML and ProtoNet, meta-batch
+   4, with the peak memory of each row.
+4. Peak memory of second-order MAML on Conv-4 at meta-batch 16: metaopt and higher.
+
+Peak memory is the peak resident set of a fresh (spawned) process that runs only that row,
+and what the row added to it once its workload was built. ``--device cuda`` runs tables 1 and 2 on a GPU (meta-batch 32 too) and reports
+``torch.cuda.max_memory_allocated`` instead.
+
+    python benchmarks/image_throughput.py [--iterations 20] [--quick] [--device cpu]
+        [--json benchmarks/results/image_throughput.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import multiprocessing
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad
+
+from metaopt.learners import LEARNERS
+from metaopt.models import build_backbone
+from metaopt.tasks import FAMILIES, TaskBatch
+
+INNER_LR, OUTER_LR, WAYS = 0.4, 0.001, 5
+Step = Callable[[TaskBatch], tuple[torch.Tensor, dict[str, torch.Tensor]]]  # (meta-loss, meta-gradients)
+
+
+# -- the rows ---------------------------------------------------------------------------------------------------
+def ours(method: str, mapping: str = "auto", **hparams: Any) -> Callable[[torch.nn.Module], Step]:
+    """A metaopt learner's meta-step (its meta-gradient, then Adam)."""
+
+    def build(model: torch.nn.Module) -> Step:
+        defaults = {"inner_lr": INNER_LR, "outer_lr": OUTER_LR} if method not in METRIC else {"outer_lr": OUTER_LR}
+        learner = LEARNERS[method](model, {**defaults, **hparams}, task_kind="classification", n_way=WAYS,
+                                   max_iterations=100_000)
+        if mapping != "auto":
+            learner.task_mapping = mapping
+        if method in METRIC:
+            def metric_step(batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                if mapping == "episodes":  # the same learner, one episode at a time, gradients summed
+                    learner.optimizer.zero_grad(set_to_none=True)
+                    total = torch.zeros(())
+                    for t in range(batch.num_tasks):
+                        one = TaskBatch(*(x[t:t + 1] for x in (batch.support_x, batch.support_y, batch.query_x,
+                                                                 batch.query_y)))
+                        loss = learner.episode_loss(learner.batch_logits(learner.meta_parameters(), one),
+                                                    one.query_y) / batch.num_tasks
+                        loss.backward()
+                        total = total + loss.detach()
+                    learner.optimizer.step()
+                    return total, {k: p.grad for k, p in learner.meta_parameters().items()}
+                loss = learner.meta_step(batch)["loss"]
+                return loss, {k: p.grad for k, p in learner.meta_parameters().items()}
+
+            return metric_step
+
+        def step(batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            loss = learner.meta_step(batch)["loss"]
+            return loss, {k: p.grad for k, p in learner.meta_parameters().items()}
+
+        return step
+
+    return build
+
+
+def higher_maml() -> Callable[[torch.nn.Module], Step]:
+    """higher's MAML: a loop over the tasks, each its own differentiable inner loop (higher has no batched form)."""
+
+    def build(model: torch.nn.Module) -> Step:
+        import higher
+
+        outer = torch.optim.Adam(model.parameters(), lr=OUTER_LR)
+        inner = torch.optim.SGD(model.parameters(), lr=INNER_LR)
+
+        def step(batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            outer.zero_grad()
+            total = torch.zeros(())
+            for t in range(batch.num_tasks):
+                # copy_initial_weights=False: higher's default (True) gives a zero MAML meta-gradient.
+                with higher.innerloop_ctx(model, inner, copy_initial_weights=False) as (fmodel, diffopt):
+                    diffopt.step(F.cross_entropy(fmodel(batch.support_x[t]), batch.support_y[t]))
+                    loss = F.cross_entropy(fmodel(batch.query_x[t]), batch.query_y[t]) / batch.num_tasks
+                    loss.backward()
+                    total = total + loss.detach()
+            grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+            outer.step()
+            return total, grads
+
+        return step
+
+    return build
+
+
+def func_loop(model: torch.nn.Module) -> Step:
+    """Second-order MAML as a plain torch.func loop: functional_call and torch.func.grad per task, autograd outside."""
+    params = dict(model.named_parameters())
+    outer = torch.optim.Adam(params.values(), lr=OUTER_LR)
+
+    def loss_fn(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(model, p, (x,)), y)
+
+    def step(batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total = torch.zeros(())
+        for t in range(batch.num_tasks):
+            g = grad(loss_fn)(params, batch.support_x[t], batch.support_y[t])
+            fast = {k: p - INNER_LR * g[k] for k, p in params.items()}
+            total = total + loss_fn(fast, batch.query_x[t], batch.query_y[t])
+        total = total / batch.num_tasks
+        grads = dict(zip(params, torch.autograd.grad(total, list(params.values()))))
+        for k, p in params.items():
+            p.grad = grads[k]
+        outer.step()
+        return total.detach(), grads
+
+    return step
+
+
+def easyfsl_protonet(model: torch.nn.Module) -> Step:
+    """easyfsl's PrototypicalNetworks, one episode at a time (its API takes one), gradients summed over the step."""
+    from easyfsl.methods import PrototypicalNetworks
+
+    net = PrototypicalNetworks(model)
+    optimizer = torch.optim.Adam(net.parameters(), lr=OUTER_LR)
+
+    def step(batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros(())
+        for t in range(batch.num_tasks):
+            net.process_support_set(batch.support_x[t], batch.support_y[t])
+            loss = F.cross_entropy(net(batch.query_x[t]), batch.query_y[t]) / batch.num_tasks
+            loss.backward()
+            total = total + loss.detach()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+        optimizer.step()
+        return total, grads
+
+    return step
+
+
+METRIC = ("protonet", "matchingnet", "relationnet")
+
+
+# -- measuring --------------------------------------------------------------------------------------------------
+def episodes(n: int, tasks: int, *, shape: tuple[int, ...] | None = None, device: str = "cpu") -> list[TaskBatch]:
+    """``n`` batches of ``tasks`` glyphs 5w1s episodes (or random images of ``shape``), one stream for every row."""
+    generator = torch.Generator().manual_seed(0)
+    if shape is None:
+        family = FAMILIES["glyphs"](ways=WAYS, shots=1, queries=5)
+        batches = [family.sample(tasks, "train", generator) for _ in range(n)]
+    else:
+        labels = torch.arange(WAYS)
+        batches = [TaskBatch(torch.randn(tasks, WAYS, *shape, generator=generator), labels.repeat(tasks, 1),
+                             torch.randn(tasks, 5 * WAYS, *shape, generator=generator),
+                             labels.repeat_interleave(5).repeat(tasks, 1)) for _ in range(n)]
+    return [b.to(device) for b in batches]
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run(build: Callable[[torch.nn.Module], Step], init: torch.nn.Module, batches: list[TaskBatch], *,
+        device: str = "cpu", windows: int = 3) -> dict[str, Any]:
+    """Warm up on the first batch (its loss and gradients kept for the check), then time the rest in windows."""
+    model = copy.deepcopy(init).to(device)
+    torch.manual_seed(0)  # what a learner draws itself (a relation module, learned rates) is drawn alike in every row
+    step = build(model)
+    start = time.perf_counter()
+    loss, grads = step(batches[0])
+    _sync(device)
+    first = {"first_step_s": time.perf_counter() - start, "first_loss": float(loss),
+             "first_grads": {k: v.detach().clone().cpu() for k, v in grads.items() if v is not None}}
+    timed = batches[1:]
+    per_window = max(1, len(timed) // windows)
+    rates = []
+    for w in range(min(windows, len(timed))):
+        chunk = timed[w * per_window:(w + 1) * per_window]
+        start = time.perf_counter()
+        for batch in chunk:
+            step(batch)
+        _sync(device)
+        rates.append(len(chunk) / (time.perf_counter() - start))
+    return {"it_per_s": statistics.median(rates), "tasks_per_s": statistics.median(rates) * batches[0].num_tasks,
+            **first}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+# The rows of the memory tables, by name: a spawned child (a fresh process) rebuilds its row from these.
+ROWS: dict[str, Callable[[], Callable[[torch.nn.Module], Step]]] = {
+    "metaopt maml": lambda: ours("maml"),
+    "metaopt maml, vmapped over tasks": lambda: ours("maml", "vmap"),
+    "higher 0.2.1 maml (per-task loop)": higher_maml,
+    "metaopt protonet": lambda: ours("protonet"),
+    "metaopt protonet, one episode at a time": lambda: ours("protonet", "episodes"),
+}
+
+
+def workload(backbone: str, meta_batch: int, n: int, device: str = "cpu") -> tuple[torch.nn.Module, list[TaskBatch]]:
+    """The initialisation and the batches of a memory row: ``conv4`` / ``resnet12`` headed, or ``*-embedding``."""
+    name, _, role = backbone.partition("-")
+    torch.manual_seed(0)
+    shape = (1, 28, 28) if name == "conv4" else (3, 84, 84)
+    init = build_backbone({"name": name}, input_shape=shape, out_features=None if role == "embedding" else WAYS)
+    return init, episodes(n + 1, meta_batch, shape=None if name == "conv4" else shape, device=device)
+
+
+def _in_child(row: str, backbone: str, meta_batch: int, n: int, answer: Any) -> None:
+    torch.set_num_threads(1)
+    init, batches = workload(backbone, meta_batch, n)
+    start = _rss_mb()
+    result = run(ROWS[row](), init, batches, windows=1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    answer.send({"it_per_s": result["it_per_s"], "peak_rss_mb": peak, "added_mb": peak - start,
+                 "first_loss": result["first_loss"]})
+
+
+def run_with_memory(row: str, backbone: str, meta_batch: int, n: int, device: str = "cpu") -> dict[str, Any]:
+    """The row ``row`` of ``ROWS`` in a fresh (spawned) process that runs only it, with that process's peak memory:
+    its peak resident set, and what the row added to the process as it stood once the workload was built."""
+    if device.startswith("cuda"):
+        init, batches = workload(backbone, meta_batch, n, device)
+        torch.cuda.reset_peak_memory_stats()
+        result = run(ROWS[row](), init, batches, device=device, windows=1)
+        return {**result, "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20}
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_in_child, args=(row, backbone, meta_batch, n, send))
+    child.start()
+    answer = receive.recv()
+    child.join()
+    return answer
+
+
+def _checked(rows: dict[str, dict[str, Any]], reference: str) -> None:
+    ref = rows[reference]
+    for row in rows.values():
+        row["loss_diff"] = abs(row["first_loss"] - ref["first_loss"])
+        common = set(row["first_grads"]) & set(ref["first_grads"])
+        row["max_grad_diff"] = max((row["first_grads"][k] - ref["first_grads"][k]).abs().max().item() for k in common)
+
+
+def _print(title: str, rows: dict[str, dict[str, Any]], peers: dict[str, str], unit: str = "it/s") -> None:
+    print(f"\n{title}")
+    names = list(peers)
+    print(f"{'implementation':<46}{unit:>9}" + "".join(f"{'x ' + n:>14}" for n in names)
+          + f"{'|loss diff|':>13}{'|grad diff|':>13}")
+    for name, row in rows.items():
+        ratios = "".join(f"{row['it_per_s'] / rows[peers[n]]['it_per_s']:>13.2f}x" if peers[n] in rows else f"{'-':>14}"
+                         for n in names)
+        print(f"{name:<46}{row['it_per_s']:>9.2f}{ratios}{row.get('loss_diff', 0):>13.1e}{row.get('max_grad_diff', 0):>13.1e}")
+
+
+def _plain(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:  # noqa: D103
+    return {name: {k: v for k, v in row.items() if k != "first_grads"} for name, row in rows.items()}
+
+
+def gradient_table(init: torch.nn.Module, meta_batch: int, n: int, device: str, quick: bool) -> dict[str, Any]:
+    batches = episodes(n + 1, meta_batch, device=device)
+    builds: dict[str, Callable[[torch.nn.Module], Step]] = {
+        "metaopt maml": ours("maml"),
+        "metaopt maml, vmapped over tasks": ours("maml", "vmap"),
+        "higher 0.2.1 maml (per-task loop)": higher_maml(),
+        "torch.func per-task loop": func_loop,
+    }
+    if not quick:
+        builds |= {
+            "metaopt fomaml": ours("fomaml"),
+            "metaopt anil": ours("anil"),
+            "metaopt metasgd": ours("metasgd"),
+            "metaopt mamlpp (5 steps, MSL, second order)": ours("mamlpp", inner_steps=5, first_order_until=0.0,
+                                                                inner_lr=0.1),
+        }
+    rows = {}
+    for name, build in builds.items():
+        rows[name] = run(build, init, batches, device=device)
+        print(f"  {name}: {rows[name]['it_per_s']:.2f} it/s", flush=True)
+    _checked({k: rows[k] for k in list(builds)[:4]}, "metaopt maml")
+    _print(f"1. gradient learners, Conv-4, glyphs 5w1s, meta-batch {meta_batch}, {device}", rows,
+           {"higher": "higher 0.2.1 maml (per-task loop)", "func loop": "torch.func per-task loop"})
+    return _plain(rows)
+
+
+def metric_table(init: torch.nn.Module, n: int, device: str) -> dict[str, Any]:
+    batches = episodes(n + 1, 4, device=device)
+    builds: dict[str, Callable[[torch.nn.Module], Step]] = {}
+    for method in METRIC:
+        builds[f"metaopt {method}"] = ours(method)
+        builds[f"metaopt {method}, one episode at a time"] = ours(method, "episodes")
+    try:
+        import easyfsl  # noqa: F401
+
+        builds["easyfsl 1.5 PrototypicalNetworks"] = easyfsl_protonet
+    except (ImportError, RuntimeError) as error:  # torchvision beside the wrong torch raises RuntimeError
+        print(f"  easyfsl unavailable ({type(error).__name__}): run `make bench-easyfsl`")
+    rows = {}
+    for name, build in builds.items():
+        rows[name] = run(build, init, batches, device=device)
+        print(f"  {name}: {rows[name]['it_per_s']:.2f} steps/s", flush=True)
+    for method in METRIC:
+        _checked({k: rows[k] for k in rows if k.startswith(f"metaopt {method}")}, f"metaopt {method}")
+        for name in (f"metaopt {method}", f"metaopt {method}, one episode at a time"):
+            rows[name]["x_own_loop"] = rows[name]["it_per_s"] / rows[f"metaopt {method}, one episode at a time"]["it_per_s"]
+    easy = rows.get("easyfsl 1.5 PrototypicalNetworks")
+    print(f"\n2. metric learners, Conv-4, glyphs 5w1s, 4 episodes a step, {device} (easyfsl scores by Euclidean "
+          "distance, ours by its square: their losses differ)")
+    print(f"{'implementation':<46}{'steps/s':>9}{'x own loop':>12}{'x easyfsl':>11}{'|loss diff|':>13}{'|grad diff|':>13}")
+    for name, row in rows.items():
+        own = f"{row['x_own_loop']:.2f}x" if "x_own_loop" in row else "-"
+        versus = f"{row['it_per_s'] / easy['it_per_s']:.2f}x" if easy and "protonet" in name else "-"
+        print(f"{name:<46}{row['it_per_s']:>9.2f}{own:>12}{versus:>11}{row.get('loss_diff', 0):>13.1e}"
+              f"{row.get('max_grad_diff', 0):>13.1e}")
+    return _plain(rows)
+
+
+def resnet_table(n: int, device: str) -> dict[str, Any]:
+    rows = {name: run_with_memory(name, "resnet12" if "maml" in name else "resnet12-embedding", 4, n, device)
+            for name in ("metaopt maml", "higher 0.2.1 maml (per-task loop)", "metaopt protonet",
+                         "metaopt protonet, one episode at a time")}
+    print(f"\n3. ResNet-12, 84x84x3 random episodes (5w1s, 5 queries), meta-batch 4, {device}")
+    key = "peak_cuda_mb" if device.startswith("cuda") else "peak_rss_mb"
+    print(f"{'implementation':<46}{'it/s':>9}{'peak MB':>10}{'added MB':>10}")
+    for name, row in rows.items():
+        print(f"{name:<46}{row['it_per_s']:>9.3f}{row[key]:>10.0f}{row.get('added_mb', 0):>10.0f}")
+    return _plain(rows)
+
+
+def memory_table(n: int, device: str) -> dict[str, Any]:
+    rows = {name: run_with_memory(name, "conv4", 16, n, device)
+            for name in ("metaopt maml", "metaopt maml, vmapped over tasks", "higher 0.2.1 maml (per-task loop)")}
+    print(f"\n4. peak memory, second-order MAML, Conv-4, glyphs 5w1s, meta-batch 16, {device}")
+    key = "peak_cuda_mb" if device.startswith("cuda") else "peak_rss_mb"
+    print(f"{'implementation':<46}{'it/s':>9}{'peak MB':>10}{'added MB':>10}")
+    for name, row in rows.items():
+        print(f"{name:<46}{row['it_per_s']:>9.3f}{row[key]:>10.0f}{row.get('added_mb', 0):>10.0f}")
+    return _plain(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=20, help="timed meta-iterations per Conv-4 row")
+    parser.add_argument("--resnet-iterations", type=int, default=3, help="timed meta-iterations per ResNet-12 row")
+    parser.add_argument("--quick", action="store_true", help="second-order MAML at meta-batch 4 only")
+    parser.add_argument("--tables", nargs="+", default=["gradient", "metric", "memory", "resnet12"],
+                        choices=["gradient", "metric", "memory", "resnet12"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "image_throughput.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    headed = build_backbone({"name": "conv4"}, input_shape=(1, 28, 28), out_features=WAYS)
+    torch.manual_seed(0)
+    embedding = build_backbone({"name": "conv4"}, input_shape=(1, 28, 28), out_features=None)
+    report: dict[str, Any] = {"benchmark": "image_throughput", "torch": torch.__version__, "device": args.device,
+                              "threads": args.threads, "machine": platform.processor() or platform.machine(),
+                              "iterations": args.iterations}
+    sizes = [4] if args.quick else [4, 16] + ([32] if args.device.startswith("cuda") else [])
+    tables = ["gradient"] if args.quick else args.tables
+    if "gradient" in tables:
+        report["gradient"] = {str(m): gradient_table(headed, m, args.iterations, args.device, args.quick)
+                              for m in sizes}
+    if "metric" in tables:
+        report["metric"] = metric_table(embedding, args.iterations, args.device)
+    if "memory" in tables:
+        report["memory"] = memory_table(max(2, args.iterations // 10), args.device)
+    if "resnet12" in tables:
+        report["resnet12"] = resnet_table(args.resnet_iterations, args.device)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
