@@ -87,6 +87,24 @@ def ours(method: str, mapping: str = "auto", **hparams: Any) -> Callable[[torch.
     return build
 
 
+def per_task_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  task_loss: Callable[[TaskBatch, int], torch.Tensor]) -> Step:
+    """A peer's meta-step: each task's loss backpropagated on its own (a mean over the tasks), then one step."""
+
+    def step(batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros(())
+        for t in range(batch.num_tasks):
+            loss = task_loss(batch, t) / batch.num_tasks
+            loss.backward()
+            total = total + loss.detach()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+        optimizer.step()
+        return total, grads
+
+    return step
+
+
 def higher_maml() -> Callable[[torch.nn.Module], Step]:
     """higher's MAML: a loop over the tasks, each its own differentiable inner loop (higher has no batched form)."""
 
@@ -96,21 +114,13 @@ def higher_maml() -> Callable[[torch.nn.Module], Step]:
         outer = torch.optim.Adam(model.parameters(), lr=OUTER_LR)
         inner = torch.optim.SGD(model.parameters(), lr=INNER_LR)
 
-        def step(batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            outer.zero_grad()
-            total = torch.zeros(())
-            for t in range(batch.num_tasks):
-                # copy_initial_weights=False: higher's default (True) gives a zero MAML meta-gradient.
-                with higher.innerloop_ctx(model, inner, copy_initial_weights=False) as (fmodel, diffopt):
-                    diffopt.step(F.cross_entropy(fmodel(batch.support_x[t]), batch.support_y[t]))
-                    loss = F.cross_entropy(fmodel(batch.query_x[t]), batch.query_y[t]) / batch.num_tasks
-                    loss.backward()
-                    total = total + loss.detach()
-            grads = {k: p.grad.clone() for k, p in model.named_parameters()}
-            outer.step()
-            return total, grads
+        def task_loss(batch: TaskBatch, t: int) -> torch.Tensor:
+            # copy_initial_weights=False: higher's default (True) gives a zero MAML meta-gradient.
+            with higher.innerloop_ctx(model, inner, copy_initial_weights=False) as (fmodel, diffopt):
+                diffopt.step(F.cross_entropy(fmodel(batch.support_x[t]), batch.support_y[t]))
+                return F.cross_entropy(fmodel(batch.query_x[t]), batch.query_y[t])
 
-        return step
+        return per_task_step(model, outer, task_loss)
 
     return build
 
@@ -146,19 +156,11 @@ def easyfsl_protonet(model: torch.nn.Module) -> Step:
     net = PrototypicalNetworks(model)
     optimizer = torch.optim.Adam(net.parameters(), lr=OUTER_LR)
 
-    def step(batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros(())
-        for t in range(batch.num_tasks):
-            net.process_support_set(batch.support_x[t], batch.support_y[t])
-            loss = F.cross_entropy(net(batch.query_x[t]), batch.query_y[t]) / batch.num_tasks
-            loss.backward()
-            total = total + loss.detach()
-        grads = {k: p.grad.clone() for k, p in model.named_parameters()}
-        optimizer.step()
-        return total, grads
+    def task_loss(batch: TaskBatch, t: int) -> torch.Tensor:
+        net.process_support_set(batch.support_x[t], batch.support_y[t])
+        return F.cross_entropy(net(batch.query_x[t]), batch.query_y[t])
 
-    return step
+    return per_task_step(model, optimizer, task_loss)
 
 
 METRIC = ("protonet", "matchingnet", "relationnet")
