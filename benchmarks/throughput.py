@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from metaopt.learners import LEARNERS, GradientLearner
+from metaopt.learners import LEARNERS, GradientLearner, HyperGrad
 from metaopt.models import MLP
 from metaopt.tasks import Sine, TaskBatch
 
@@ -172,7 +172,7 @@ def main() -> None:
     print("\n2. every method, sine 10-shot, meta-batch 25 (MAML++: 5 steps with MSL; Reptile: 5 steps), 1 thread")
     print(f"{'method':<15} {'eager it/s':>11} {'compiled it/s':>14} {'compile s':>10} {'x higher':>9} {'x torchopt':>11}")
     methods = []
-    for method in [m for m in LEARNERS if issubclass(LEARNERS[m], GradientLearner)]:  # the functional core's
+    for method in [m for m in LEARNERS if issubclass(LEARNERS[m], (GradientLearner, HyperGrad))]:  # the functional core's
         steps = 5 if method == "mamlpp" else 1
         eager = run(ours(method, False, steps), init, batches, args.iterations // 2)
         compiled = run(ours(method, True, steps), init, batches, args.iterations)

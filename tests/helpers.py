@@ -16,6 +16,12 @@ def tiny_learner(method: str, hparams: dict | None = None, *, seed: int = 0, dty
     return LEARNERS[method](net, hparams or {}, task_kind="regression")
 
 
+def scores(learner, batch: TaskBatch, family=None, steps: int | None = None) -> dict[str, torch.Tensor]:
+    """Per-task scores of ``learner`` on ``batch`` as its family scores it (sine's MSE by default); ``steps=0``:
+    before adapting."""
+    return (family or Sine()).score_learner(learner, batch, steps)
+
+
 def sine_batch(tasks: int = 3, *, shots: int = 5, queries: int = 5, seed: int = 0, dtype=torch.float64) -> TaskBatch:
     """A reproducible batch of sine tasks."""
     batch = Sine(shots=shots, queries=queries).sample(tasks, "train", torch.Generator().manual_seed(seed))

@@ -5,13 +5,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from metaopt.tasks.base import TaskBatch
-from metaopt.tasks.metrics import CLASSIFICATION, REGRESSION
+
+if TYPE_CHECKING:
+    from metaopt.learners.outer import OuterStep
 
 Predictor = Callable[[Tensor], Tensor]
 
@@ -82,6 +84,13 @@ class MetaLearner(ABC):
 
     A learner never reads a global, a file or an environment variable: everything
     it needs comes in through the backbone, the hyperparameters and the batches.
+
+    What ``fit()`` needs of every learner is stated here: ``meta_step`` on a batch of
+    ``meta_batch`` tasks (or pooled examples, ``samples``), ``compilable`` and ``compile``,
+    the iteration count, ``state_dict``. Its updates go through ``outer`` (one
+    ``OuterStep``: zero-grad, backward, clip, step, schedule); a learner with nothing to
+    train keeps the default, which has no optimizer and only counts iterations. A learner
+    is scored by its family (``TaskFamily.score_learner``), on ``predict``.
     """
 
     name: ClassVar[str]
@@ -93,8 +102,7 @@ class MetaLearner(ABC):
     baseline: ClassVar[bool] = False  # not a meta-learner: what meta-learning must beat (scratch, pretrain, UCB1...)
     # What a meta-step trains on: batches of tasks, or examples pooled over the training tasks (pretrain).
     samples: ClassVar[Literal["tasks", "pooled"]] = "tasks"
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    compilable: ClassVar[bool] = False  # True where ``compile`` makes meta-steps faster (``fit``'s compile decision)
 
     def __init__(
         self,
@@ -111,7 +119,42 @@ class MetaLearner(ABC):
         self.hparams = self.resolve_hparams(hparams or {})
         # The training budget, for learners with schedules (MAML++); None: no schedule.
         self.max_iterations = max_iterations
-        self.iteration = 0
+        self._outer: OuterStep | None = None
+
+    def make_outer_step(self) -> OuterStep:
+        """This learner's outer step, made on first use (none to train here: it only counts iterations)."""
+        from metaopt.learners.outer import OuterStep
+
+        return OuterStep.counting()
+
+    @property
+    def outer(self) -> OuterStep:
+        """The outer step (``make_outer_step`` on first use; a learner that wraps this one may set its own first)."""
+        if self._outer is None:
+            self._outer = self.make_outer_step()
+        return self._outer
+
+    @outer.setter
+    def outer(self, value: OuterStep) -> None:
+        self._outer = value
+
+    @property
+    def iteration(self) -> int:
+        """Meta-iterations done (kept by the outer step, saved with it)."""
+        return self.outer.iteration
+
+    @iteration.setter
+    def iteration(self, value: int) -> None:
+        self.outer.iteration = value
+
+    @property
+    def meta_batch(self) -> int:
+        """Tasks (or pooled examples) per meta-step: the ``meta_batch`` hyperparameter (1 where none is declared)."""
+        return int(self.hparams.get("meta_batch", 1))
+
+    def compile(self) -> None:
+        """Compile the meta-step (only where ``compilable``)."""
+        raise NotImplementedError(f"{self.name} has no compiled meta-step")
 
     @classmethod
     def unfit_for(cls, family: str, options: Any) -> str | None:
@@ -156,12 +199,6 @@ class MetaLearner(ABC):
     def predict(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
         """Query predictions ``[tasks, queries, ...]`` after adapting to each task's support set."""
 
-    def evaluate(self, batch: TaskBatch, steps: int | None = None) -> dict[str, Tensor]:
-        """Per-task query loss ``[tasks]`` (and accuracy, for classifiers) after adaptation."""
-        predictions = self.predict(batch, steps)
-        metrics = CLASSIFICATION if self.task_kind == "classification" else REGRESSION
-        return {metric.name: metric.per_task(predictions, batch.query_y) for metric in metrics}
-
     def learned_hyperparameters(self) -> dict[str, float]:
         """Hyperparameters the learner tunes itself as it trains, for logging (none by default)."""
         return {}
@@ -175,18 +212,12 @@ class MetaLearner(ABC):
         """Every tensor the outer loop learns."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Meta-parameters, the outer optimizer's and schedule's state, and the iteration count."""
-        state = {
-            "meta_parameters": {k: v.detach().clone() for k, v in self.meta_parameters().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "iteration": self.iteration,
-        }
-        if self.scheduler is not None:
-            state["scheduler"] = self.scheduler.state_dict()
-        return state
+        """Meta-parameters, the outer step's state (optimizer, schedule, iteration count)."""
+        return {"meta_parameters": {k: v.detach().clone() for k, v in self.meta_parameters().items()},
+                **self.outer.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore meta-parameters (and the optimizer, schedule and iteration count, when present)."""
+        """Restore meta-parameters (and the outer step's state, when present)."""
         current = self.meta_parameters()
         missing = sorted(set(current) - set(state["meta_parameters"]))
         if missing:
@@ -194,8 +225,4 @@ class MetaLearner(ABC):
         with torch.no_grad():
             for name, value in state["meta_parameters"].items():
                 current[name].copy_(value)
-        if "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and "scheduler" in state:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.iteration = int(state.get("iteration", 0))
+        self.outer.load_state_dict(state)

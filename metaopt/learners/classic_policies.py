@@ -35,7 +35,6 @@ class ClassicPolicy(MetaLearner):
     def __init__(self, backbone: nn.Module, hparams: dict[str, Any] | None = None, *, task_kind: str = "rl",
                  max_iterations: int | None = None, n_way: int | None = None) -> None:
         super().__init__(backbone, hparams, task_kind=task_kind, max_iterations=max_iterations, n_way=n_way)
-        self.optimizer = torch.optim.SGD(backbone.parameters(), lr=0.0)
 
     @classmethod
     def build_network(cls, backbone: dict[str, Any], *, input_shape: tuple[int, ...], output_size: int,
@@ -51,7 +50,7 @@ class ClassicPolicy(MetaLearner):
 
     def meta_step(self, batch: Any) -> dict[str, Tensor]:  # type: ignore[override]
         """Nothing to learn."""
-        self.iteration += 1
+        self.outer.advance()
         return {"loss": torch.zeros(())}
 
     rule: ClassVar[bandits.Policy | None] = None  # a policy without settings; else ``policy`` builds one

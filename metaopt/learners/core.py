@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from torch.func import functional_call, grad, vmap
 from torch.utils import _pytree as pytree
 
 from metaopt.learners.core_types import LearningRate, LossFn, Params
-from metaopt.learners.inner_optimizers import SGD, InnerOptimizer
+from metaopt.learners.transforms import SGD, GradientTransform
 from metaopt.tasks.base import TaskBatch
 
 def policy_gradient_loss(logits: Tensor, taken: Tensor) -> Tensor:
@@ -86,25 +87,42 @@ def map_tasks(fn: Callable[..., object], *args: object, loop: bool = False,
 
 
 @dataclass(frozen=True)
-class InnerLoop:
-    """How one task adapts: the step sizes, which parameters move, the gradient transform, the optimizer.
+class Step:
+    """One inner step's values: its learning rate, and what it sets.
 
-    ``len(lrs)`` steps. Second order by default: the result is differentiable with
-    respect to the parameters, tensor learning rates, preconditioner factors and
-    optimizer state through the inner gradients; ``first_order`` treats the inner
-    gradients as constants.
+    ``then``: non-adapting parameters that take these values after this step, in the next
+    step's forward and in the result (MAML++'s per-step batch-norm weights); None: none.
     """
 
-    lrs: Sequence[LearningRate]
+    lr: LearningRate
+    then: Params | None = None
+
+
+@dataclass(frozen=True)
+class InnerLoop:
+    """How one task adapts: its steps' values, which parameters move, and the chain of gradient transforms.
+
+    ``len(steps)`` steps of ``p - lr * transform(grad)``. Second order by default: the
+    result is differentiable with respect to the parameters, tensor learning rates,
+    learned transforms (a decay, a preconditioner) and optimizer state through the inner
+    gradients; ``first_order`` treats the inner gradients as constants.
+    """
+
+    steps: Sequence[Step]
+    transform: GradientTransform = SGD()
     first_order: bool = False
     adapt: frozenset[str] | None = None  # None: every parameter adapts (ANIL: only the head)
-    precondition: Callable[[Params], Params] | None = None  # Meta-Curvature
-    optimizer: InnerOptimizer = SGD()
-    weight_decay: LearningRate | None = None  # L2 on the adapting parameters: grad + wd * p (a tensor is learnable)
-    # MAML++'s per-step batch-norm weights: after step t the non-adapting parameters in after_step[t] (the
-    # last entry for later steps) replace the network's, in the next step's forward and in the result.
-    after_step: Sequence[Params] = ()
     loop_tasks: bool = False  # a meta-batch's tasks one after another instead of vmapped (``map_tasks``)
+
+    @classmethod
+    def repeat(cls, lr: LearningRate, steps: int, **options: Any) -> InnerLoop:
+        """``steps`` steps at one learning rate."""
+        return cls(steps=[Step(lr)] * steps, **options)
+
+    @property
+    def lrs(self) -> list[LearningRate]:
+        """Each step's learning rate."""
+        return [step.lr for step in self.steps]
 
     def trajectory(self, loss: LossFn, params: Params, x: Tensor, y: Tensor) -> list[Params]:
         """The full parameters after each inner step on ``(x, y)``."""
@@ -112,28 +130,23 @@ class InnerLoop:
 
     def run(self, loss: LossFn, params: Params, x: Tensor, y: Tensor) -> Params:
         """The adapted parameters (after the last step); a long loop keeps only the latest step's."""
-        return self._loop(loss, params, x, y, keep_all=False)[-1] if self.lrs else dict(params)
+        return self._loop(loss, params, x, y, keep_all=False)[-1] if self.steps else dict(params)
 
     def _loop(self, loss: LossFn, params: Params, x: Tensor, y: Tensor, *, keep_all: bool) -> list[Params]:
         fixed = {} if self.adapt is None else {k: v for k, v in params.items() if k not in self.adapt}
         fast = dict(params) if self.adapt is None else {k: params[k] for k in self.adapt}
         grad_fn = grad(lambda f, c, xs, ys: loss({**c, **f}, xs, ys))
-        state = self.optimizer.init(fast)
-        steps: list[Params] = []
-        for t, lr in enumerate(self.lrs):
+        state = self.transform.init(fast)
+        out: list[Params] = []
+        for t, step in enumerate(self.steps):
             grads = grad_fn(detach(fast) if self.first_order else fast, fixed, x, y)
-            if self.weight_decay is not None:
-                wd = self.weight_decay
-                grads = {k: g + (wd[k] if isinstance(wd, Mapping) else wd) * fast[k] for k, g in grads.items()}
-            if self.precondition is not None:
-                grads = self.precondition(grads)
-            direction, state = self.optimizer.update(grads, state, t)
-            fast = sgd_step(fast, direction, lr)
-            if self.after_step:
-                fixed = {**fixed, **self.after_step[min(t, len(self.after_step) - 1)]}
-            if keep_all or t == len(self.lrs) - 1:
-                steps.append({**fixed, **fast})
-        return steps
+            direction, state = self.transform.update(grads, state, fast, t)
+            fast = sgd_step(fast, direction, step.lr)
+            if step.then:
+                fixed = {**fixed, **step.then}
+            if keep_all or t == len(self.steps) - 1:
+                out.append({**fixed, **fast})
+        return out
 
 
 def adapt_batch(loss: LossFn, params: Params, support_x: Tensor, support_y: Tensor, inner: InnerLoop, *,
@@ -173,6 +186,25 @@ def batched_forward(model: nn.Module, params: Params, x: Tensor, *, loop: bool =
     """Per-task outputs ``[tasks, n, ...]`` of per-task ``params`` on ``x [tasks, n, ...]``."""
     buffers = dict(model.named_buffers())
     return map_tasks(lambda p, xi: functional_call(model, (p, buffers), (xi,)), params, x, loop=loop)
+
+
+def task_by_task_gradient(loss_of: Callable[[TaskBatch], Tensor], batch: TaskBatch,
+                          params: Params) -> tuple[dict[str, Tensor | None], Tensor]:
+    """The gradient of the batch's mean loss, ``loss_of`` one task at a time, and that mean loss.
+
+    The mean over tasks is the mean of the tasks' losses, so each task is differentiated on
+    its own and the gradients summed: memory holds one task's graph, not the meta-batch's.
+    A parameter no loss reaches gets None (as ``.grad`` would be).
+    """
+    total = torch.zeros((), device=next(iter(params.values())).device)
+    summed: list[Tensor | None] | None = None
+    for t in range(batch.num_tasks):
+        loss = loss_of(batch.slice(t, t + 1)) / batch.num_tasks
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        summed = list(grads) if summed is None else [b if a is None else a if b is None else a + b
+                                                     for a, b in zip(summed, grads)]
+        total = total + loss.detach()
+    return dict(zip(params, summed or [])), total
 
 
 def loops_tasks(model: nn.Module, device: torch.device, *, second_order: bool = False) -> bool:

@@ -1,16 +1,18 @@
-"""What every gradient-based learner shares: meta-parameters, the outer optimizer, adaptation and evaluation.
+"""What every gradient-based learner shares: meta-parameters, the inner loop it composes, adaptation and evaluation.
 
-A subclass says only what differs: which parameters adapt (``adapted_names``),
-the learning rate of each inner step (``inner_lrs``), how the inner gradient is
-preconditioned (``preconditioner``), any extra learned tensors (``make_extras``),
-and which losses the outer step sums (``meta_loss``). These read the
-meta-parameters from the ``meta`` dict they are given, never from ``self``, so the
-whole meta-gradient is a pure function that ``torch.compile`` can take whole.
+A subclass says only what differs: which parameters adapt (``adapted_names``), the
+values of each inner step (``inner_schedule``: learning rates, per-step parameters),
+the chain of gradient transforms of the inner loop (``inner_transform``: the
+optimizer, a preconditioner), any extra learned tensors (``make_extras``) and which
+losses the outer step sums (``meta_loss``). These read the meta-parameters from the
+``meta`` dict they are given, never from ``self``, so the whole meta-gradient is a
+pure function that ``torch.compile`` can take whole. A learner that wraps this one (the
+hypergradient learner) edits its inner loop through ``inner_edits``; the outer step
+(optimizer, clipping, schedule) is the learner's ``OuterStep``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -21,17 +23,18 @@ from torch.func import functional_call
 from metaopt.learners.base import POSITIVE_FLOAT, HParam, MetaLearner
 from metaopt.learners.core import (
     InnerLoop,
-    LearningRate,
     Params,
+    Step,
     adapt_batch,
     adapted_query_losses,
     batched_forward,
-    batched_loss,
     detach,
     loops_tasks,
     make_loss,
+    task_by_task_gradient,
 )
-from metaopt.learners.inner_optimizers import INNER_OPTIMIZERS, Adam, InnerOptimizer
+from metaopt.learners.outer import OUTER_HPARAMS, OuterStep, Schedule
+from metaopt.learners.transforms import INNER_OPTIMIZERS, Adam, GradientTransform
 from metaopt.tasks.base import TaskBatch
 
 GRADIENT_HPARAMS: dict[str, HParam] = {
@@ -39,16 +42,17 @@ GRADIENT_HPARAMS: dict[str, HParam] = {
     "inner_steps": HParam(type=int, default=1, minimum=1, help="inner-loop steps per task"),
     "test_steps": HParam(type=int, default=None, minimum=1, help="inner steps when adapting at test (default: inner_steps)"),
     "inner_optimizer": HParam(type=str, default="sgd", choices=tuple(INNER_OPTIMIZERS), help="differentiable inner optimizer"),
-    "outer_lr": HParam(default=0.001, help="outer (meta) optimizer learning rate", **POSITIVE_FLOAT),
+    **OUTER_HPARAMS,
     "meta_batch": HParam(type=int, default=25, minimum=1, help="tasks per meta-batch"),
-    "max_grad_norm": HParam(default=math.inf, help="clip the meta-gradient to this norm (inf: no clipping)",
-                            **POSITIVE_FLOAT),
     # Task-aware fine-tuning: at test, after the learner's own adaptation, more steps on the support set.
     "ft_steps": HParam(type=int, default=0, minimum=0, help="task-aware fine-tuning: Adam steps on the support set "
                        "after adaptation, at test only (0: none)"),
     "ft_lr": HParam(default=0.001, help="task-aware fine-tuning step size", **POSITIVE_FLOAT),
     "ft_layers": HParam(type=str, default="all", choices=("all", "head"), help="what task-aware fine-tuning trains"),
 }
+
+# An edit of a learner's inner loop by a learner that wraps it: (loop, meta-parameters) -> loop.
+InnerEdit = Callable[[InnerLoop, Params], InnerLoop]
 
 
 class AdaptedModel:
@@ -69,7 +73,9 @@ class GradientLearner(MetaLearner):
 
     hyperparameters: ClassVar[dict[str, HParam]] = GRADIENT_HPARAMS
     task_kinds: ClassVar[tuple[str, ...]] = ("regression", "classification", "rating")
+    compilable: ClassVar[bool] = True
     first_order: ClassVar[bool] = False
+    outer_optimizer: ClassVar[str] = "adam"  # of the outer step (Reptile: plain SGD)
     # How a meta-batch's tasks are mapped: "auto" (a loop for convolutions on the CPU, else vmap), "vmap", "loop".
     task_mapping: str = "auto"
 
@@ -87,9 +93,7 @@ class GradientLearner(MetaLearner):
         self.params: Params = dict(backbone.named_parameters())
         self.extras: dict[str, nn.Parameter] = self.make_extras()
         self.loss = make_loss(backbone, task_kind)
-        self.inner_optimizer: InnerOptimizer = INNER_OPTIMIZERS[self.hparams.get("inner_optimizer", "sgd")]()
-        self.optimizer = self.make_optimizer()
-        self.scheduler = self.make_scheduler()
+        self.inner_edits: list[InnerEdit] = []
         self.compiled = None
         if compile:
             self.compile()
@@ -107,36 +111,29 @@ class GradientLearner(MetaLearner):
         """Learned tensors besides the network's parameters (learning rates, preconditioners)."""
         return {}
 
-    def make_optimizer(self) -> torch.optim.Optimizer:
-        """The outer optimizer over every meta-parameter (Adam by default)."""
-        return torch.optim.Adam(self.meta_parameters().values(), lr=self.hparams["outer_lr"])
+    def make_outer_step(self) -> OuterStep:
+        """``outer_optimizer`` over every meta-parameter at ``outer_lr``, clipped to ``max_grad_norm``, on its schedule."""
+        if not self.trains:
+            return super().make_outer_step()
+        return OuterStep(self.meta_parameters(), lr=self.hparams["outer_lr"], optimizer=self.outer_optimizer,
+                         max_grad_norm=self.hparams["max_grad_norm"], schedule=self.outer_schedule())
 
-    def make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
-        """A schedule of the outer learning rate, stepped after every meta-step (None: constant)."""
-        return None
+    def outer_schedule(self) -> Schedule | None:
+        """The outer learning-rate schedule over the budget (``outer_schedule``; None: constant)."""
+        return Schedule.of(self.hparams.get("outer_schedule", "constant"), self.max_iterations,
+                           self.hparams.get("min_outer_lr", 0.0))
 
     def adapted_names(self) -> frozenset[str] | None:
         """Parameters the inner loop adapts (None: all of them)."""
         return None
 
-    def inner_lrs(self, meta: Params, steps: int | None = None) -> Sequence[LearningRate]:
-        """The learning rate of each inner step."""
-        return [self.hparams["inner_lr"]] * self.steps(steps)
+    def inner_schedule(self, meta: Params, steps: int | None = None) -> Sequence[Step]:
+        """Each inner step's values: ``inner_lr`` at every step."""
+        return [Step(self.hparams["inner_lr"])] * self.steps(steps)
 
-    def preconditioner(self, meta: Params) -> Callable[[Params], Params] | None:
-        """A transform of the inner gradient (None: the identity)."""
-        return None
-
-    def before_outer_step(self) -> None:
-        """Called with the meta-gradients in ``.grad``, before the outer optimizer steps (Adam-HD's hook)."""
-
-    def after_step_parameters(self, meta: Params) -> Sequence[Params]:
-        """Non-adapting parameters that replace the network's after each inner step (MAML++'s BNWB; none here)."""
-        return ()
-
-    def inner_weight_decay(self, meta: Params) -> LearningRate | None:
-        """L2 weight decay of the inner loop (None: none)."""
-        return None
+    def inner_transform(self, meta: Params) -> GradientTransform:
+        """The inner loop's chain of gradient transforms: the ``inner_optimizer``."""
+        return INNER_OPTIMIZERS[self.hparams.get("inner_optimizer", "sgd")]()
 
     def loss_inputs(self) -> dict[str, Tensor]:
         """Tensors the meta-loss needs besides the meta-parameters and the batch (MAML++'s step weights)."""
@@ -181,19 +178,14 @@ class GradientLearner(MetaLearner):
     def inner_loop(
         self, meta: Params | None = None, *, steps: int | None = None, first_order: bool | None = None
     ) -> InnerLoop:
-        """This learner's inner loop, reading learned rates and preconditioners from ``meta``."""
+        """This learner's inner loop, reading learned rates and transforms from ``meta`` (then any wrapper's edits)."""
         meta = self.meta_parameters() if meta is None else meta
         first_order = self.first_order if first_order is None else first_order
-        return InnerLoop(
-            lrs=self.inner_lrs(meta, steps),
-            first_order=first_order,
-            adapt=self.adapted_names(),
-            precondition=self.preconditioner(meta),
-            optimizer=self.inner_optimizer,
-            weight_decay=self.inner_weight_decay(meta),
-            after_step=self.after_step_parameters(meta),
-            loop_tasks=self.loops_tasks(first_order),
-        )
+        loop = InnerLoop(steps=self.inner_schedule(meta, steps), transform=self.inner_transform(meta),
+                         first_order=first_order, adapt=self.adapted_names(), loop_tasks=self.loops_tasks(first_order))
+        for edit in self.inner_edits:
+            loop = edit(loop, meta)
+        return loop
 
     def fine_tune_loop(self) -> InnerLoop | None:
         """Task-aware fine-tuning after adaptation (``ft_steps`` Adam steps at ``ft_lr``), or None."""
@@ -201,7 +193,7 @@ class GradientLearner(MetaLearner):
         if not steps:
             return None
         adapt = head_names(self.backbone) if self.hparams["ft_layers"] == "head" else None
-        return InnerLoop(lrs=[self.hparams["ft_lr"]] * steps, first_order=True, adapt=adapt, optimizer=Adam())
+        return InnerLoop.repeat(self.hparams["ft_lr"], steps, first_order=True, adapt=adapt, transform=Adam())
 
     def adapt_batch(self, batch: TaskBatch, *, first_order: bool, steps: int | None = None) -> Params:
         """Per-task adapted parameters ``{name: [tasks, ...]}`` from the support sets."""
@@ -211,20 +203,13 @@ class GradientLearner(MetaLearner):
     def eager_meta_gradient(self, meta: Params, batch: TaskBatch, inputs: dict[str, Tensor]) -> tuple[Params, Tensor]:
         """The meta-gradient by ordinary backpropagation (faster than ``meta_gradient`` when not compiled).
 
-        Where the tasks run as a loop, one task is differentiated at a time and the gradients
-        summed (the meta-loss is a mean over tasks): memory then holds one task's graph, not
-        the meta-batch's.
+        Where the tasks run as a loop, one task is differentiated at a time (``task_by_task_gradient``):
+        memory then holds one task's graph, not the meta-batch's.
         """
         if batch.num_tasks == 1 or not self.inner_loop(meta).loop_tasks:
             loss = self.meta_loss(batch, meta, inputs)
             return dict(zip(meta, torch.autograd.grad(loss, list(meta.values())))), loss
-        total, summed = torch.zeros((), device=self.device), None
-        for t in range(batch.num_tasks):
-            loss = self.meta_loss(batch.slice(t, t + 1), meta, inputs) / batch.num_tasks
-            grads = torch.autograd.grad(loss, list(meta.values()))
-            summed = list(grads) if summed is None else [a + b for a, b in zip(summed, grads)]
-            total = total + loss.detach()
-        return dict(zip(meta, summed)), total
+        return task_by_task_gradient(lambda one: self.meta_loss(one, meta, inputs), batch, meta)  # type: ignore[return-value]
 
     def compile(self) -> None:
         """Compile the meta-gradient with ``torch.compile`` (one graph per batch shape and schedule phase).
@@ -239,21 +224,13 @@ class GradientLearner(MetaLearner):
         return self.meta_gradient(meta, TaskBatch(sx, sy, qx, qy), inputs)
 
     def meta_step(self, batch: TaskBatch) -> dict[str, Tensor]:
-        """One outer optimizer step on the meta-gradient of ``batch``."""
+        """One outer step on the meta-gradient of ``batch``."""
         meta, inputs = self.meta_parameters(), self.loss_inputs()
         if self.compiled is not None:
             grads, loss = self.compiled(detach(meta), batch.support_x, batch.support_y, batch.query_x, batch.query_y, inputs)
         else:
             grads, loss = self.eager_meta_gradient(meta, batch, inputs)
-        for name, p in meta.items():
-            p.grad = grads[name]
-        if math.isfinite(self.hparams["max_grad_norm"]):
-            torch.nn.utils.clip_grad_norm_(list(meta.values()), self.hparams["max_grad_norm"])
-        self.before_outer_step()
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
-        self.iteration += 1
+        self.outer.step(grads=grads)
         return {"loss": loss.detach()}
 
     def predict(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
@@ -264,15 +241,6 @@ class GradientLearner(MetaLearner):
             adapted = adapt_batch(self.loss, detach(self.params), batch.support_x, batch.support_y, inner,
                                   then=self.fine_tune_loop())
             return batched_forward(self.backbone, adapted, batch.query_x, loop=inner.loop_tasks)
-
-    def evaluate(self, batch: TaskBatch, steps: int | None = None) -> dict[str, Tensor]:
-        """Per-task query loss (and accuracy) after adaptation, and the query loss before it (``loss_before``)."""
-        metrics = super().evaluate(batch, steps)
-        with torch.no_grad():
-            params = detach(self.params)
-            metrics["loss_before"] = batched_loss(self.loss, params, batch.query_x, batch.query_y, params_batched=False,
-                                                  loop=self.loops_tasks())
-        return metrics
 
     def adapt(self, support_x: Tensor, support_y: Tensor, steps: int | None = None) -> AdaptedModel:
         """Fine-tune a copy of the meta-parameters on one task's support set (``steps``: default ``test_steps``)."""

@@ -14,7 +14,6 @@ sees, without a memory across steps): what it knows of the task comes from the i
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import torch
@@ -129,12 +128,7 @@ class PolicyGradientMAML(GradientLearner):
             loss = batched_loss(self.loss, adapted, o2, taken).mean()
         else:
             loss = batched_loss(self.loss, adapted, o2, taken, params_batched=False).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if math.isfinite(self.hparams["max_grad_norm"]):
-            torch.nn.utils.clip_grad_norm_(list(meta.values()), self.hparams["max_grad_norm"])
-        self.optimizer.step()
-        self.iteration += 1
+        self.outer.step(loss=loss)
         return {"loss": -torch.cat([r1, r2], 1).sum(1).mean().detach()}
 
     def act(self, history: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -10,7 +10,7 @@ On top of MAML:
 - DA: derivative-order annealing, first order for the first ``first_order_until``
   fraction of training, second order after.
 - CA: cosine annealing of the outer learning rate over the training budget, down
-  to ``min_outer_lr``.
+  to ``min_outer_lr`` (the outer step's ``outer_schedule``, cosine by default here).
 - BNWB / BNRS: per-step batch-norm weights and biases. After inner step t the
   network's batch-norm affine parameters are beta[name][t] (step 0 uses the
   network's own); they are meta-learned and not adapted in the inner loop, as in
@@ -29,40 +29,38 @@ import torch
 from torch import Tensor, nn
 
 from metaopt.learners.base import POSITIVE_FLOAT, HParam
-from metaopt.learners.core import LearningRate, Params, adapted_query_losses
+from metaopt.learners.outer import OUTER_HPARAMS
+from metaopt.learners.core import Params, Step, adapted_query_losses
 from metaopt.learners.gradient import GRADIENT_HPARAMS, GradientLearner
 from metaopt.tasks.base import TaskBatch
 
 FRACTION = dict(type=float, minimum=0.0, maximum=1.0)
 
 
+MAMLPP_HPARAMS: dict[str, HParam] = {
+    **GRADIENT_HPARAMS,
+    "inner_steps": HParam(type=int, default=5, minimum=1, help="inner-loop steps per task"),
+    "learn_lrs": HParam(type=bool, default=True, help="LSLR: learn per-layer, per-step inner learning rates"),
+    "msl": HParam(type=bool, default=True, help="multi-step loss"),
+    "msl_anneal": HParam(default=0.1, help="fraction of training over which MSL anneals", **FRACTION),
+    "first_order_until": HParam(default=0.3, help="fraction of training run first order (DA)", **FRACTION),
+    "outer_schedule": HParam(type=str, default="cosine", choices=OUTER_HPARAMS["outer_schedule"].choices,
+                             help="outer learning-rate schedule (CA: cosine down to min_outer_lr)"),
+    "min_outer_lr": HParam(default=1e-5, help="floor of the cosine outer schedule", **POSITIVE_FLOAT),
+    "per_step_bn": HParam(type=bool, default=True, help="BNWB: per-step batch-norm weights and biases",
+                         legacy=False),
+}
+
+
 class MAMLPlusPlus(GradientLearner):
     """MAML with LSLR, the multi-step loss, derivative-order annealing and a cosine outer schedule."""
 
     name = "mamlpp"
-    hyperparameters = {
-        **GRADIENT_HPARAMS,
-        "inner_steps": HParam(type=int, default=5, minimum=1, help="inner-loop steps per task"),
-        "learn_lrs": HParam(type=bool, default=True, help="LSLR: learn per-layer, per-step inner learning rates"),
-        "msl": HParam(type=bool, default=True, help="multi-step loss"),
-        "msl_anneal": HParam(default=0.1, help="fraction of training over which MSL anneals", **FRACTION),
-        "first_order_until": HParam(default=0.3, help="fraction of training run first order (DA)", **FRACTION),
-        "min_outer_lr": HParam(default=1e-5, help="floor of the cosine outer schedule", **POSITIVE_FLOAT),
-        "per_step_bn": HParam(type=bool, default=True, help="BNWB: per-step batch-norm weights and biases",
-                             legacy=False),
-    }
-
-    def make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
-        """Cosine annealing of the outer learning rate over the budget (CA)."""
-        if not self.max_iterations:
-            return None
-        return torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=self.max_iterations, eta_min=self.hparams["min_outer_lr"]
-        )
+    hyperparameters = MAMLPP_HPARAMS
 
     def per_step_bn_names(self) -> list[str]:
         """The batch-norm weights and biases that are per step (none without BNWB or batch norm)."""
-        if not self.hparams.get("per_step_bn"):
+        if not self.hparams["per_step_bn"]:
             return []
         return [f"{module_name}.{name}" if module_name else name
                 for module_name, module in self.backbone.named_modules()
@@ -85,19 +83,18 @@ class MAMLPlusPlus(GradientLearner):
                            for name, p in self.params.items() if adapted is None or name in adapted})
         return extras
 
-    def inner_lrs(self, meta: Params, steps: int | None = None) -> Sequence[LearningRate]:
-        """Step t uses alpha[:, t]; steps beyond those trained reuse the last step's rates."""
-        if not self.hparams["learn_lrs"]:
-            return super().inner_lrs(meta, steps)
-        trained = self.hparams["inner_steps"]
-        names = [name.removeprefix("lslr:") for name in meta if name.startswith("lslr:")]
-        return [{name: meta[f"lslr:{name}"][min(t, trained - 1)] for name in names} for t in range(self.steps(steps))]
+    def inner_schedule(self, meta: Params, steps: int | None = None) -> Sequence[Step]:
+        """Step t uses alpha[:, t] (LSLR) and sets the batch-norm weights to beta[t] (BNWB); steps beyond those
+        trained reuse the last trained step's values."""
+        trained, bn = self.hparams["inner_steps"], self.per_step_bn_names()
+        lslr = [name.removeprefix("lslr:") for name in meta if name.startswith("lslr:")]
 
-    def after_step_parameters(self, meta: Params) -> Sequence[Params]:
-        """BNWB: the batch-norm weights and biases after each trained step (later steps reuse the last)."""
-        names = self.per_step_bn_names()
-        return [{name: meta[f"bnws:{name}"][t] for name in names}
-                for t in range(self.hparams["inner_steps"])] if names else ()
+        def step(t: int) -> Step:
+            t = min(t, trained - 1)
+            lr = {name: meta[f"lslr:{name}"][t] for name in lslr} if self.hparams["learn_lrs"] else self.hparams["inner_lr"]
+            return Step(lr, {name: meta[f"bnws:{name}"][t] for name in bn} if bn else None)
+
+        return [step(t) for t in range(self.steps(steps))]
 
     @property
     def progress(self) -> float | None:

@@ -14,14 +14,13 @@ Two forms of M, per parameter tensor:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
 from metaopt.learners.base import HParam
 from metaopt.learners.core import Params
 from metaopt.learners.gradient import GRADIENT_HPARAMS, GradientLearner
+from metaopt.learners.transforms import GradientTransform, Precondition, chain
 
 
 class MetaCurvature(GradientLearner):
@@ -53,8 +52,12 @@ class MetaCurvature(GradientLearner):
                 extras[f"mc_v:{name}"] = nn.Parameter(torch.zeros_like(u, device=p.device))
         return extras
 
-    def preconditioner(self, meta: Params) -> Callable[[Params], Params]:
-        """M applied to each parameter's gradient."""
+    def inner_transform(self, meta: Params) -> GradientTransform:
+        """M applied to each parameter's gradient, then the inner optimizer."""
+        return chain(Precondition(self.preconditioner(meta)), super().inner_transform(meta))
+
+    def preconditioner(self, meta: Params):  # noqa: ANN201 - Callable[[Params], Params]
+        """M as a function of the gradients."""
         extras = meta
         if self.hparams["curvature"] == "kronecker":
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from metaopt.learners.core import LearningRate, Params
+from metaopt.learners.core import Params, Step
 from metaopt.learners.gradient import GradientLearner
 
 LR_PREFIX = "lr:"
@@ -31,7 +31,7 @@ class MetaSGD(GradientLearner):
             for name, p in self.params.items()
         }
 
-    def inner_lrs(self, meta: Params, steps: int | None = None) -> Sequence[LearningRate]:
+    def inner_schedule(self, meta: Params, steps: int | None = None) -> Sequence[Step]:
         """The same learned alpha at every step."""
         alpha = {name: meta[LR_PREFIX + name] for name in self.params}
-        return [alpha] * self.steps(steps)
+        return [Step(alpha)] * self.steps(steps)

@@ -22,15 +22,16 @@ from metaopt.learners.base import POSITIVE_FLOAT, HParam
 from metaopt.learners.core import (
     TASK_LOSSES,
     InnerLoop,
-    LearningRate,
     Params,
+    Step,
     adapt_batch,
     batched_forward,
     detach,
     make_loss,
 )
 from metaopt.learners.gradient import AdaptedModel, GradientLearner
-from metaopt.learners.inner_optimizers import INNER_OPTIMIZERS
+from metaopt.learners.outer import OUTER_HPARAMS
+from metaopt.learners.transforms import INNER_OPTIMIZERS, GradientTransform
 from metaopt.tasks.base import PooledBatch, TaskBatch
 
 COSINE_SCALE = 10.0  # Baseline++'s temperature: cosine similarities in [-1, 1] times this are the logits
@@ -73,6 +74,7 @@ class Pretrain(GradientLearner):
     baseline: ClassVar[bool] = True
     compilable: ClassVar[bool] = False
     hyperparameters: ClassVar[dict[str, HParam]] = {
+        **OUTER_HPARAMS,
         "outer_lr": HParam(default=0.001, help="Adam learning rate of pre-training", **POSITIVE_FLOAT),
         "meta_batch": HParam(type=int, default=64, minimum=1, help="pooled examples per pre-training step"),
         "fine_tune": HParam(type=str, default="head", choices=("head", "all"), help="what fine-tuning trains"),
@@ -86,7 +88,6 @@ class Pretrain(GradientLearner):
     def __init__(self, backbone: nn.Module, hparams: dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.pooled_head: nn.Module | None = None  # over every training class, made on the first pooled batch
         super().__init__(backbone, hparams, **kwargs)
-        self.inner_optimizer = INNER_OPTIMIZERS[self.hparams["adapt_optimizer"]]()
         self.criterion = TASK_LOSSES[self.task_kind]
 
     @classmethod
@@ -109,9 +110,10 @@ class Pretrain(GradientLearner):
         return {**self.params, **self.extras, **pooled}
 
     def _make_pooled_head(self, classes: int) -> None:
+        outer = self.outer  # made over the network first: the head joins it as a group of its own
         features = self.backbone.head.weight.shape[1]
         self.pooled_head = make_head(self.hparams["head"], features, classes).to(self.device)
-        self.optimizer.add_param_group({"params": list(self.pooled_head.parameters())})
+        outer.add({f"pooled_head.{k}": v for k, v in self.pooled_head.named_parameters()})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """As for every learner; a pooled head in the state is made first, so the optimizer's state fits."""
@@ -127,10 +129,7 @@ class Pretrain(GradientLearner):
         features = self.backbone.body(batch.x)
         head = self.backbone.head if batch.classes is None else self.pooled_head
         loss = self.criterion(head(features), batch.y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.iteration += 1
+        self.outer.step(loss=loss)
         return {"loss": loss.detach()}
 
     # -- fine-tuning on a task: the inner loop of the shared core --------------------
@@ -146,15 +145,19 @@ class Pretrain(GradientLearner):
 
     test_steps = steps
 
-    def inner_lrs(self, meta: Params, steps: int | None = None) -> Sequence[LearningRate]:
+    def inner_schedule(self, meta: Params, steps: int | None = None) -> Sequence[Step]:
         """``adapt_lr`` at every step."""
-        return [self.hparams["adapt_lr"]] * self.steps(steps)
+        return [Step(self.hparams["adapt_lr"])] * self.steps(steps)
+
+    def inner_transform(self, meta: Params) -> GradientTransform:
+        """Fine-tuning's ``adapt_optimizer``."""
+        return INNER_OPTIMIZERS[self.hparams["adapt_optimizer"]]()
 
     # With the body frozen, its features are computed once per task, not at every fine-tuning step.
     def _head_only(self, steps: int | None) -> tuple[Params, InnerLoop]:
         head = {k.removeprefix("head."): v.detach() for k, v in self.params.items() if k.startswith("head.")}
-        inner = InnerLoop(lrs=self.inner_lrs({}, self.test_steps(steps)), first_order=True,
-                          optimizer=self.inner_optimizer)
+        inner = InnerLoop(steps=self.inner_schedule({}, self.test_steps(steps)), first_order=True,
+                          transform=self.inner_transform({}))
         return head, inner
 
     def predict(self, batch: TaskBatch, steps: int | None = None) -> Tensor:

@@ -32,10 +32,6 @@ class RatingMean(MetaLearner):
         "meta_batch": HParam(type=int, default=10**7, minimum=1, help="training ratings the means are taken over"),
     }
 
-    def __init__(self, backbone: nn.Module, hparams: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(backbone, hparams, **kwargs)
-        self.optimizer = torch.optim.SGD(backbone.parameters(), lr=0.0)
-
     @classmethod
     def build_network(cls, backbone: dict[str, Any], *, input_shape: tuple[int, ...], output_size: int,
                       hparams: dict[str, Any]) -> nn.Module:
@@ -64,7 +60,7 @@ class RatingMean(MetaLearner):
         self.backbone.global_mean = ratings.mean()
         self.backbone.item_sum = torch.zeros(size, device=ratings.device).index_add_(0, items, ratings)
         self.backbone.item_count = torch.zeros(size, device=ratings.device).index_add_(0, items, torch.ones_like(ratings))
-        self.iteration += 1
+        self.outer.advance()
         return {"loss": torch.zeros((), device=ratings.device)}
 
     def means(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:

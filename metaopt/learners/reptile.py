@@ -20,6 +20,7 @@ from torch import Tensor
 from metaopt.learners.base import POSITIVE_FLOAT, HParam
 from metaopt.learners.core import Params, adapt_batch, batched_loss, detach
 from metaopt.learners.gradient import GRADIENT_HPARAMS, GradientLearner
+from metaopt.learners.outer import Schedule
 from metaopt.tasks.base import TaskBatch
 
 
@@ -29,23 +30,18 @@ class Reptile(GradientLearner):
     name = "reptile"
     first_order = True
     hyperparameters = {
-        **GRADIENT_HPARAMS,
+        **{k: v for k, v in GRADIENT_HPARAMS.items() if k not in ("outer_schedule", "min_outer_lr")},
         "inner_lr": HParam(default=0.01, help="inner-loop step size", **POSITIVE_FLOAT),
         "inner_steps": HParam(type=int, default=5, minimum=1, help="inner-loop steps per task"),
         "outer_lr": HParam(default=0.1, help="meta step size epsilon", **POSITIVE_FLOAT),
         "anneal": HParam(type=bool, default=True, help="anneal epsilon linearly to 0 over the budget"),
     }
 
-    def make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
-        """epsilon * (1 - iteration / budget)."""
-        if not (self.hparams["anneal"] and self.max_iterations):
-            return None
-        total = self.max_iterations
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: max(0.0, 1 - it / total))
+    outer_optimizer = "sgd"  # plain SGD, so that the outer step is Reptile's interpolation
 
-    def make_optimizer(self) -> torch.optim.Optimizer:
-        """Plain SGD, so that the outer step is Reptile's interpolation."""
-        return torch.optim.SGD(self.meta_parameters().values(), lr=self.hparams["outer_lr"])
+    def outer_schedule(self) -> Schedule | None:
+        """epsilon * (1 - iteration / budget) with ``anneal``."""
+        return Schedule.of("linear" if self.hparams["anneal"] else "constant", self.max_iterations)
 
     def meta_gradient(self, meta: Params, batch: TaskBatch, inputs: dict[str, Tensor]) -> tuple[Params, Tensor]:
         """The pseudo-gradient theta - mean_i phi_i, and the query loss after adaptation (for monitoring)."""

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from metaopt.learners.base import HParam, MetaLearner
+from metaopt.learners.outer import OuterStep
 from metaopt.tasks.rl import gumbel_sample
 
 POSITIVE = {"type": float, "minimum": 0.0, "exclusive_minimum": True}
@@ -69,7 +70,6 @@ class RL2(MetaLearner):
     def __init__(self, backbone: nn.Module, hparams: dict[str, Any] | None = None, *, task_kind: str = "rl",
                  max_iterations: int | None = None, n_way: int | None = None) -> None:
         super().__init__(backbone, hparams, task_kind=task_kind, max_iterations=max_iterations, n_way=n_way)
-        self.optimizer = torch.optim.Adam(backbone.parameters(), lr=self.hparams["outer_lr"], eps=1e-5)
         self.generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
         self.return_scale: float | None = None  # running std of the discounted returns (normalize_returns)
 
@@ -84,6 +84,11 @@ class RL2(MetaLearner):
         """A fresh RL² learner whose policy fits the family's observations and actions."""
         resolved = cls.resolve_hparams(hparams or {})
         return cls(RecurrentPolicy(observation_size, actions, resolved["hidden"]), resolved)
+
+    def make_outer_step(self) -> OuterStep:
+        """Adam (eps 1e-5) over the policy at ``outer_lr``, each PPO update clipped to ``max_grad_norm``."""
+        return OuterStep(self.meta_parameters(), lr=self.hparams["outer_lr"], eps=1e-5,
+                         max_grad_norm=self.hparams["max_grad_norm"])
 
     def meta_parameters(self) -> dict[str, Tensor]:
         """The policy's parameters."""
@@ -173,11 +178,8 @@ class RL2(MetaLearner):
                 value_loss = (values - returns[part]).pow(2).mean()
                 entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
                 loss = policy_loss + h["value_coef"] * value_loss - h["entropy"] * entropy
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.backbone.parameters(), h["max_grad_norm"])
-                self.optimizer.step()
-        self.iteration += 1
+                self.outer.update(loss=loss)
+        self.outer.advance()
         return {"loss": -played["rewards"].sum(1).mean().detach()}
 
     def predict(self, batch: Any, steps: int | None = None) -> Tensor:

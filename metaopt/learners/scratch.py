@@ -16,9 +16,9 @@ import torch
 from torch import Tensor
 
 from metaopt.learners.base import POSITIVE_FLOAT, HParam
-from metaopt.learners.core import LearningRate, Params
+from metaopt.learners.core import Params, Step
 from metaopt.learners.gradient import GradientLearner
-from metaopt.learners.inner_optimizers import INNER_OPTIMIZERS
+from metaopt.learners.transforms import INNER_OPTIMIZERS, GradientTransform
 
 
 class Scratch(GradientLearner):
@@ -35,13 +35,9 @@ class Scratch(GradientLearner):
         "meta_batch": HParam(type=int, default=1, minimum=1, help="tasks drawn per (empty) meta-step"),
     }
 
-    def __init__(self, backbone: torch.nn.Module, hparams: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(backbone, hparams, **kwargs)
-        self.inner_optimizer = INNER_OPTIMIZERS[self.hparams["optimizer"]]()
-
-    def make_optimizer(self) -> torch.optim.Optimizer:
-        """Nothing is meta-trained: a placeholder optimizer that never moves the initialisation."""
-        return torch.optim.SGD(self.meta_parameters().values(), lr=0.0)
+    def inner_transform(self, meta: Params) -> GradientTransform:
+        """Its ``optimizer``."""
+        return INNER_OPTIMIZERS[self.hparams["optimizer"]]()
 
     def steps(self, steps: int | None = None) -> int:
         """Training steps on the support set: ``steps`` if given, else the hyperparameter."""
@@ -49,11 +45,11 @@ class Scratch(GradientLearner):
 
     test_steps = steps
 
-    def inner_lrs(self, meta: Params, steps: int | None = None) -> Sequence[LearningRate]:
+    def inner_schedule(self, meta: Params, steps: int | None = None) -> Sequence[Step]:
         """``lr`` at every step."""
-        return [self.hparams["lr"]] * self.steps(steps)
+        return [Step(self.hparams["lr"])] * self.steps(steps)
 
     def meta_step(self, batch: Any) -> dict[str, Tensor]:
         """Nothing to meta-learn."""
-        self.iteration += 1
+        self.outer.advance()
         return {"loss": torch.zeros((), device=self.device)}

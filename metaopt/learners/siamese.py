@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from metaopt.learners.core import Params
 from metaopt.learners.metric import MetricLearner
+from metaopt.tasks.base import TaskBatch
 
 
 class Siamese(MetricLearner):
@@ -40,14 +41,8 @@ class Siamese(MetricLearner):
         masked = scores.unsqueeze(-1).masked_fill(~onehot.unsqueeze(0), float("-inf"))  # [queries, supports, ways]
         return masked.amax(1)
 
-    def meta_step(self, batch) -> dict[str, Tensor]:  # noqa: ANN001 - TaskBatch
+    def training_loss(self, meta: Params, batch: TaskBatch) -> Tensor:
         """Binary cross-entropy over every (query, support) pair of every episode."""
-        self.optimizer.zero_grad(set_to_none=True)
-        meta = self.meta_parameters()
         scores = torch.vmap(lambda sx, qx: self.pair_scores(meta, sx, qx))(batch.support_x, batch.query_x)
         same = (batch.query_y.unsqueeze(-1) == batch.support_y.unsqueeze(-2)).to(scores.dtype)  # [tasks, q, s]
-        loss = F.binary_cross_entropy_with_logits(scores, same)
-        loss.backward()
-        self.optimizer.step()
-        self.iteration += 1
-        return {"loss": loss.detach()}
+        return F.binary_cross_entropy_with_logits(scores, same)

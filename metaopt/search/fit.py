@@ -79,7 +79,7 @@ def fit(
 ) -> FitResult:
     """Meta-train ``learner`` on ``family``'s training tasks from iteration ``start`` to ``iterations``.
 
-    Batches of ``learner.hparams["meta_batch"]`` tasks come from ``generator`` (or as many examples pooled
+    Batches of ``learner.meta_batch`` tasks come from ``generator`` (or as many examples pooled
     over the training tasks, for a learner that ``samples = "pooled"``). With
     ``val_tasks``, every metric of the family is scored on them each ``eval_interval``
     iterations and at the last one (only the last without an interval), and
@@ -90,11 +90,11 @@ def fit(
         >>> result = fit(learner, Sine(), iterations=1000, generator=torch.Generator().manual_seed(0))
     """
     device = device or learner.device
-    meta_batch = learner.hparams["meta_batch"]
+    meta_batch = learner.meta_batch
     if not learner.trains:  # nothing to learn: evaluated once, at the end (no flat curve for a pruner to compare)
         eval_interval, start = None, iterations - 1
     primary = family.metrics[0].name
-    compiler = CompileDecision(compile, learner, iterations - start)
+    compiler = CompileDecision(compile, learner, iterations - start, deadline)
     running, count = torch.zeros((), device=device), 0
     train_loss, last = math.nan, None
     begin = time.perf_counter()
@@ -131,18 +131,19 @@ class CompileDecision:
     """When to ``torch.compile`` a learner's meta-step: ``always``, ``never``, or ``auto``.
 
     ``auto`` times the first ``PROBE`` eager steps and compiles only if the rest of
-    the run would take longer than ``PAYBACK_S`` eagerly: a compile costs 5-25 s
-    (less with a warm inductor cache) and speeds the step up 3-10x, so a short run
-    never spends more time compiling than training. The time of the first compiled
-    step is reported as ``compile_seconds``.
+    the run would take longer than ``PAYBACK_S`` eagerly, counting only the time left
+    before the deadline (a run the deadline ends sooner never repays a compile): a
+    compile costs 5-25 s (less with a warm inductor cache) and speeds the step up
+    3-10x, so a short run never spends more time compiling than training. The time of
+    the first compiled step is reported as ``compile_seconds``.
     """
 
     PROBE = 20
     PAYBACK_S = 60.0
 
-    def __init__(self, mode: str, learner: MetaLearner, iterations: int) -> None:
-        self.mode, self.learner, self.iterations = mode, learner, iterations
-        self.can_compile = getattr(learner, "compilable", hasattr(learner, "compile")) and mode != "never"
+    def __init__(self, mode: str, learner: MetaLearner, iterations: int, deadline: float = math.inf) -> None:
+        self.mode, self.learner, self.iterations, self.deadline = mode, learner, iterations, deadline
+        self.can_compile = learner.compilable and mode != "never"
         self.start = 0.0
         self.compiled_at: int | None = None
         self.metrics: dict[str, float] = {}
@@ -158,7 +159,8 @@ class CompileDecision:
         elif it != self.PROBE + 1:
             return
         eager_rate = self.PROBE / (time.perf_counter() - self.start) if it > 1 else 0.0
-        if self.mode == "auto" and (self.iterations - it + 1) / eager_rate <= self.PAYBACK_S:
+        usable_s = min((self.iterations - it + 1) / eager_rate if eager_rate else 0.0, self.deadline - time.monotonic())
+        if self.mode == "auto" and usable_s <= self.PAYBACK_S:
             self.can_compile = False
             return
         torch._dynamo.reset()  # a fresh cache per run: many trials share a worker process

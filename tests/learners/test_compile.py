@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import time
+
+import pytest
 import torch
 
 from metaopt.learners import LEARNERS
@@ -29,18 +33,35 @@ def test_compiled_mamlpp_meta_steps_match_eager():
 
 def test_auto_compiles_only_when_the_rest_of_the_trial_repays_it():
     class Probe:
+        compilable = True
         compiled = False
 
         def compile(self) -> None:
             self.compiled = True
 
-    short, long_ = Probe(), Probe()
-    for learner, iterations in ((short, 100), (long_, 10**9)):
-        decision = _CompileDecision("auto", learner, iterations)
+    short, long_, due = Probe(), Probe(), Probe()
+    # A trial of 10^9 iterations whose deadline comes in 2 s cannot repay a compile either.
+    for learner, iterations, deadline in ((short, 100, math.inf), (long_, 10**9, math.inf),
+                                          (due, 10**9, time.monotonic() + 2.0)):
+        decision = _CompileDecision("auto", learner, iterations, deadline)
         for it in range(1, _CompileDecision.PROBE + 2):
             decision.before_step(it)
             decision.after_step(it)
-    assert not short.compiled and long_.compiled
+    assert not short.compiled and long_.compiled and not due.compiled
     never = Probe()
     _CompileDecision("never", never, 10**9).before_step(1)
     assert not never.compiled
+
+
+def test_a_short_trial_of_a_compilable_learner_trains_eagerly_to_its_deadline():
+    from metaopt.search.fit import TimeLimit, fit
+    from metaopt.tasks import Sine
+
+    torch.manual_seed(0)
+    learner = LEARNERS["maml"](MLP(in_features=1, out_features=1, hidden=(8, 8)), {"meta_batch": 4},
+                               task_kind="regression")
+    assert learner.compilable
+    with pytest.raises(TimeLimit):
+        fit(learner, Sine(), iterations=10**7, generator=torch.Generator().manual_seed(0), compile="auto",
+            deadline=time.monotonic() + 2.0)
+    assert learner.compiled is None and learner.iteration > _CompileDecision.PROBE

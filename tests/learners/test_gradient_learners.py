@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metaopt.learners import LEARNERS, GradientLearner
+from metaopt.learners import LEARNERS, GradientLearner, HyperGrad
 from metaopt.learners.gradient import head_names
 from metaopt.models import MLP
-from tests.helpers import finite_difference_grad, relative_error, sine_batch, tiny_learner
+from tests.helpers import finite_difference_grad, relative_error, scores, sine_batch, tiny_learner
 
 
 def meta_grads(learner, batch) -> dict[str, torch.Tensor]:
-    learner.optimizer.zero_grad(set_to_none=True)
+    for p in learner.meta_parameters().values():
+        p.grad = None
     learner.meta_loss(batch).backward()
     return {name: p.grad.clone() for name, p in learner.meta_parameters().items()}
 
@@ -158,8 +159,9 @@ def meta_learns_any_family(cls) -> bool:
     return cls.trains and cls.samples == "tasks" and not cls.baseline and cls.families is None
 
 
+# The functional core's learners: gradient learners and the hypergradient learner that wraps them.
 GRADIENT_METHODS = sorted(name for name, cls in LEARNERS.items()
-                          if issubclass(cls, GradientLearner) and meta_learns_any_family(cls))
+                          if issubclass(cls, (GradientLearner, HyperGrad)) and meta_learns_any_family(cls))
 
 
 @pytest.mark.parametrize("method", GRADIENT_METHODS)
@@ -169,10 +171,10 @@ def test_meta_training_lowers_post_adaptation_mse(method):
     net = MLP(in_features=1, out_features=1)
     learner = LEARNERS[method](net, {**TRAINING[method], "meta_batch": 10}, task_kind="regression", max_iterations=300)
     val = sine_batch(100, seed=99, dtype=torch.float32)
-    untrained = learner.evaluate(val)["loss"].mean().item()
+    untrained = scores(learner, val)["loss"].mean().item()
     for i in range(300):
         learner.meta_step(sine_batch(10, seed=i, dtype=torch.float32))
-    trained = learner.evaluate(val)["loss"].mean().item()
+    trained = scores(learner, val)["loss"].mean().item()
     assert trained < 0.7 * untrained, (untrained, trained)
 
 
@@ -197,17 +199,17 @@ def test_outer_schedules_mamlpp_cosine_and_reptile_linear_anneal():
     for i in range(4):
         batch = sine_batch(2, seed=i, dtype=torch.float32)
         for name, learner in (("mamlpp", mamlpp), ("reptile", reptile)):
-            lrs[name].append(learner.optimizer.param_groups[0]["lr"])
+            lrs[name].append(learner.outer.lr)
             learner.meta_step(batch)
     assert lrs["reptile"] == pytest.approx([0.5, 0.375, 0.25, 0.125])
     assert lrs["mamlpp"][0] == pytest.approx(0.01) and lrs["mamlpp"] == sorted(lrs["mamlpp"], reverse=True)
-    assert mamlpp.optimizer.param_groups[0]["lr"] == pytest.approx(0.001)  # cosine reaches its floor at the budget
+    assert mamlpp.outer.lr == pytest.approx(0.001)  # cosine reaches its floor at the budget
     # The schedule travels with the checkpointed state.
     state = reptile.state_dict()
     fresh = LEARNERS["reptile"](MLP(in_features=1, out_features=1, hidden=(4,)), {"outer_lr": 0.5, "inner_steps": 1},
                                 task_kind="regression", max_iterations=4)
     fresh.load_state_dict(state)
-    assert fresh.optimizer.param_groups[0]["lr"] == reptile.optimizer.param_groups[0]["lr"] and fresh.iteration == 4
+    assert fresh.outer.lr == reptile.outer.lr and fresh.iteration == 4
 
 
 @pytest.mark.parametrize("method", sorted(m for m in LEARNERS if "classification" in LEARNERS[m].task_kinds
@@ -227,7 +229,7 @@ def test_every_learner_classifies_glyph_episodes_on_conv4(method, tmp_path_facto
         loss = learner.meta_step(family.sample(2, "train", generator))["loss"]
     assert torch.isfinite(loss)
     assert any(not torch.equal(before[k], v) for k, v in learner.meta_parameters().items())
-    metrics = learner.evaluate(family.sample(4, "test", generator))
+    metrics = family.score_learner(learner, family.sample(4, "test", generator))
     assert metrics["accuracy"].shape == (4,) and ((0 <= metrics["accuracy"]) & (metrics["accuracy"] <= 1)).all()
 
 

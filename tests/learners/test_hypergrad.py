@@ -72,9 +72,10 @@ def test_adam_hd_sums_the_directions_of_its_horizon():
     learner.max_iterations = 10
     for seed in range(5):
         learner.meta_step(sine_batch(3, seed=seed))
-    assert len(learner._directions) == 3
-    for name, total in learner._direction_sum.items():
-        assert torch.allclose(total, sum(u[name] for u in learner._directions), atol=1e-12)
+    rates = learner.rates
+    assert len(rates._directions) == 3
+    for name, total in rates._direction_sum.items():
+        assert torch.allclose(total, sum(u[name] for u in rates._directions), atol=1e-12)
 
 
 def test_clamping_keeps_every_learned_value_in_its_range():

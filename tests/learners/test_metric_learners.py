@@ -8,12 +8,14 @@ import torch
 from metaopt.learners.checkpoint import build_learner
 from metaopt.learners.metric import class_means
 from metaopt.tasks.base import TaskBatch, TaskFamily
+from metaopt.tasks.metrics import CLASSIFICATION
 
 
 class Blobs(TaskFamily):
     """Easy synthetic classification: 100 classes, each a tight Gaussian blob at a random point of R^8."""
 
     kind = "classification"
+    metrics = CLASSIFICATION
 
     def __init__(self, ways: int = 5, shots: int = 1, queries: int = 5) -> None:
         self.ways, self.shots, self.queries, self.n_way = ways, shots, queries, ways
@@ -61,7 +63,8 @@ def test_metric_learner_learns_an_easy_separable_family_beyond_90_percent(method
     generator = torch.Generator().manual_seed(0)
     for _ in range(300):
         learner.meta_step(family.sample(8, "train", generator))
-    accuracy = learner.evaluate(family.sample(200, "test", torch.Generator().manual_seed(1)))["accuracy"].mean()
+    test = family.sample(200, "test", torch.Generator().manual_seed(1))
+    accuracy = family.score_learner(learner, test)["accuracy"].mean()
     assert accuracy > 0.9
     episode = family.sample(1, "test", generator)
     logits = learner.adapt(episode.support_x[0], episode.support_y[0])(episode.query_x[0])
@@ -108,7 +111,8 @@ def test_matching_net_full_context_embeddings_use_lstm_cells_and_learn():
     for _ in range(300):
         learner.meta_step(family.sample(8, "train", generator))
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.extras.values())
-    assert learner.evaluate(family.sample(200, "test", torch.Generator().manual_seed(1)))["accuracy"].mean() > 0.9
+    test = family.sample(200, "test", torch.Generator().manual_seed(1))
+    assert family.score_learner(learner, test)["accuracy"].mean() > 0.9
 
 
 def test_few_shot_classifier_api(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from metaopt.learners.checkpoint import build_learner, load_checkpoint, make_checkpoint
@@ -49,8 +50,8 @@ def test_scratch_learns_nothing_across_tasks_but_fits_each_support_set():
     before = {k: v.detach().clone() for k, v in learner.params.items()}
     learner.meta_step(sine.sample(4, "train", torch.Generator()))
     assert all(torch.equal(before[k], v) for k, v in learner.params.items()) and not learner.trains
-    scores = learner.evaluate(sine.sample(100, "val", torch.Generator().manual_seed(1)))
-    assert scores["loss"].mean() < 0.8 * scores["loss_before"].mean()
+    val = sine.sample(100, "val", torch.Generator().manual_seed(1))
+    assert sine.score_learner(learner, val)["loss"].mean() < 0.8 * sine.score_learner(learner, val, 0)["loss"].mean()
 
 
 def test_pretrain_on_pooled_classes_then_a_fresh_head_classifies_new_classes():
@@ -113,3 +114,34 @@ def test_task_aware_fine_tuning_continues_from_each_learners_own_adaptation():
     proto.hparams.update(ft_steps=5, ft_lr=0.01)
     after = proto.predict(episode)
     assert after.shape == before.shape and not torch.allclose(after, before)
+
+
+@pytest.mark.parametrize("method", ["protonet", "siamese", "pretrain"])
+def test_metric_learners_siamese_and_pretrain_clip_their_outer_step_and_follow_a_schedule(method):
+    from metaopt.tasks.glyphs import Glyphs
+
+    family = Glyphs(ways=3, shots=1, queries=2)
+    pooled = method == "pretrain"
+    backbone = {"name": "conv4", "hidden": 4}
+    build = lambda **hp: build_learner(method, {"meta_batch": 4, "outer_lr": 0.01, **hp}, backbone=backbone,  # noqa: E731
+                                       task_kind="classification", input_shape=family.input_shape, output_size=3,
+                                       n_way=3, max_iterations=4)
+    draw = lambda g: family.pooled(16, "train", g) if pooled else family.sample(4, "train", g)  # noqa: E731
+    torch.manual_seed(0)
+    clipped = build(max_grad_norm=1e-4, outer_schedule="cosine", min_outer_lr=0.001)
+    assert clipped.hparams["max_grad_norm"] == 1e-4
+    generator, lrs = torch.Generator().manual_seed(0), []
+    for _ in range(4):
+        lrs.append(clipped.outer.lr)
+        clipped.meta_step(draw(generator))
+        norm = torch.sqrt(sum((p.grad ** 2).sum() for p in clipped.meta_parameters().values() if p.grad is not None))
+        assert norm == pytest.approx(1e-4, rel=1e-5)  # the unclipped norm is far larger
+    assert lrs[0] == pytest.approx(0.01) and lrs == sorted(lrs, reverse=True) and lrs[1] < lrs[0]
+    assert clipped.outer.lr == pytest.approx(0.001)  # the cosine reaches its floor at the budget
+    linear = build(outer_schedule="linear")
+    for _ in range(2):
+        linear.meta_step(draw(generator))
+    assert linear.outer.lr == pytest.approx(0.005)
+    restored = build(outer_schedule="linear")
+    restored.load_state_dict(linear.state_dict())  # the schedule travels with the state
+    assert restored.outer.lr == pytest.approx(0.005) and restored.iteration == 2
