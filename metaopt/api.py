@@ -56,33 +56,24 @@ def run(
     the working directory). Problems with the job, its data or an address raise ``ValueError``
     with the one line the command would print.
     """
-    from metaopt.search.config import ConfigError
+    import warnings
+
     from metaopt.search.job import load_job, load_job_data
-    from metaopt.search.launch import check_family, make_executor, preflight
-    from metaopt.search.runner import run_search
-    from metaopt.tracking import MlflowSearchTracker
+    from metaopt.search.launch import Launch
+    from metaopt.tasks.base import DataWarning
 
     for cls in families:
         register_family(cls)
     for cls in learners:
         register_learner(cls)
     loaded = load_job(job) if isinstance(job, (str, Path)) else load_job_data(dict(job), Path("<job>"))
-    problem = preflight(tracking_uri=tracking_uri, storage=storage, address=address, in_process=in_process,
-                        workdir=workdir, workdir_exists=False)
-    if problem is not None:
-        raise ConfigError(problem)
-    for warning in check_family(loaded):
-        import warnings
-
-        from metaopt.tasks.base import DataWarning
-
+    launch = Launch(tracking_uri=tracking_uri, storage=storage, address=address, in_process=in_process,
+                    workdir=workdir)
+    for warning in launch.check(loaded):
         warnings.warn(warning, DataWarning, stacklevel=2)
-    tracker = MlflowSearchTracker(tracking_uri)
     reporter = None
     if progress:
-        from metaopt.cli import _SearchProgress
+        from metaopt.console import SearchProgress
 
-        reporter = _SearchProgress()
-    with make_executor(loaded.job, in_process=in_process, address=address) as executor:
-        return run_search(loaded, executor=executor, tracker=tracker, workdir=workdir, storage=storage,
-                          progress=reporter)
+        reporter = SearchProgress()
+    return launch.start(loaded, progress=reporter)

@@ -7,182 +7,75 @@ Results are kept per key: a task family and the options that change its tasks
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 EXIT_USAGE = 2
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-def _score(mean: float | None, ci: float | None, metric: Any) -> str:
-    """``mean ± ci``, accuracies in percent."""
-    if mean is None:
-        return "-"
-    scale, digits = (100.0, 2) if metric.name == "accuracy" else (1.0, 4)
-    return f"{_fmt(scale * mean, digits)} ± {_fmt(scale * (ci or 0.0), digits)}"
-
-
-def _label(metric: Any) -> str:
-    return f"{metric.label} %" if metric.name == "accuracy" else metric.label
-
-
-def render_leaderboard(rows: list[Any], title: str, metrics: tuple[Any, ...] | None = None) -> None:
-    """Print method rows as a table: the best validation score, the test mean ± 95% CI of each metric, trial counts.
-
-    ``metrics``: the family's, the primary one first (what the validation column shows); default: MSE.
-    """
-    from rich.console import Console
-    from rich.table import Table
-
-    from metaopt.tasks.metrics import REGRESSION
-
-    metrics = metrics or REGRESSION
-    primary = metrics[0]
-    shown = [m for m in metrics if any(row.test_mean(m.name) is not None for row in rows)] or [primary]
-    table = Table(title=title, caption="done/pruned/failed: trials by outcome")
-    strategies = any(row.strategy for row in rows)
-    columns = ["method", *(["strategy"] if strategies else []), f"val {_label(primary)}",
-               *(f"test {_label(m)} ± 95% CI" for m in shown), "done", "pruned", "failed", "run"]
-    for column in columns:
-        table.add_column(column, justify="left" if column in {"method", "strategy", "run"} else "right")
-    percent = primary.name == "accuracy"
-    for row in rows:
-        val = None if row.best_val is None else (100 * row.best_val if percent else row.best_val)
-        cells = [row.method, *([row.strategy or "-"] if strategies else []), _fmt(val, 2 if percent else 4)]
-        cells += [_score(row.test_mean(m.name), row.test_ci(m.name), m) for m in shown]
-        cells += [str(row.complete), str(row.pruned), str(row.failed), (row.run_id or "-")[:8]]
-        table.add_row(*cells)
-    # Logs and pipes get a 120-column table instead of rich's 80-column default.
-    Console(width=None if sys.stdout.isatty() else 120).print(table)
-
-
-class _SearchProgress:
-    """Terminal progress of a search: a bar with trials done, best so far, ETA; a line per trial."""
-
-    def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[best]}"),
-        )
-        self.task = None
-        self.objective = "val_loss"
-
-    def __call__(self, event: str, info: dict[str, Any]) -> None:
-        console = self.bar.console
-        if event == "start":
-            self.objective = info.get("objective", "val_loss")
-            console.print(f"search [bold]{info['search_id']}[/] of [bold]{info.get('key', '?')}[/] "
-                          f"(MLflow parent run {info['parent_run_id']}; objective {self.objective})")
-            self.bar.start()
-            self.task = self.bar.add_task("searching", total=info["trials"], completed=info.get("done", 0), best="")
-        elif event == "trial":
-            r = info["result"]
-            value = _fmt(r.value)
-            reason = f" — {r.reason}" if r.reason and r.state != "pruned" else ""
-            line = f"  trial {r.number:>3} {r.method:<8} {r.state:<8} {self.objective}={value} ({r.seconds:.1f}s){reason}"
-            console.print(line, soft_wrap=True, highlight=False)
-            best = info["best"]
-            self.bar.update(self.task, advance=1, best=f"best {best.value:.4f} ({best.method})" if best else "")
-        elif event == "testing":
-            self.bar.stop()
-            console.print(f"scoring the best trial of {', '.join(info['methods'])} on held-out test tasks ...")
-        elif event == "warning":
-            console.print(f"[yellow]warning:[/] {info['message']}")
-        elif event == "end":
-            self.bar.stop()
-
-    def stopping(self) -> None:
-        """A signal asked the search to stop: say so at once."""
-        self.bar.stop()
-        self.bar.console.print("stopping: cancelling the running trials (again: stop at once) ...", highlight=False)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Run a search from a job file."""
     from metaopt.search import ConfigError, load_job
 
-    from metaopt.search.launch import check_family
-
     try:
         loaded = load_job(args.job)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-
-    from metaopt.search.runner import run_search
-    from metaopt.tracking import MlflowSearchTracker
-
-    if (problem := _preflight(args, workdir_exists=False)) is not None:
-        print(f"error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    try:  # the data, once, before any trial: its problems are one line, what it left out is said once
-        for warning in check_family(loaded):
-            print(f"warning: {warning}", file=sys.stderr)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    tracker = MlflowSearchTracker(args.tracking_uri)
-    progress = _SearchProgress()
-    return _interruptible(args, loaded.job, progress, tracker, lambda executor, stop: run_search(
-        loaded, executor=executor, tracker=tracker, workdir=args.workdir, storage=args.storage, progress=progress,
-        stop=stop, search_id=args.search_id))
+    return _launched(args, loaded, resume=False)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """Continue a search whose driver was stopped or lost."""
-    from metaopt.search.runner import recorded_job, resume_search
-    from metaopt.tracking import MlflowSearchTracker
+    from metaopt.search import ConfigError
+    from metaopt.search.study import recorded_job
 
-    if (problem := _preflight(args, workdir_exists=True)) is not None:
-        print(f"error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
     try:
+        _launch(args).check(resuming=True)
         loaded = recorded_job(args.search_id, workdir=args.workdir, storage=args.storage)
-    except LookupError as exc:
+    except (ConfigError, LookupError) as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_USAGE
-    tracker = MlflowSearchTracker(args.tracking_uri)
-    progress = _SearchProgress()
-    return _interruptible(args, loaded.job, progress, tracker, lambda executor, stop: resume_search(
-        args.search_id, executor=executor, tracker=tracker, workdir=args.workdir, storage=args.storage,
-        progress=progress, stop=stop))
+    return _launched(args, loaded, resume=True)
 
 
-def _interruptible(args: argparse.Namespace, job: Any, progress: _SearchProgress, tracker: Any, search: Any) -> int:
-    """Run ``search(executor, stop)`` with SIGINT / SIGTERM asking it to stop; print the outcome; the exit code.
+def _launch(args: argparse.Namespace) -> Any:
+    from metaopt.search.launch import Launch
+
+    return Launch(tracking_uri=args.tracking_uri, storage=args.storage, address=args.address,
+                  in_process=args.in_process, workdir=args.workdir)
+
+
+def _launched(args: argparse.Namespace, loaded: Any, *, resume: bool) -> int:
+    """Check, then run the search with SIGINT / SIGTERM asking it to stop; print the outcome; the exit code.
 
     The first signal: the running trials are cancelled and recorded, and one line says how to
     go on (exit 130 for SIGINT, 143 for SIGTERM); a second one ends the process at once.
     """
+    from metaopt.console import SearchProgress, print_summary
+    from metaopt.search import ConfigError
     from metaopt.search.interruption import EXIT_CODES, StopRequest, handle_signals
     from metaopt.search.runner import JoinError, SearchInterrupted
+    from metaopt.tracking import MlflowSearchTracker
 
-    def first(signum: int) -> None:
-        progress.stopping()
-
+    launch = _launch(args)
     try:
-        # Signals are handled from here: Ray's core installs handlers of its own when it starts.
-        with _executor(args, job) as executor, handle_signals(StopRequest(), first) as stop:
-            summary = search(executor, stop)
+        if not resume:  # the data, once, before any trial: its problems are one line, what it left out is said once
+            for warning in launch.check(loaded):
+                print(f"warning: {warning}", file=sys.stderr)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    tracker = MlflowSearchTracker(args.tracking_uri)
+    progress = SearchProgress()
+    try:
+        summary = launch.start(loaded, tracker=tracker, progress=progress, resume=resume,
+                               search_id=args.search_id,
+                               stopping=lambda: handle_signals(StopRequest(), lambda signum: progress.stopping()))
     except SearchInterrupted as exc:
         progress.bar.stop()
         print(str(exc), file=sys.stderr)
@@ -191,16 +84,8 @@ def _interruptible(args: argparse.Namespace, job: Any, progress: _SearchProgress
         progress.bar.stop()
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_USAGE
-    _print_summary(summary, tracker)
+    print_summary(summary, tracker)
     return 0
-
-
-def _preflight(args: argparse.Namespace, *, workdir_exists: bool) -> str | None:
-    """Why the search cannot start, in one line (None when every address, URI and folder answers)."""
-    from metaopt.search.launch import preflight
-
-    return preflight(tracking_uri=args.tracking_uri, storage=args.storage, address=args.address,
-                     in_process=args.in_process, workdir=args.workdir, workdir_exists=workdir_exists)
 
 
 def _store(uri: str | None) -> str | None:
@@ -215,41 +100,9 @@ def _store(uri: str | None) -> str | None:
     return None
 
 
-def _executor(args: argparse.Namespace, job: Any) -> Any:
-    from metaopt.search.launch import make_executor
-
-    return make_executor(job, in_process=args.in_process, address=args.address)
-
-
-def _print_summary(summary: Any, tracker: Any) -> None:
-    from metaopt.tracking.store import registered_model_name
-
-    render_leaderboard(summary.rows, f"{summary.key}: search {summary.search_id} ({summary.seconds:.0f}s)",
-                       summary.metrics)
-    decision = summary.decision
-    where = f"models:/{registered_model_name(summary.key)}@champion"
-    if decision is not None and decision.moved:
-        print(f"champion: {decision.best.method} -> {where} (version {summary.champion_version}; {decision.reason})")
-    elif decision is not None:
-        print(f"champion unchanged at {where}: {decision.reason}")
-    if summary.verdict:
-        print(f"verdict: {summary.verdict}")
-    for note in summary.notes:
-        print(f"note: {note}", file=sys.stderr)
-    from metaopt.tracking.store import run_link, ui_base
-
-    print(f"tracking: {tracker.tracking_uri}")
-    if tracker.experiment_id and summary.parent_run_id:
-        served = "" if tracker.tracking_uri.startswith("http") else "  (after `metaopt ui`)"
-        print(f"search run: {run_link(ui_base(tracker.tracking_uri), tracker.experiment_id, summary.parent_run_id)}"
-              f"{served}")
-
-
 def cmd_select(args: argparse.Namespace) -> int:
     """Each method's best trial of a key and its champion on the same test tasks; move the champion if beaten."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from metaopt.console import render_selection
     from metaopt.tracking.champion import select_champion
 
     if (problem := _store(args.tracking_uri)) is not None:
@@ -261,34 +114,13 @@ def cmd_select(args: argparse.Namespace) -> int:
     except LookupError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 1
-    decision = selection.decision
-    metric = decision.metric
-    table = Table(title=f"{selection.key}: finalists on {selection.test_tasks} test tasks (the same for all)")
-    metrics = selection.metrics
-    for column in ["method", "run", *(f"test {_label(m)} ± 95% CI" for m in metrics), ""]:
-        table.add_column(column, justify="left" if column in {"method", "run", ""} else "right")
-    champion_id = decision.champion.run_id if decision.champion else None
-    best_id = decision.best.run_id if decision.best else None
-    pool = sorted(selection.candidates, key=lambda c: c.mean(metric), reverse=metric.higher_is_better)
-    for c in pool:
-        marks = ", ".join(m for m, on in (("champion", c.run_id == champion_id), ("best", c.run_id == best_id)) if on)
-        cells = [c.method, (c.run_id or "-")[:8]]
-        for m in metrics:
-            cells.append(_score(*c.scores.mean_ci(m.name), m) if m.name in c.scores.per_task else "-")
-        table.add_row(*cells, marks)
-    Console(width=None if sys.stdout.isatty() else 120).print(table)
-    if selection.rescored:
-        print(f"scored here (no recorded test scores on enough tasks): {', '.join(r[:8] for r in selection.rescored)}")
-    if decision.moved:
-        did = "would move" if args.dry_run else f"moved to version {selection.version}"
-        print(f"champion {did}: {decision.best.method} ({decision.reason})")
-    else:
-        print(f"champion unchanged: {decision.reason}")
+    render_selection(selection, dry_run=args.dry_run)
     return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     """Print each method's best trial of a key (or of every key of a family), mean and 95% CI on test tasks."""
+    from metaopt.console import render_leaderboard
     from metaopt.tracking import leaderboards
 
     if (problem := _store(args.tracking_uri)) is not None:
@@ -464,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``metaopt`` command."""
+    from metaopt.environment import quiet_mlflow
+
+    quiet_mlflow()
     args = build_parser().parse_args(argv)
     return args.func(args)
 

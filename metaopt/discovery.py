@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from pydantic_core import PydanticUndefined
 
 from metaopt.plugins import PluginError
+from metaopt.tasks.base import TaskKind
 
 # Starter methods and ranges, by what the family's tasks are; the ranges are those the shipped jobs search.
 IMAGE_CLASSIFICATION = {
@@ -57,7 +58,7 @@ RL = {  # search_spaces/bandit.yaml; the classic policies' settings where a poli
     "ucb1": {"c": {"type": "float", "low": 0.01, "high": 1.0, "log": True}},
 }
 # What a starter budget spends, by the kind of the family's tasks: meta-iterations and evaluation tasks.
-BUDGETS = {"rl": (400, 500, 1000), "rating": (1000, 100, 500), "regression": (1000, 100, 500),
+BUDGETS: dict[TaskKind, tuple[int, int, int]] = {"rl": (400, 500, 1000), "rating": (1000, 100, 500), "regression": (1000, 100, 500),
            "classification": (1000, 100, 500)}
 
 

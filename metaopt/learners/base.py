@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from metaopt.tasks.base import TaskBatch
+from metaopt.tasks.base import TaskBatch, TaskKind
 
 if TYPE_CHECKING:
     from metaopt.learners.outer import OuterStep
@@ -96,7 +96,7 @@ class MetaLearner(ABC):
     name: ClassVar[str]
     hyperparameters: ClassVar[dict[str, HParam]]
     uses_head: ClassVar[bool] = True  # False for metric learners: the backbone is an embedding network
-    task_kinds: ClassVar[tuple[str, ...]] = ("regression", "classification")  # the families' kinds it can learn
+    task_kinds: ClassVar[tuple[TaskKind, ...]] = ("regression", "classification")  # the families' kinds it learns
     families: ClassVar[tuple[str, ...] | None] = None  # only these families (None: any of its kinds)
     trains: ClassVar[bool] = True  # False: nothing to learn (a classic policy): one evaluation, at the end
     baseline: ClassVar[bool] = False  # not a meta-learner: what meta-learning must beat (scratch, pretrain, UCB1...)
@@ -109,7 +109,7 @@ class MetaLearner(ABC):
         backbone: nn.Module,
         hparams: Mapping[str, Any] | None = None,
         *,
-        task_kind: str,
+        task_kind: TaskKind,
         max_iterations: int | None = None,
         n_way: int | None = None,
     ) -> None:
@@ -162,7 +162,7 @@ class MetaLearner(ABC):
         return None
 
     @classmethod
-    def for_task_kind(cls, task_kind: str) -> type[MetaLearner]:
+    def for_task_kind(cls, task_kind: TaskKind) -> type[MetaLearner]:
         """The class that learns ``task_kind`` tasks for this method (itself, unless the method has a variant)."""
         return cls
 

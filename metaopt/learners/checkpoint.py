@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from metaopt.tasks.base import TaskKind
 from metaopt.learners.base import MetaLearner
 
 FORMAT_VERSION = 1
@@ -17,7 +18,7 @@ def build_learner(
     hparams: dict[str, Any],
     *,
     backbone: dict[str, Any],
-    task_kind: str,
+    task_kind: TaskKind,
     input_shape: tuple[int, ...],
     output_size: int,
     n_way: int | None = None,

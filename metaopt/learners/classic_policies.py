@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from metaopt.tasks.base import TaskKind
 from metaopt.learners import bandit_baselines as bandits
 from metaopt.learners import mdp_baselines as mdps
 from metaopt.learners.base import HParam, MetaLearner, placeholder_network
@@ -32,7 +33,7 @@ class ClassicPolicy(MetaLearner):
         "meta_batch": HParam(type=int, default=1, minimum=1, help="tasks drawn per (empty) meta-step"),
     }
 
-    def __init__(self, backbone: nn.Module, hparams: dict[str, Any] | None = None, *, task_kind: str = "rl",
+    def __init__(self, backbone: nn.Module, hparams: dict[str, Any] | None = None, *, task_kind: TaskKind = "rl",
                  max_iterations: int | None = None, n_way: int | None = None) -> None:
         super().__init__(backbone, hparams, task_kind=task_kind, max_iterations=max_iterations, n_way=n_way)
 

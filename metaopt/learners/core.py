@@ -22,7 +22,7 @@ from torch.utils import _pytree as pytree
 
 from metaopt.learners.core_types import LearningRate, LossFn, Params
 from metaopt.learners.transforms import SGD, GradientTransform
-from metaopt.tasks.base import TaskBatch
+from metaopt.tasks.base import TaskBatch, TaskKind
 
 def policy_gradient_loss(logits: Tensor, taken: Tensor) -> Tensor:
     """REINFORCE's surrogate ``-mean(log pi(a|s) * advantage)``; ``taken [..., 2]`` holds (action, advantage)."""
@@ -37,7 +37,7 @@ def rating_loss(predictions: Tensor, ratings: Tensor) -> Tensor:
     return squared.sum() / known.sum().clamp(min=1)
 
 
-TASK_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+TASK_LOSSES: dict[TaskKind, Callable[[Tensor, Tensor], Tensor]] = {
     "regression": F.mse_loss,
     "classification": F.cross_entropy,
     "rating": rating_loss,  # regression whose padded support targets are NaN
@@ -45,7 +45,7 @@ TASK_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
-def make_loss(model: nn.Module, task_kind: str) -> LossFn:
+def make_loss(model: nn.Module, task_kind: TaskKind) -> LossFn:
     """``loss(params, x, y)`` of ``model`` for one task, as a pure function of ``params``."""
     criterion = TASK_LOSSES[task_kind]
     buffers = dict(model.named_buffers())

@@ -26,7 +26,7 @@ from metaopt.learners.base import POSITIVE_FLOAT, HParam, MetaLearner
 from metaopt.learners.core import TASK_LOSSES, InnerLoop, Params, task_by_task_gradient
 from metaopt.learners.outer import OUTER_HPARAMS, OuterStep, Schedule
 from metaopt.learners.transforms import Adam
-from metaopt.tasks.base import TaskBatch
+from metaopt.tasks.base import TaskBatch, TaskKind
 
 EPISODIC_HPARAMS: dict[str, HParam] = {
     **OUTER_HPARAMS,
@@ -48,7 +48,7 @@ class EpisodicLearner(MetaLearner):
         backbone: nn.Module,
         hparams: Mapping[str, Any] | None = None,
         *,
-        task_kind: str,
+        task_kind: TaskKind,
         max_iterations: int | None = None,
         n_way: int | None = None,
     ) -> None:

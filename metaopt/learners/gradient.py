@@ -35,7 +35,7 @@ from metaopt.learners.core import (
 )
 from metaopt.learners.outer import OUTER_HPARAMS, OuterStep, Schedule
 from metaopt.learners.transforms import INNER_OPTIMIZERS, Adam, GradientTransform
-from metaopt.tasks.base import TaskBatch
+from metaopt.tasks.base import TaskBatch, TaskKind
 
 GRADIENT_HPARAMS: dict[str, HParam] = {
     "inner_lr": HParam(default=0.01, help="inner-loop step size", **POSITIVE_FLOAT),
@@ -84,7 +84,7 @@ class GradientLearner(MetaLearner):
         backbone: nn.Module,
         hparams: Mapping[str, Any] | None = None,
         *,
-        task_kind: str,
+        task_kind: TaskKind,
         max_iterations: int | None = None,
         n_way: int | None = None,
         compile: bool = False,

@@ -37,7 +37,7 @@ from metaopt.learners.gradient import GradientLearner
 from metaopt.learners.mamlpp import MAMLPP_HPARAMS
 from metaopt.learners.outer import OuterStep
 from metaopt.learners.transforms import WeightDecay, chain
-from metaopt.tasks.base import TaskBatch
+from metaopt.tasks.base import TaskBatch, TaskKind
 
 BASES = ("maml", "fomaml", "anil", "mamlpp")
 # Settings of a base that this learner takes over: it learns the inner rates itself, moves the outer rate
@@ -74,7 +74,7 @@ class HyperGrad(MetaLearner):
         "max_outer_lr": HParam(default=0.1, help="upper clamp of the outer learning rate", **POSITIVE_FLOAT),
     }
 
-    def __init__(self, backbone: nn.Module, hparams: Mapping[str, Any] | None = None, *, task_kind: str,
+    def __init__(self, backbone: nn.Module, hparams: Mapping[str, Any] | None = None, *, task_kind: TaskKind,
                  max_iterations: int | None = None, n_way: int | None = None, compile: bool = False) -> None:
         from metaopt.learners import LEARNERS
 

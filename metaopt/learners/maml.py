@@ -8,6 +8,7 @@ On RL tasks the inner loss is a policy gradient (``maml_rl.py``).
 
 from __future__ import annotations
 
+from metaopt.tasks.base import TaskKind
 from metaopt.learners.base import MetaLearner
 from metaopt.learners.gradient import GradientLearner
 
@@ -20,7 +21,7 @@ class MAML(GradientLearner):
     task_kinds = ("regression", "classification", "rating", "rl")
 
     @classmethod
-    def for_task_kind(cls, task_kind: str) -> type[MetaLearner]:
+    def for_task_kind(cls, task_kind: TaskKind) -> type[MetaLearner]:
         """On RL tasks, MAML with a policy-gradient inner step (first order as well, for ``fomaml``)."""
         if task_kind != "rl":
             return cls

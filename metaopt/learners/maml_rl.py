@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from metaopt.tasks.base import TaskKind
 from metaopt.learners.core import adapt_batch, batched_forward, batched_loss, detach
 from metaopt.learners.gradient import GradientLearner
 from metaopt.learners.core_types import Params
@@ -51,7 +52,7 @@ class PolicyGradientMAML(GradientLearner):
     task_kinds: ClassVar[tuple[str, ...]] = ("rl",)
     compilable: ClassVar[bool] = False  # the rollout between the two parts is not one graph
 
-    def __init__(self, backbone: torch.nn.Module, hparams: dict[str, Any] | None = None, *, task_kind: str = "rl",
+    def __init__(self, backbone: torch.nn.Module, hparams: dict[str, Any] | None = None, *, task_kind: TaskKind = "rl",
                  max_iterations: int | None = None, n_way: int | None = None, compile: bool = False) -> None:
         super().__init__(backbone, hparams, task_kind="rl", max_iterations=max_iterations, n_way=n_way)
         self.generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))

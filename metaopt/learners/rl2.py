@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from metaopt.tasks.base import TaskKind
 from metaopt.learners.base import HParam, MetaLearner
 from metaopt.learners.outer import OuterStep
 from metaopt.tasks.rl import gumbel_sample
@@ -67,7 +68,7 @@ class RL2(MetaLearner):
                                     help="scale rewards by a running std of the discounted returns"),
     }
 
-    def __init__(self, backbone: nn.Module, hparams: dict[str, Any] | None = None, *, task_kind: str = "rl",
+    def __init__(self, backbone: nn.Module, hparams: dict[str, Any] | None = None, *, task_kind: TaskKind = "rl",
                  max_iterations: int | None = None, n_way: int | None = None) -> None:
         super().__init__(backbone, hparams, task_kind=task_kind, max_iterations=max_iterations, n_way=n_way)
         self.generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))

@@ -28,6 +28,7 @@ from metaopt.learners import LEARNERS
 from metaopt.search.ranges import Categorical, FloatRange, IntRange, MethodSpace, ParamSpec, Range
 from metaopt.search.strategies import STRATEGIES
 from metaopt.tasks import FAMILIES, FamilyOptions, Metric, TaskFamily
+from metaopt.tasks.base import SUPERVISED, TaskKind
 
 __all__ = ["Categorical", "ConfigError", "FamilySpec", "FloatRange", "IntRange", "Job", "MethodSpace", "ParamSpec",
            "Range"]
@@ -106,7 +107,7 @@ class FamilySpec(BaseModel):
         """What validation selects by and the leaderboard ranks by."""
         return self.metrics[0]
 
-    def build_kind(self) -> str:
+    def build_kind(self) -> TaskKind:
         """The kind of the family's tasks (``regression``, ``classification``, ``rl``) with these options."""
         kind = getattr(self.options, "kind", None)
         return kind if isinstance(kind, str) else self.family.kind
@@ -245,7 +246,7 @@ class Job(_Strict):
         # Every leaderboard answers "does meta-learning pay?": the baselines join the methods, each tried early
         # (after the job's own enqueued configurations) at its defaults.
         if self.baselines is None:
-            supervised = self.family.build_kind() in ("regression", "classification", "rating")
+            supervised = self.family.build_kind() in SUPERVISED
             self.baselines = list(DEFAULT_BASELINES) if supervised else []
         for name in self.baselines:
             if name not in LEARNERS:

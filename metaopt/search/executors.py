@@ -13,13 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metaopt.environment import WORKER_ENV
 from metaopt.search.interruption import children_ignore_sigint
 
-WORKER_ENV = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    "PYTHONWARNINGS": "ignore::UserWarning,ignore::FutureWarning",
-}
 
 
 @dataclass

@@ -1,20 +1,68 @@
-"""Starting a search, the same from the command line and from Python: data check, preflight, executor.
+"""Starting a search, the same from the command line and from Python: preflight, data check, executor, driver.
 
-``check_family`` builds the job's task family once in the driver before anything starts:
-a user's data that cannot make a task is one line then, not a failure in every trial;
-what was left out of it is said once (``DataWarning``); and the trials find it cached.
+``Launch`` says where a search runs and records; ``Launch.check`` fails fast, in one line,
+on an address, URI or folder that does not answer and on data that cannot make a task
+(``check_family`` builds the job's task family once in the driver before anything starts:
+what was left out of it is said once, ``DataWarning``, and the trials find it cached);
+``Launch.start`` runs the search (or resumes it) on the executor the job asks for.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from metaopt.search.config import ConfigError, Job
 from metaopt.search.executors import Executor
+from metaopt.search.interruption import StopRequest
 from metaopt.search.job import LoadedJob
+from metaopt.search.results import SearchSummary
 from metaopt.tasks.base import DataWarning
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where a search runs and records: the MLflow store, the Optuna storage, the Ray cluster, the work folder."""
+
+    tracking_uri: str | None = None
+    storage: str | None = None
+    address: str | None = None
+    in_process: bool = False
+    workdir: str | Path = ".metaopt"
+
+    def check(self, loaded: LoadedJob | None = None, *, resuming: bool = False) -> list[str]:
+        """Fail fast (``ConfigError``, one line) where an address, URI or folder does not answer, or ``loaded``'s
+        data cannot make a task; what the data left out, as warnings."""
+        problem = preflight(tracking_uri=self.tracking_uri, storage=self.storage, address=self.address,
+                            in_process=self.in_process, workdir=self.workdir, workdir_exists=resuming)
+        if problem is not None:
+            raise ConfigError(problem)
+        return [] if loaded is None else check_family(loaded)
+
+    def start(self, loaded: LoadedJob, *, tracker: Any = None, progress: Callable[[str, dict[str, Any]], None] | None
+              = None, search_id: str | None = None, resume: bool = False,
+              stopping: Callable[[], AbstractContextManager[StopRequest]] | None = None) -> SearchSummary:
+        """Run the search of ``loaded`` (``resume``: continue ``search_id``) on the executor its job asks for.
+
+        ``stopping``: a context that turns signals into a stop request, entered once the executor
+        is up (Ray's core installs signal handlers of its own when it starts).
+        """
+        from metaopt.search.runner import resume_search, run_search
+        from metaopt.tracking import MlflowSearchTracker
+
+        tracker = tracker or MlflowSearchTracker(self.tracking_uri)
+        with make_executor(loaded.job, in_process=self.in_process, address=self.address) as executor, \
+                (stopping or (lambda: nullcontext(StopRequest())))() as stop:
+            where = dict(executor=executor, tracker=tracker, workdir=self.workdir, storage=self.storage,
+                         progress=progress, stop=stop)
+            if resume:
+                return resume_search(search_id, **where)
+            return run_search(loaded, search_id=search_id, **where)
 
 
 def check_family(loaded: LoadedJob) -> list[str]:

@@ -30,6 +30,20 @@ class MethodRow:
     failed: int = 0
     hparams: dict[str, Any] = field(default_factory=dict)
 
+    def count(self, state: str) -> None:
+        """One more of the method's trials ended ``state`` (complete, pruned or failed; others are not counted)."""
+        if state in ("complete", "pruned", "failed"):
+            setattr(self, state, getattr(self, state) + 1)
+
+    def offer(self, value: float | None, metric: Metric, **best: Any) -> bool:
+        """A finished trial's validation ``value``: kept as the row's best, with ``best``'s fields, if it beats it."""
+        if value is None or (self.best_val is not None and not metric.better(value, self.best_val)):
+            return False
+        self.best_val = value
+        for name, field_value in best.items():
+            setattr(self, name, field_value)
+        return True
+
     def test_mean(self, metric: str) -> float | None:
         """The mean test ``metric``, if scored."""
         return self.test.get(f"test_{metric}")

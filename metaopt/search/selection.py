@@ -63,17 +63,20 @@ def decide(key: str, best: Candidate, champion: Candidate | None, metric: Metric
     moved = mean - ci > 0 if metric.higher_is_better else mean + ci < 0
     verdict = "beats" if moved else "does not beat"
     reason = (f"{best.method} {verdict} the champion ({champion.method}) beyond its CI: test {metric.label} "
-              f"difference {mean:+.4g} ± {ci:.2g} over {tasks} tasks")
+              f"difference {metric.show_change(mean, ci)} over {tasks} tasks")
     return Decision(key, metric, best, champion, moved, reason, (mean, ci), tasks)
 
 
 def pick(key: str, candidates: list[Candidate], champion: Candidate | None, metric: Metric) -> Decision:
-    """The candidate with the best mean test ``metric``, decided against ``champion``."""
+    """The candidate (other than the champion itself) with the best mean test ``metric``, decided against
+    ``champion``; the champion alone among them is still the best."""
     if not candidates:
         raise ValueError(f"no candidate to select from for {key}")
-    pool = [*candidates, *([champion] if champion is not None else [])]
-    ranked = sorted(pool, key=lambda c: c.mean(metric), reverse=metric.higher_is_better)
-    return decide(key, ranked[0], champion, metric)
+    others = [c for c in candidates if champion is None or c.run_id is None or c.run_id != champion.run_id]
+    if not others:
+        return decide(key, champion, champion, metric)
+    return decide(key, max(others, key=lambda c: c.mean(metric) * (1 if metric.higher_is_better else -1)),
+                  champion, metric)
 
 
 def paired_difference(a: TaskScores, b: TaskScores, metric: Metric) -> tuple[float, float, int]:
@@ -92,7 +95,7 @@ def transfer_verdict(best_meta: Candidate | None, best_baseline: Candidate | Non
         return None
     mean, ci, tasks = paired_difference(best_meta.scores, best_baseline.scores, metric)
     gain = mean if metric.higher_is_better else -mean  # > 0: the meta-learner is better
-    measured = (f"test {metric.label} of {best_meta.method} minus {best_baseline.method}: {mean:+.4g} ± {ci:.2g} "
+    measured = (f"test {metric.label} of {best_meta.method} minus {best_baseline.method}: {metric.show_change(mean, ci)} "
                 f"over {tasks} paired tasks")
     if gain - ci > 0:
         return f"meta-learning pays on this family: {best_meta.method} beats the best baseline beyond its CI ({measured})"

@@ -123,9 +123,12 @@ def _check_journal_lines(path: Path) -> None:
                 raise ValueError(f"line {number} is not a journal record") from None
 
 
-def describe(locator: str) -> str:
-    """The locator without a password, for messages."""
+def without_password(locator: str) -> str:
+    """A URL or locator without its password, for messages and records."""
     if "://" in locator and "@" in locator:
         scheme, rest = locator.split("://", 1)
         return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
     return locator
+
+
+describe = without_password  # how a storage locator is shown

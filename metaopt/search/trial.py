@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import torch
 
+from metaopt.environment import quiet_mlflow
 from metaopt.learners.base import MetaLearner
 from metaopt.learners.checkpoint import build_learner, load_checkpoint, make_checkpoint, read_checkpoint
 from metaopt.search import evaluation
@@ -204,7 +205,7 @@ def trial_tags(search_id: str, job: Job, method: str, number: int) -> dict[str, 
 
 def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
     """Run ``train`` on this worker and record its outcome; never raises for a trial's own failure."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    quiet_mlflow()
     start = time.monotonic()
     result = TrialResult(config.number, config.method, dict(config.hparams), state="failed")
     tags = trial_tags(config.search_id, config.job, config.method, config.number)

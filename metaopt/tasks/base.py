@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -19,6 +19,10 @@ from torch import Tensor
 from metaopt.tasks.metrics import Metric
 
 Split = Literal["train", "val", "test"]
+# What a family's tasks ask of a learner: predict values, classes or ratings from a support set, or act (RL).
+TaskKind = Literal["regression", "classification", "rating", "rl"]
+TASK_KINDS: tuple[TaskKind, ...] = get_args(TaskKind)
+SUPERVISED: tuple[TaskKind, ...] = ("regression", "classification", "rating")  # query targets from a support set
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
 
 
@@ -83,7 +87,7 @@ class TaskFamily(ABC):
     """
 
     name: ClassVar[str]
-    kind: ClassVar[Literal["regression", "classification", "rating", "rl"]]
+    kind: ClassVar[TaskKind]
     Options: ClassVar[type[FamilyOptions]] = FamilyOptions
     metrics: ClassVar[tuple[Metric, ...]]
     input_shape: tuple[int, ...]

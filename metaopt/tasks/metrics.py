@@ -8,6 +8,7 @@ targets to one value per task.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -22,12 +23,54 @@ PerTask = Callable[[Tensor, Tensor], Tensor]  # (predictions [tasks, queries, ..
 
 @dataclass(frozen=True)
 class Metric:
-    """A per-task score: its key in results (``val_<name>``, ``test_<name>``), direction and label for people."""
+    """A per-task score: its key in results (``val_<name>``, ``test_<name>``), direction, and how people see it.
+
+    ``percent``: a rate in [0, 1] that every table, description and tag shows in percent;
+    ``digits``: the significant digits a value is shown with otherwise (a CI gets two).
+    """
 
     name: str
     direction: Direction
     label: str
     per_task: PerTask
+    percent: bool = False
+    digits: int = 4
+
+    @property
+    def heading(self) -> str:
+        """The label with its unit, for a column: ``accuracy %``, ``MSE``."""
+        return f"{self.label} %" if self.percent else self.label
+
+    def cell(self, value: float | None) -> str:
+        """``value`` for a table column: fixed decimals (two of a percent), ``-`` when missing or not finite."""
+        if value is None or not math.isfinite(value):
+            return "-"
+        return f"{100 * value:.2f}" if self.percent else f"{value:.{self.digits}f}"
+
+    def cell_ci(self, mean: float | None, ci: float | None) -> str:
+        """``mean ± ci`` for a table column (``-`` without a mean)."""
+        return "-" if mean is None else f"{self.cell(mean)} ± {self.cell(ci or 0.0)}"
+
+    def show(self, value: float | None) -> str:
+        """``value`` in prose: ``97.12%``, ``0.1234``; ``-`` when missing or not finite."""
+        if value is None or not math.isfinite(value):
+            return "-"
+        return f"{100 * value:.2f}%" if self.percent else f"{value:.{self.digits}g}"
+
+    def show_ci(self, mean: float | None, ci: float | None) -> str:
+        """``mean ± ci`` in prose: ``97.12 ± 0.34%``, ``0.1234 ± 0.012``; ``-`` without a mean."""
+        if mean is None or not math.isfinite(mean):
+            return "-"
+        ci = ci if ci is not None and math.isfinite(ci) else 0.0
+        if self.percent:
+            return f"{100 * mean:.2f} ± {100 * ci:.2f}%"
+        return f"{mean:.{self.digits}g} ± {ci:.2g}"
+
+    def show_change(self, mean: float, ci: float) -> str:
+        """A signed difference ``mean ± ci`` in prose: ``+1.20 ± 0.80 percentage points``, ``-0.0123 ± 0.004``."""
+        if self.percent:
+            return f"{100 * mean:+.2f} ± {100 * ci:.2f} percentage points"
+        return f"{mean:+.{self.digits}g} ± {ci:.2g}"
 
     @property
     def higher_is_better(self) -> bool:
@@ -61,6 +104,6 @@ def accuracy(logits: Tensor, labels: Tensor) -> Tensor:
 # Names stay "loss" and "accuracy" so that the records of every store (val_loss, test_loss, test_accuracy) read alike.
 REGRESSION: tuple[Metric, ...] = (Metric("loss", "minimize", "MSE", mse),)
 CLASSIFICATION: tuple[Metric, ...] = (
-    Metric("accuracy", "maximize", "accuracy", accuracy),
+    Metric("accuracy", "maximize", "accuracy", accuracy, percent=True),
     Metric("loss", "minimize", "cross-entropy", cross_entropy),
 )

@@ -21,7 +21,8 @@ from mlflow.tracking import MlflowClient
 from metaopt.search.config import Job
 from metaopt.search.evaluation import TaskScores, evaluate_test
 from metaopt.search.reporting import ChampionRecord, TrackingError
-from metaopt.search.selection import Candidate, Decision, pick
+from metaopt.search.conclusion import decide_champion
+from metaopt.search.selection import Candidate, Decision
 from metaopt.tasks.metrics import Metric
 from metaopt.tracking.leaderboard import leaderboards
 from metaopt.tracking.models import load_learner
@@ -96,8 +97,7 @@ def register(client: MlflowClient, run_id: str, key: str, reason: str, *, metric
     run = client.get_run(run_id)
     tags, metrics = run.data.tags, run.data.metrics
     model_uri = tags.get("metaopt.model_uri", f"runs:/{run_id}/model")
-    score = (f"{metrics[f'test_{metric.name}']:.4g} ± {metrics.get(f'test_{metric.name}_ci95', float('nan')):.2g}"
-             if f"test_{metric.name}" in metrics else "-")
+    score = metric.show_ci(metrics.get(f"test_{metric.name}"), metrics.get(f"test_{metric.name}_ci95"))
     version_tags = {"metaopt.key": key, "metaopt.method": tags.get("metaopt.method", "?"),
                     f"metaopt.test_{metric.name}": score, "metaopt.search_id": search_id or tags.get("metaopt.search_id", ""),
                     "metaopt.run_id": run_id}
@@ -166,19 +166,25 @@ def select_champion(
         run_ids.append(record.run_id)
     recorded = {run_id: recorded_scores(client, run_id) for run_id in dict.fromkeys(run_ids)}
     needed = test_tasks or max((s.tasks for s in recorded.values() if s is not None), default=None)
-    selection_rescored: list[str] = []
+    rescored: list[str] = []
+
+    def score(run_id: str) -> TaskScores:
+        """Scored once on the key's own test tasks, and recorded."""
+        scores = _rescore(client, run_id, board.key, needed)
+        record_scores(client, run_id, scores)
+        rescored.append(run_id)
+        return scores
+
     candidates: dict[str, Candidate] = {}
     for run_id, scores in recorded.items():
         if scores is None or scores.key != board.key or (needed and scores.tasks < needed):
-            scores = _rescore(client, run_id, board.key, needed)
-            record_scores(client, run_id, scores)
-            selection_rescored.append(run_id)
+            scores = score(run_id)
         method = client.get_run(run_id).data.tags.get("metaopt.method", "?")
         candidates[run_id] = Candidate(method, run_id, _first(scores, needed))
-    champion = candidates.get(record.run_id) if record is not None else None
-    others = [c for run_id, c in candidates.items() if champion is None or run_id != champion.run_id]
-    decision = pick(board.key, others or [champion], champion, board.metric)
-    selection = Selection(board.key, board.metrics, decision, list(candidates.values()), selection_rescored)
+    champion = None if record is None else ChampionRecord(record.method, record.run_id,
+                                                           candidates[record.run_id].scores)
+    decision = decide_champion(board.key, list(candidates.values()), champion, board.metric, score)
+    selection = Selection(board.key, board.metrics, decision, list(candidates.values()), rescored)
     if decision.moved and apply:
         selection.version = register(client, decision.best.run_id, board.key, decision.reason,
                                      metric=board.metric)

@@ -13,23 +13,9 @@ from metaopt.search.trial import TrialResult
 from metaopt.tasks.metrics import Metric
 
 
-def fmt(value: float | None, metric: Metric | None = None) -> str:
-    """A score as a person reads it: accuracies in percent, others to 4 significant digits."""
-    if value is None or not math.isfinite(value):
-        return "-"
-    if metric is not None and metric.name == "accuracy":
-        return f"{100 * value:.2f}%"
-    return f"{value:.4g}"
-
-
 def score(row: MethodRow, metric: Metric) -> str:
-    """``mean ± CI`` of the row's test ``metric``."""
-    mean, ci = row.test_mean(metric.name), row.test_ci(metric.name)
-    if mean is None:
-        return "-"
-    if metric.name == "accuracy":
-        return f"{100 * mean:.2f} ± {100 * (ci or 0):.2f}%"
-    return f"{mean:.4g} ± {(ci or 0):.2g}"
+    """``mean ± CI`` of the row's test ``metric``, as the metric is shown (rates in percent)."""
+    return metric.show_ci(row.test_mean(metric.name), row.test_ci(metric.name))
 
 
 def ranks(summary: SearchSummary) -> dict[int, int]:
@@ -42,7 +28,7 @@ def ranks(summary: SearchSummary) -> dict[int, int]:
 def trial_line(result: TrialResult, summary: SearchSummary, rank: int | None) -> str:
     """One line for a trial's run: method, outcome, why it stopped, its rank."""
     metric = summary.metric
-    value = f"validation {metric.label} {fmt(result.value, metric)}"
+    value = f"validation {metric.label} {metric.show(result.value)}"
     total = sum(r.state == "complete" for r in summary.results)
     if result.state == "complete":
         where = f"rank {rank} of {total} finished trials" if rank else "finished"
@@ -127,7 +113,7 @@ def search_note(summary: SearchSummary, *, run_url: Any, model_url: Any) -> str:
               "| --- | --- | --- | " + " | ".join("---" for _ in summary.metrics) + " | --- | --- |"]
     for i, row in enumerate(summary.rows, 1):
         trial = f"[{row.trial_number}]({run_url(row.run_id)})" if row.run_id else "-"
-        lines.append(f"| {i if row.best_val is not None else '-'} | {row.method} | {fmt(row.best_val, metric)} | "
+        lines.append(f"| {i if row.best_val is not None else '-'} | {row.method} | {metric.show(row.best_val)} | "
                      + " | ".join(score(row, m) for m in summary.metrics)
                      + f" | {row.complete} / {row.pruned} / {row.failed} | {trial} |")
     return "\n".join(lines)

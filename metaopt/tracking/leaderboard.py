@@ -11,9 +11,6 @@ from metaopt.search.results import MethodRow, rank
 from metaopt.tasks.metrics import Metric
 from metaopt.tracking.store import KeyExperiment, key_experiments, resolve_tracking_uri
 
-STATES = ("complete", "pruned", "failed")
-
-
 @dataclass
 class Board:
     """The leaderboard of one key."""
@@ -56,23 +53,17 @@ def _board(client: MlflowClient, experiment: KeyExperiment, search_id: str | Non
     rows: dict[str, MethodRow] = {}
     for run in _all_runs(client, experiment.experiment_id, query):
         tags, metrics = run.data.tags, run.data.metrics
-        method = tags.get("metaopt.method", "?")
-        row = rows.setdefault(method, MethodRow(method))
+        row = rows.setdefault(tags.get("metaopt.method", "?"), MethodRow(tags.get("metaopt.method", "?")))
         state = tags.get("metaopt.state", "failed")
-        if state in STATES:
-            setattr(row, state, getattr(row, state) + 1)
+        row.count(state)
         # Only the best trial of each search per method is scored on test tasks, and the
         # best validation trial overall is always one of those.
         if state == "complete" and test in metrics and val in metrics:
-            if row.best_val is None or metric.better(metrics[val], row.best_val):
-                row.best_val = metrics[val]
-                row.test = {k: v for k, v in metrics.items() if k.startswith("test_")}
-                if "metaopt.test_tasks" in tags:  # a count: a tag, not a metric to chart
-                    row.test["test_tasks"] = float(tags["metaopt.test_tasks"])
-                row.trial_number = int(tags.get("metaopt.trial_number", -1))
-                row.run_id = run.info.run_id
-                row.strategy = tags.get("metaopt.strategy")
-                row.hparams = dict(run.data.params)
+            scored = {k: v for k, v in metrics.items() if k.startswith("test_")}
+            if "metaopt.test_tasks" in tags:  # a count: a tag, not a metric to chart
+                scored["test_tasks"] = float(tags["metaopt.test_tasks"])
+            row.offer(metrics[val], metric, test=scored, trial_number=int(tags.get("metaopt.trial_number", -1)),
+                      run_id=run.info.run_id, strategy=tags.get("metaopt.strategy"), hparams=dict(run.data.params))
     return Board(experiment.key, experiment.family, experiment.metrics, rank(list(rows.values()), metric),
                  experiment.legacy)
 

@@ -18,7 +18,6 @@ from typing import Any
 from metaopt.tasks import FAMILIES
 from metaopt.tasks.metrics import Metric, mse
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -26,7 +25,13 @@ PREFIX = "metaopt-"
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db`` (absolute, so Ray workers agree)."""
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db`` (absolute, so Ray workers agree).
+
+    Every use of a store resolves it first: MLflow is quieted here (``environment.quiet_mlflow``).
+    """
+    from metaopt.environment import quiet_mlflow
+
+    quiet_mlflow()
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         return f"sqlite:///{Path(DEFAULT_DB).resolve()}"
@@ -64,6 +69,7 @@ def get_or_create_experiment(client: Any, key: str, family: str | None = None, m
         tags["metaopt.family"] = family
     if metric is not None:
         tags.update({"metaopt.metric": metric.name, "metaopt.direction": metric.direction,
+                     "metaopt.metric_percent": "true" if metric.percent else "false",
                      NOTE_TAG: _experiment_note(key, family, metric), VIEW_TAG + VIEW_KEY: json.dumps(runs_view(metric))})
     current = {} if experiment is None else experiment.tags
     for tag, value in tags.items():
@@ -169,7 +175,7 @@ def _described(experiment: Any) -> KeyExperiment:
         metrics = next((m for m in sets if m[0].name == tags.get("metaopt.metric")), sets[0])
     else:
         name, direction = tags.get("metaopt.metric", "loss"), tags.get("metaopt.direction", "minimize")
-        metrics = (Metric(name, direction, name, mse),)
+        metrics = (Metric(name, direction, name, mse, percent=tags.get("metaopt.metric_percent") == "true"),)
     return KeyExperiment(tags["metaopt.key"], family, experiment.experiment_id, metrics)
 
 
@@ -214,10 +220,9 @@ def _db_timeout(url: str, timeout: float) -> dict[str, Any]:
 
 
 def _without_password(url: str) -> str:
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
+    from metaopt.search.storage import without_password
+
+    return without_password(url)
 
 
 def _check_server(uri: str, shown: str, timeout: float) -> None:

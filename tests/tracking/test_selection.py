@@ -16,7 +16,7 @@ HOPELESS = {**GOOD, "outer_lr": 1e-7}
 
 
 def _search(tmp_path, uri: str, config: dict, name: str):
-    job = tiny_job(name=name, methods=["maml"], enqueue=[config],
+    job = tiny_job(name=name, methods=[config["method"]], enqueue=[config],
                    budget={**tiny_job()["budget"], "trials": 1, "meta_iterations": 300, "eval_interval": 100})
     tracker = MlflowSearchTracker(uri)
     summary = run_search(load_job(write_job(tmp_path, job, f"{name}.yaml")), executor=InProcessExecutor(),
@@ -47,3 +47,16 @@ def test_champion_moves_only_when_beaten_beyond_its_ci(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "champion unchanged: the champion is still the best" in out and strong.champion.run_id[:8] in out
     assert _champion_run(uri) == strong.champion.run_id
+
+
+def test_a_search_and_select_decide_the_champion_through_one_function_on_the_same_recorded_scores(tmp_path):
+    from metaopt.tracking.champion import select_champion
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    strong, _ = _search(tmp_path, uri, GOOD, "strong")
+    weak, by_search = _search(tmp_path, uri, {**HOPELESS, "method": "fomaml"}, "weak")  # a second method, worse
+    assert not by_search.moved and by_search.best.method == "fomaml"
+    by_select = select_champion("sine-5shot", tracking_uri=uri, apply=False).decision  # read back from the store
+    assert (by_select.best.run_id, by_select.champion.run_id) == (weak.champion.run_id, strong.champion.run_id)
+    assert (by_select.moved, by_select.reason, by_select.difference, by_select.tasks) == (
+        by_search.moved, by_search.reason, by_search.difference, by_search.tasks)
