@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+from metaopt.environment import quiet_mlflow
+
+quiet_mlflow()
 
 
 @pytest.fixture(autouse=True)
@@ -18,11 +27,29 @@ def _one_thread() -> None:
 
 
 @pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An empty MLflow sqlite store, made once: MLflow migrates a new store for seconds, a copy of this takes ms."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _store_in_tmp_path(request, empty_store) -> None:
+    """A test that uses ``tmp_path`` finds an empty MLflow store there as ``mlflow.db`` (a copy of ``empty_store``),
+    unless it is marked ``no_store`` (what a first search does without one is tested there and in sub-folders)."""
+    if "tmp_path" in request.fixturenames and request.node.get_closest_marker("no_store") is None:
+        shutil.copyfile(empty_store, request.getfixturevalue("tmp_path") / "mlflow.db")
+
+
+@pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole test session (2 CPUs); shut down by the fixture, never by ``ray stop``."""
     import ray
 
-    from metaopt.search.executors import WORKER_ENV
+    from metaopt.environment import WORKER_ENV
 
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray ignores TMPDIR; keep the socket path short
     ray.init(
@@ -98,3 +125,71 @@ def redis_url():
     client.flushdb()
     yield url
     client.flushdb()
+
+
+# -- one recorded store and one UI server, shared by the tests that read them -----------------------------------
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A finished tiny search in a sqlite store: finished and pruned trials, a champion, the job it ran."""
+
+    summary: Any
+    uri: str
+    experiment_id: str
+    job: Path
+
+
+@pytest.fixture(scope="session")
+def recorded_search(request, tmp_path_factory) -> Recorded:
+    """One tiny in-process search of MAML and first-order MAML (a median pruner prunes some), recorded in sqlite.
+
+    Read only: a test that writes to a store makes its own.
+    """
+    from metaopt.search import load_job
+    from metaopt.search.executors import InProcessExecutor
+    from metaopt.search.runner import run_search
+    from metaopt.tracking import MlflowSearchTracker
+    from tests.search.jobs import tiny_job, write_job
+
+    tmp = tmp_path_factory.mktemp("recorded")
+    shutil.copyfile(request.getfixturevalue("empty_store"), tmp / "mlflow.db")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    job = tiny_job(methods=["maml", "fomaml"], budget={**tiny_job()["budget"], "trials": 6, "meta_iterations": 40},
+                   pruner={"type": "median", "n_startup_trials": 2})
+    path = write_job(tmp, job)
+    tracker = MlflowSearchTracker(uri)
+    summary = run_search(load_job(path), executor=InProcessExecutor(), tracker=tracker, workdir=tmp / "work")
+    return Recorded(summary, uri, tracker.experiment_id, path)
+
+
+@pytest.fixture(scope="session")
+def ui_server_process(recorded_search):
+    """`metaopt ui` serving the recorded store (a server process): its address, the links it printed, its process."""
+    import re
+    import urllib.request
+
+    from tests.mlflow_server import free_port
+    from tests.search.jobs import REPO
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "metaopt.cli", "ui", "--port", str(port), "--tracking-uri",
+                             recorded_search.uri], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    lines = [proc.stdout.readline() for _ in range(2)]
+    links = [m.group(0) for line in lines for m in [re.search(r"http://\S+#/experiments/\S+", line)] if m]
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "metaopt ui did not come up"
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}", links, proc
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -1,33 +1,37 @@
-"""A user's own data end to end, through the installed command: files -> `metaopt init` -> search -> champion -> adapt."""
+"""A user's own data end to end, through the command: files -> `metaopt init` -> search -> champion -> adapt."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from metaopt.tasks import ImageFolder, Tabular
 from tests.own_data import draw_shapes, linear_rows, write_table
 
-INSTALLED = Path(sys.executable).with_name("metaopt")
-COMMAND = [str(INSTALLED)] if INSTALLED.is_file() else [sys.executable, "-m", "metaopt.cli"]
+@pytest.fixture
+def metaopt_here(tmp_path: Path, monkeypatch, capsys):  # noqa: ANN201 - a function of the command's arguments
+    """``metaopt ARGS`` as its ``main`` runs it, in this process, in ``tmp_path``: its output (an exit other than 0
+    fails). The installed command's own exit and output are tested in ``tests/search/test_job_errors.py``."""
+    from metaopt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def run(*args: str) -> str:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        assert code == 0, captured.err[-3000:]
+        return captured.out
+
+    return run
 
 
-def _metaopt(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "XDG_CACHE_HOME": str(cwd / "cache")}
-    done = subprocess.run([*COMMAND, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
-def _search(job: Path, cwd: Path) -> str:
-    """Run the job as written, in this process's Python (no Ray: the Ray path is tested elsewhere)."""
-    done = _metaopt("search", str(job), "--in-process", "--tracking-uri", f"sqlite:///{cwd / 'mlflow.db'}",
-                    "--workdir", str(cwd / "work"), cwd=cwd)
-    return done.stdout
+def _search(metaopt_here, job: Path, cwd: Path) -> str:  # noqa: ANN001
+    """Run the job as written, in this process (no Ray: the Ray path is tested elsewhere)."""
+    return metaopt_here("search", str(job), "--in-process", "--tracking-uri", f"sqlite:///{cwd / 'mlflow.db'}",
+                        "--workdir", str(cwd / "work"))
 
 
 def _champion(key: str, cwd: Path):  # noqa: ANN202 - a MetaLearner
@@ -36,12 +40,12 @@ def _champion(key: str, cwd: Path):  # noqa: ANN202 - a MetaLearner
     return load_learner(f"models:/metaopt-{key}@champion", tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
 
 
-def test_a_regression_table_from_init_to_a_champion_that_adapts_better_than_it_starts(tmp_path):
+def test_a_regression_table_from_init_to_a_champion_that_adapts_better_than_it_starts(tmp_path, metaopt_here):
     table = write_table(linear_rows(tasks=80, rows=30), tmp_path / "sales.csv")
-    made = _metaopt("init", "--family", "tabular", f"path={table.name}", "task_column=user", "target=y",
-                    "kind=regression", "--out", "jobs", "--trials", "3", "--meta-iterations", "300", cwd=tmp_path)
-    assert "wrote jobs/tabular.yaml and jobs/tabular-space.yaml" in made.stdout
-    out = _search(tmp_path / "jobs" / "tabular.yaml", tmp_path)
+    made = metaopt_here("init", "--family", "tabular", f"path={table.name}", "task_column=user", "target=y",
+                        "kind=regression", "--out", "jobs", "--trials", "3", "--meta-iterations", "300")
+    assert "wrote jobs/tabular.yaml and jobs/tabular-space.yaml" in made
+    out = _search(metaopt_here, tmp_path / "jobs" / "tabular.yaml", tmp_path)
     options = Tabular.Options(path=str(table), task_column="user", target="y", kind="regression")
     key = Tabular.key(options)
     assert key in out and "champion:" in out
@@ -62,7 +66,7 @@ def test_a_regression_table_from_init_to_a_champion_that_adapts_better_than_it_s
     assert float(difference.mean() - half_width) > 0, (float(adapted_mse.mean()), float(unadapted_mse.mean()))
 
 
-def test_an_image_folder_from_files_to_a_champion_far_above_chance(tmp_path):
+def test_an_image_folder_from_files_to_a_champion_far_above_chance(tmp_path, metaopt_here):
     root = draw_shapes(tmp_path / "photos", per_class=12, classes=30)
     job = tmp_path / "shapes.yaml"
     job.write_text("name: shapes\n"
@@ -72,7 +76,7 @@ def test_an_image_folder_from_files_to_a_champion_far_above_chance(tmp_path):
                    "space: {protonet: {outer_lr: {type: float, low: 0.001, high: 0.003, log: true}, meta_batch: 4}}\n"
                    "budget: {trials: 1, meta_iterations: 120, eval_interval: 60, val_tasks: 50, test_tasks: 200}\n"
                    "baselines: []\n")  # the one trial is ProtoNet's, not a baseline's
-    out = _search(job, tmp_path)
+    out = _search(metaopt_here, job, tmp_path)
     key = ImageFolder.key(ImageFolder.Options(root=str(root)))
     assert key in out
     learner = _champion(key, tmp_path)
@@ -85,12 +89,12 @@ def test_an_image_folder_from_files_to_a_champion_far_above_chance(tmp_path):
     assert accuracy > 0.6, accuracy  # chance: 0.2
 
 
-def test_a_classification_parquet_from_init_searches_as_written(tmp_path):
+def test_a_classification_parquet_from_init_searches_as_written(tmp_path, metaopt_here):
     from tests.own_data import class_rows
 
     write_table(class_rows(tasks=40, rows=24), tmp_path / "sites.parquet")
-    _metaopt("init", "--family", "tabular", "path=sites.parquet", "task_column=site", "target=label",
-             "kind=classification", "shots=6", "queries=6", "--name", "sites", "--trials", "1",
-             "--meta-iterations", "100", cwd=tmp_path)
-    out = _search(tmp_path / "sites.yaml", tmp_path)
+    metaopt_here("init", "--family", "tabular", "path=sites.parquet", "task_column=site", "target=label",
+                 "kind=classification", "shots=6", "queries=6", "--name", "sites", "--trials", "1",
+                 "--meta-iterations", "100")
+    out = _search(metaopt_here, tmp_path / "sites.yaml", tmp_path)
     assert "tabular-sites-" in out and "test accuracy" in out and "champion:" in out

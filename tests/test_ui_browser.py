@@ -36,41 +36,16 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
-    """A tiny search with finished and pruned trials, recorded in a sqlite store."""
-    tmp = tmp_path_factory.mktemp("ui")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    job = tiny_job(methods=["maml", "fomaml"], budget={**tiny_job()["budget"], "trials": 6, "meta_iterations": 40},
-                   pruner={"type": "median", "n_startup_trials": 2})
-    tracker = MlflowSearchTracker(uri)
-    summary = run_search(load_job(write_job(tmp, job)), executor=InProcessExecutor(), tracker=tracker,
-                         workdir=tmp / "work")
-    return summary, uri, tracker.experiment_id
+def searched(recorded_search):
+    """The shared tiny search with finished and pruned trials (``conftest.recorded_search``)."""
+    return recorded_search.summary, recorded_search.uri, recorded_search.experiment_id
 
 
 @pytest.fixture(scope="module")
-def ui(searched):
-    """`metaopt ui` on the store: its address and the links it printed."""
-    _, uri, _ = searched
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "metaopt.cli", "ui", "--port", str(port), "--tracking-uri", uri],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    lines = [proc.stdout.readline() for _ in range(2)]
-    links = [m.group(0) for line in lines for m in [re.search(r"http://\S+#/experiments/\S+", line)] if m]
-    import urllib.request
-
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "metaopt ui did not come up"
-            time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}", links
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+def ui(ui_server_process):
+    """`metaopt ui` on that store (``conftest.ui_server_process``): its address and the links it printed."""
+    address, links, _ = ui_server_process
+    return address, links
 
 
 @pytest.fixture(scope="module")

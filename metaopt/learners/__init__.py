@@ -49,6 +49,17 @@ LEARNERS: Registry[MetaLearner] = Registry("metaopt.learners", {
     **{policy.name: policy for policy in CLASSIC_POLICIES},
 }, MetaLearner, "learner")
 
+
+
+def is_baseline(method: str) -> bool:
+    """Whether ``method`` is a baseline (what meta-learning must beat), not a meta-learner; False for one that
+    does not load (a broken plugin)."""
+    try:
+        return LEARNERS[method].baseline
+    except ValueError:
+        return False
+
+
 __all__ = [
     "ANIL",
     "FOMAML",
@@ -72,4 +83,5 @@ __all__ = [
     "Reptile",
     "Scratch",
     "Siamese",
+    "is_baseline",
 ]

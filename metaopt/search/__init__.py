@@ -3,7 +3,9 @@
 The stages of a search, one home each: ``config``/``job`` (the job, validated once),
 ``strategies`` (``STRATEGIES``), ``executors`` (in-process or Ray), ``fit`` (the one
 training loop), ``evaluation`` (per-task scores on a key's fixed tasks), ``selection``
-(the champion decision, a pure function) and ``runner`` (the driver that runs them).
+(the champion decision, a pure function), ``launch`` (preflight, data check, executor) and
+the driver: ``runner`` on ``study`` (the Optuna study across drivers), ``loop`` (ask, run,
+tell) and ``conclusion`` (scoring each method's best, the verdict, the champion decision).
 """
 
 from __future__ import annotations

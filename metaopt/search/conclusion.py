@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from metaopt.learners import LEARNERS
+from metaopt.learners import is_baseline
 from metaopt.search.evaluation import TaskScores
 from metaopt.search.loop import SearchContext
 from metaopt.search.reporting import ChampionRecord, TrackingError
@@ -31,14 +31,6 @@ def method_rows(results: list[TrialResult], metric: Metric, strategy_name: str |
         if result.state == "complete":
             row.offer(result.value, metric, trial_number=result.number, run_id=result.run_id, hparams=result.hparams)
     return rank(list(rows.values()), metric)
-
-
-def is_baseline(method: str) -> bool:
-    """Whether ``method`` is a baseline (what meta-learning must beat) rather than a meta-learner."""
-    try:
-        return LEARNERS[method].baseline
-    except ValueError:  # a plugin that no longer imports
-        return False
 
 
 def verdict(scored: list[MethodRow], scores: dict[str, TaskScores], metric: Metric) -> str | None:

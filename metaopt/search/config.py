@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from metaopt.learners import LEARNERS
+from metaopt.learners import LEARNERS, is_baseline
 from metaopt.search.ranges import Categorical, FloatRange, IntRange, MethodSpace, ParamSpec, Range
 from metaopt.search.strategies import STRATEGIES
 from metaopt.tasks import FAMILIES, FamilyOptions, Metric, TaskFamily
@@ -251,10 +251,10 @@ class Job(_Strict):
         for name in self.baselines:
             if name not in LEARNERS:
                 raise ValueError(f"baselines: unknown method {name!r} (allowed: "
-                                 f"{', '.join(m for m in LEARNERS if _is_baseline(m))})")
-            if not _is_baseline(name):
+                                 f"{', '.join(m for m in LEARNERS if is_baseline(m))})")
+            if not is_baseline(name):
                 raise ValueError(f"baselines: {name} is a meta-learner: list it in methods (allowed: "
-                                 f"{', '.join(m for m in LEARNERS if _is_baseline(m))})")
+                                 f"{', '.join(m for m in LEARNERS if is_baseline(m))})")
         self.methods = [*self.methods, *(b for b in self.baselines if b not in self.methods)]
         enqueued = {config.get("method") for config in self.enqueue}  # the job's own first tries stay first
         self.enqueue = [*self.enqueue, *({"method": b} for b in self.baselines if b not in enqueued)]
@@ -298,13 +298,6 @@ class Job(_Strict):
 
 
 DEFAULT_BASELINES = ("scratch", "pretrain")
-
-
-def _is_baseline(method: str) -> bool:
-    try:
-        return LEARNERS[method].baseline
-    except ValueError:  # a broken plugin
-        return False
 
 
 def _learns(method: str, kind: str) -> bool:

@@ -54,7 +54,7 @@ def _driver(args: list[str], cwd: Path, marker: str, **env: str) -> subprocess.P
 
 def _shared_job(tmp_path: Path, trials: int) -> Path:
     return write_job(tmp_path, tiny_job(methods=["maml", "fomaml"], compile="never", pruner={"type": "none"},
-                                        budget={**tiny_job()["budget"], "trials": trials, "meta_iterations": 600,
+                                        budget={**tiny_job()["budget"], "trials": trials, "meta_iterations": 400,
                                                 "eval_interval": 100}), "shared.yaml")
 
 

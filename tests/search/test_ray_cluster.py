@@ -29,8 +29,14 @@ RAY = str(Path(sys.executable).parent / "ray")
 TOKEN = secrets.token_hex(32)  # this test's cluster token, not ~/.ray/auth_token (absent on a fresh machine)
 
 
+# The head's control service declares a silent node dead after 3 missed checks a second apart (default: 5 of 3 s).
+FAST_FAILURE_DETECTION = {"RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
+                          "RAY_health_check_failure_threshold": "3"}
+
+
 def _ray_start(args: list[str], marker: str) -> None:
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, marker.split("=")[0]: marker.split("=")[1]}
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, marker.split("=")[0]: marker.split("=")[1],
+           **FAST_FAILURE_DETECTION}
     done = subprocess.run([RAY, "start", *args, "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
                            "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -68,7 +74,7 @@ def test_worker_node_lost_mid_trial_every_trial_ends_exactly_once(tmp_path, stor
     head, worker, driver_mark = (f"METAOPT_TEST_NODE={role}-{tag}" for role in ("head", "worker", "driver"))
     port = free_port()
     job = tiny_job(methods=["maml"], enqueue=[GOOD],
-                   budget={**tiny_job()["budget"], "trials": 4, "meta_iterations": 4000, "eval_interval": 100},
+                   budget={**tiny_job()["budget"], "trials": 4, "meta_iterations": 1000, "eval_interval": 100},
                    resources={"cpus_per_trial": 1, "max_concurrent": 2, "max_retries": 2}, compile="never")
     path = write_job(tmp_path, job)
     storage, uri = stores
@@ -114,4 +120,4 @@ def test_worker_node_lost_mid_trial_every_trial_ends_exactly_once(tmp_path, stor
     resumed = [r for r in runs if client.get_metric_history(r.info.run_id, "resumed_at")]
     assert len(resumed) >= 1  # the lost trial was rerun on the head from its checkpoint, in its own run
     for run in runs:
-        assert {m.step for m in client.get_metric_history(run.info.run_id, "val_loss")} == set(range(100, 4001, 100))
+        assert {m.step for m in client.get_metric_history(run.info.run_id, "val_loss")} == set(range(100, 1001, 100))

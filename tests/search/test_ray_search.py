@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -18,9 +20,10 @@ from tests.search.jobs import GOOD, tiny_job, write_job
 
 
 @pytest.fixture(scope="module")
-def ray_search(ray_session, tmp_path_factory):
+def ray_search(ray_session, tmp_path_factory, empty_store):
     """One 4-trial search on Ray with MLflow tracking, shared by the tests below."""
     tmp = tmp_path_factory.mktemp("ray_search")
+    shutil.copyfile(empty_store, tmp / "mlflow.db")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     job = tiny_job(enqueue=[GOOD, {**GOOD, "inner_lr": 1e10}], budget={**tiny_job()["budget"], "trials": 4})
     tracker = MlflowSearchTracker(uri)

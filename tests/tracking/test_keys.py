@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 
 import optuna
@@ -36,9 +37,10 @@ def _glyphs_job(ways: int, name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def two_keys(tmp_path_factory):
+def two_keys(tmp_path_factory, empty_store):
     """Tiny glyphs 5-way 1-shot and 20-way 1-shot searches in one MLflow store."""
     tmp = tmp_path_factory.mktemp("keys")
+    shutil.copyfile(empty_store, tmp / "mlflow.db")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     summaries = {}
     for ways in KEYS:

@@ -19,17 +19,12 @@ from tests.search.jobs import tiny_job, write_job
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("record")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    job = tiny_job(methods=["maml", "fomaml"], budget={**tiny_job()["budget"], "trials": 5, "meta_iterations": 40},
-                   pruner={"type": "median", "n_startup_trials": 2})
-    path = write_job(tmp, job)
-    tracker = MlflowSearchTracker(uri)
-    summary = run_search(load_job(path), executor=InProcessExecutor(), tracker=tracker, workdir=tmp / "work")
-    client = MlflowClient(uri)
-    runs = client.search_runs([tracker.experiment_id], "tags.`metaopt.role` = 'trial'")
-    return summary, client, tracker.experiment_id, {int(r.data.tags["metaopt.trial_number"]): r for r in runs}, path
+def recorded(recorded_search):
+    """The shared tiny search (``conftest.recorded_search``): summary, client, experiment, trial runs, job file."""
+    client = MlflowClient(recorded_search.uri)
+    runs = client.search_runs([recorded_search.experiment_id], "tags.`metaopt.role` = 'trial'")
+    return (recorded_search.summary, client, recorded_search.experiment_id,
+            {int(r.data.tags["metaopt.trial_number"]): r for r in runs}, recorded_search.job)
 
 
 def test_the_experiment_is_an_ml_experiment_with_a_description_and_a_preset_view(recorded):
@@ -92,6 +87,7 @@ def test_each_trial_has_its_line_state_rounded_params_dataset_source_and_debug_t
 
 def test_models_are_named_after_their_run_with_a_tensor_signature_an_example_and_linked_metrics(recorded):
     summary, client, _, runs, _ = recorded
+    mlflow.set_tracking_uri(client.tracking_uri)  # the fluent API reads the store other tests may have pointed at
     run = runs[summary.champion.trial_number]
     model_id = run.data.tags["metaopt.model_uri"].removeprefix("models:/")
     model = mlflow.get_logged_model(model_id)
