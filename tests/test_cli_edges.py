@@ -225,12 +225,9 @@ def test_a_signal_stops_the_search_cleanly_and_resume_finishes_it_as_an_unbroken
     assert running and all("interrupted by" in t.user_attrs["interrupted"] for t in running)
     assert not left  # no process of the search (Ray's included) outlives it
 
-    # What follows the signal proves nothing more in a process of its own: in-process trials resume (and run
-    # unbroken) through main() here; a Ray search resumes through the command, which starts its own Ray.
-    if mode == "in-process":
-        resumed, _ = _main(["resume", study.study_name, *extra], broken, monkeypatch, capsys)
-    else:
-        resumed, _ = _run(["resume", study.study_name, *extra], broken, timeout=400)
+    # What follows the signal proves nothing more in a process of its own, nor on a Ray of its own: the search
+    # resumes (and, in-process, runs unbroken) through main() here, its remaining trials in this process.
+    resumed, _ = _main(["resume", study.study_name, "--in-process"], broken, monkeypatch, capsys)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     if mode == "in-process":  # exactly reproducible: the unbroken run gives the same trials and numbers
         done, _ = _main(["search", str(job), *extra], unbroken, monkeypatch, capsys)
