@@ -8,9 +8,11 @@ from __future__ import annotations
 from metaopt.learners.anil import ANIL
 from metaopt.learners.base import HParam, MetaLearner, Predictor
 from metaopt.learners.classic_policies import CLASSIC_POLICIES
+from metaopt.learners.cnp import CNP
 from metaopt.learners.fomaml import FOMAML
 from metaopt.learners.gradient import GradientLearner
 from metaopt.learners.hypergrad import HyperGrad
+from metaopt.learners.icl import ICL
 from metaopt.learners.maml import MAML
 from metaopt.learners.mamlpp import MAMLPlusPlus
 from metaopt.learners.melu import MeLU
@@ -45,6 +47,8 @@ LEARNERS: Registry[MetaLearner] = Registry("metaopt.learners", {
     "scratch": Scratch,
     "pretrain": Pretrain,
     "melu": MeLU,
+    "cnp": CNP,
+    "icl": ICL,
     **{baseline.name: baseline for baseline in RATING_BASELINES},
     **{policy.name: policy for policy in CLASSIC_POLICIES},
 }, MetaLearner, "learner")
@@ -62,6 +66,8 @@ def is_baseline(method: str) -> bool:
 
 __all__ = [
     "ANIL",
+    "CNP",
+    "ICL",
     "FOMAML",
     "LEARNERS",
     "MAML",

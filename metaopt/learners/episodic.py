@@ -41,6 +41,9 @@ class EpisodicLearner(MetaLearner):
     """A learner that predicts an episode's queries from its support set in one forward pass."""
 
     hyperparameters: ClassVar[dict[str, HParam]] = EPISODIC_HPARAMS
+    # A network that takes the whole meta-batch at once (a set or sequence model over ``[tasks, n, ...]``):
+    # it defines ``batch_predictions`` itself, and a meta-step differentiates the batch in one graph.
+    batched: ClassVar[bool] = False
     force_vmap: bool = False  # vmap over episodes on the CPU too (tests compare the two)
 
     def __init__(
@@ -94,12 +97,12 @@ class EpisodicLearner(MetaLearner):
         """The backbone's outputs ``[n, ...]`` on ``x [n, ...]`` with its parameters taken from ``meta``."""
         return functional_call(self.backbone, ({k: meta[k] for k in self.params}, self.buffers), (x,))
 
-    def call(self, part: str, meta: Params, x: Tensor) -> Tensor:
-        """The backbone's submodule ``part`` on ``x`` with its parameters taken from ``meta`` (a network of parts)."""
+    def call(self, part: str, meta: Params, *args: Any, **kwargs: Any) -> Tensor:
+        """The backbone's submodule ``part`` on ``args`` with its parameters taken from ``meta`` (a network of parts)."""
         module, prefix = self.backbone.get_submodule(part), f"{part}."
         params = {k.removeprefix(prefix): meta[k] for k in self.params if k.startswith(prefix)}
         buffers = {k.removeprefix(prefix): v for k, v in self.buffers.items() if k.startswith(prefix)}
-        return functional_call(module, (params, buffers), (x,))
+        return functional_call(module, (params, buffers), args, kwargs)
 
     def _n_way(self, support_y: Tensor) -> int | None:
         if self.task_kind != "classification":
@@ -109,7 +112,7 @@ class EpisodicLearner(MetaLearner):
     def _loops(self, batch: TaskBatch) -> bool:
         """Episodes one at a time on the CPU, where a convolution is already as wide as the cores and ``vmap``'s
         batch-norm and max-pool rules add copies (1.2x-1.7x slower for Conv-4 here)."""
-        return batch.support_x.device.type == "cpu" and not self.force_vmap
+        return batch.support_x.device.type == "cpu" and not self.force_vmap and not self.batched
 
     def batch_predictions(self, meta: Params, batch: TaskBatch) -> Tensor:
         """Query predictions ``[tasks, queries, ...]`` of every episode: ``vmap`` on a GPU, a loop on the CPU

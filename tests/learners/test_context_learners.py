@@ -1,0 +1,105 @@
+"""The model-based and in-context learners (``cnp``, ``icl``): they learn a family in a short run, read a task in one
+forward pass whatever the order of its support set and whichever other queries come with a query, and save, load
+and serve like every learner."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from metaopt.learners.checkpoint import build_learner, load_checkpoint, make_checkpoint, save_checkpoint
+from metaopt.search.fit import fit
+from metaopt.tasks import Sine
+from metaopt.tasks.glyphs import Glyphs
+from metaopt.tracking.mlflow_tracker import MlflowTrialLog
+from metaopt.tracking.store import get_or_create_experiment
+
+LEARNERS = ["cnp", "icl"]
+MLP = {"name": "mlp", "hidden": [32, 32]}
+SMALL = {"cnp": {"width": 32, "layers": 2}, "icl": {"width": 32, "depth": 2, "heads": 2}}
+
+
+def _sine_learner(method: str, **hparams):
+    torch.manual_seed(0)
+    return build_learner(method, {**SMALL[method], "meta_batch": 16, "outer_lr": 0.01, **hparams}, backbone=MLP,
+                         task_kind="regression", input_shape=(1,), output_size=1, max_iterations=400)
+
+
+@pytest.mark.parametrize("method", LEARNERS)
+def test_a_short_run_on_sine_predicts_new_tasks_better_than_the_untrained_network(method):
+    family = Sine(shots=10, queries=10)
+    learner = _sine_learner(method)
+    test = family.fixed_tasks(100, "test", seed=1)[0]
+    before = family.score_learner(learner, test)["loss"].mean()
+    fit(learner, family, iterations=400, generator=torch.Generator().manual_seed(0))
+    after = family.score_learner(learner, test)["loss"].mean()
+    assert after < 0.7 * before, (float(before), float(after))
+
+
+@pytest.mark.parametrize("method", LEARNERS)
+def test_a_short_run_on_glyphs_classifies_new_classes_above_chance(method, tmp_path_factory):
+    family = Glyphs(ways=3, shots=1, queries=3, cache_dir=tmp_path_factory.getbasetemp() / "glyph-cache-context")
+    torch.manual_seed(0)
+    learner = build_learner(method, {**SMALL[method], "meta_batch": 8, "outer_lr": 0.001},
+                            backbone={"name": "conv4", "hidden": 8}, task_kind="classification",
+                            input_shape=family.input_shape, output_size=3, n_way=3, max_iterations=200)
+    fit(learner, family, iterations=200, generator=torch.Generator().manual_seed(0))
+    test = family.fixed_tasks(100, "test", seed=1)[0]
+    accuracy = family.score_learner(learner, test)["accuracy"].mean()
+    assert accuracy > 0.55, float(accuracy)  # chance: 1/3
+
+
+@pytest.mark.parametrize("method", LEARNERS)
+def test_a_query_is_predicted_whatever_the_support_order_and_the_other_queries(method):
+    learner = _sine_learner(method)
+    task = Sine(shots=10, queries=12).sample(1, "test", torch.Generator().manual_seed(3))
+    sx, sy, qx = task.support_x[0], task.support_y[0], task.query_x[0]
+    predicted = learner.adapt(sx, sy)(qx)
+    shuffle = torch.randperm(10, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(learner.adapt(sx[shuffle], sy[shuffle])(qx), predicted, atol=1e-5)
+    reverse = torch.arange(11, -1, -1)
+    assert torch.allclose(learner.adapt(sx, sy)(qx[reverse]), predicted[reverse], atol=1e-5)
+    assert torch.allclose(learner.adapt(sx, sy)(qx[:1]), predicted[:1], atol=1e-5)  # alone, as among the others
+    batched = learner.predict(task)[0]  # the batched path reads the task as adapt does
+    assert torch.allclose(batched, predicted, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", LEARNERS)
+def test_a_trained_learner_saves_loads_with_weights_only_and_serves_through_pyfunc(method, tmp_path):
+    family = Sine(shots=5, queries=20)
+    learner = _sine_learner(method)
+    fit(learner, family, iterations=20, generator=torch.Generator().manual_seed(0))
+    path = save_checkpoint(make_checkpoint(learner, backbone=MLP, input_shape=(1,), output_size=1),
+                           tmp_path / "trial.pt")
+    torch.load(path, weights_only=True)  # plain tensors and values only
+    restored = load_checkpoint(path)
+    task = family.sample(1, "test", torch.Generator().manual_seed(1))
+    expected = learner.adapt(task.support_x[0], task.support_y[0])(task.query_x[0])
+    assert torch.equal(restored.adapt(task.support_x[0], task.support_y[0])(task.query_x[0]), expected)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        experiment = get_or_create_experiment(MlflowClient(), f"context-{method}")
+        with mlflow.start_run(experiment_id=experiment) as run:
+            MlflowTrialLog(run.info.run_id).log_model(path, full=True)
+        model = mlflow.pyfunc.load_model(MlflowClient().get_run(run.info.run_id).data.tags["metaopt.model_uri"])
+    finally:
+        mlflow.set_tracking_uri(previous)
+    predicted = model.predict({"support_x": task.support_x[0].tolist(), "support_y": task.support_y[0].tolist(),
+                               "query_x": task.query_x[0].tolist()})
+    assert torch.allclose(torch.as_tensor(predicted, dtype=expected.dtype), expected, atol=1e-5)
+
+
+def test_icl_grows_its_context_over_the_curriculum():
+    learner = _sine_learner("icl", curriculum=0.5, min_context=2)
+    batch = Sine(shots=10, queries=5).sample(4, "train", torch.Generator().manual_seed(0))
+    sizes = []
+    for iteration in (0, 100, 199, 200, 399):
+        learner.iteration = iteration
+        sizes.append(learner._context(batch).support_x.shape[1])
+    assert sizes == [2, 6, 9, 10, 10]
+    with torch.no_grad():  # at test, always the whole support set
+        learner.iteration = 0
+        assert learner._context(batch).support_x.shape[1] == 10
