@@ -108,6 +108,7 @@ def test_matching_net_full_context_embeddings_use_lstm_cells_and_learn():
         single = learner.episode_logits(meta, batch.support_x[t], batch.support_y[t], batch.query_x[t], 5)
         assert torch.allclose(batched[t], single, atol=1e-5) and torch.allclose(looped[t], single, atol=1e-5)
     generator = torch.Generator().manual_seed(0)
+    learner.force_vmap = True  # the LSTMs' step loop once for the 8 episodes, not per episode (same logits: above)
     for _ in range(300):
         learner.meta_step(family.sample(8, "train", generator))
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.extras.values())
