@@ -19,6 +19,12 @@ import torch
 from metaopt.environment import quiet_mlflow
 
 quiet_mlflow()
+# MLflow's HTTP client retries a refused request with exponential back-off (factor 2 by default: waits of
+# 2, 4, 8, 16, 32 s); the tests' clients wait 1, 2, 4, ... s, with more retries, so a test whose server comes
+# back (the outage test) waits seconds, not half a minute, for the next try. Ray's workers get the same.
+TEST_CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10"}
+for _name, _value in TEST_CLIENT_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +63,7 @@ def ray_session():
         num_cpus=2,
         include_dashboard=False,
         _temp_dir=temp_dir,
-        runtime_env={"env_vars": WORKER_ENV},
+        runtime_env={"env_vars": {**WORKER_ENV, **TEST_CLIENT_ENV}},
         log_to_driver=False,
     )
     yield ray

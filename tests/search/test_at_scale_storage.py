@@ -68,7 +68,7 @@ def pg_server(tmp_path, postgres_databases):
 
 
 def test_two_drivers_share_one_study_on_postgresql_and_both_finish(postgres_url, pg_server, tmp_path):
-    job, marker = _shared_job(tmp_path, 6), f"METAOPT_TEST_RUN=two-{os.getpid()}"
+    job, marker = _shared_job(tmp_path, 4), f"METAOPT_TEST_RUN=two-{os.getpid()}"
     args = ["search", str(job), "--storage", postgres_url, "--search-id", "shared-1", "--in-process",
             "--tracking-uri", pg_server.uri]
     try:
@@ -80,10 +80,10 @@ def test_two_drivers_share_one_study_on_postgresql_and_both_finish(postgres_url,
     assert [d.returncode for d in drivers] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     trials = [t for t in _study(postgres_url, "shared-1").trials if "surplus" not in t.user_attrs]
     numbers = [t.number for t in trials]
-    assert len(numbers) == 6 and len(set(numbers)) == 6  # no trial number doubled, the budget exactly spent
+    assert len(numbers) == 4 and len(set(numbers)) == 4  # no trial number doubled, the budget exactly spent
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     ran = [sum(f"  trial {n:>3} " in out for n in numbers) for out in outputs]
-    assert sum(ran) == 6 and min(ran) >= 1  # each driver ran its share
+    assert sum(ran) == 4 and min(ran) >= 1  # each driver ran its share
     client = MlflowClient(pg_server.uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`metaopt.role` = 'trial'")
     assert sorted(int(r.data.tags["metaopt.trial_number"]) for r in runs) == sorted(numbers)
@@ -96,7 +96,7 @@ def test_two_drivers_share_one_study_on_postgresql_and_both_finish(postgres_url,
 
 def test_a_trial_whose_driver_vanished_is_failed_and_retried_by_the_driver_sharing_its_study(
         postgres_url, tmp_path):
-    job, marker = _shared_job(tmp_path, 5), f"METAOPT_TEST_RUN=lost-{os.getpid()}"
+    job, marker = _shared_job(tmp_path, 4), f"METAOPT_TEST_RUN=lost-{os.getpid()}"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     beats = {"METAOPT_HEARTBEAT_S": "1", "METAOPT_HEARTBEAT_GRACE_S": "4"}
     args = ["search", str(job), "--storage", postgres_url, "--search-id", "lost-1", "--in-process", "--tracking-uri",
@@ -129,7 +129,7 @@ def test_a_trial_whose_driver_vanished_is_failed_and_retried_by_the_driver_shari
     assert len(retries) == 1 and retries[0].state == optuna.trial.TrialState.COMPLETE
     assert retries[0].params == trials[lost].params
     counted = [t for t in trials if t.number != lost and "surplus" not in t.user_attrs]
-    assert len(counted) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in counted)
+    assert len(counted) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in counted)
     client = MlflowClient(uri)
     run = client.get_run(trials[lost].user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["metaopt.reason"].startswith("lost: no heartbeat")
