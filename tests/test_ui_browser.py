@@ -9,24 +9,15 @@ leaderboard and champion decision; the registered model's description. Screensho
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from metaopt.search import load_job
-from metaopt.search.executors import InProcessExecutor
-from metaopt.search.runner import run_search
-from metaopt.tracking import MlflowSearchTracker
 from metaopt.tracking.store import model_link, run_link
-from tests.mlflow_server import free_port
-from tests.search.jobs import REPO, tiny_job, write_job
+from tests.search.jobs import REPO
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 ARTIFACTS = Path(os.environ.get("METAOPT_TEST_ARTIFACTS", REPO / "test-artifacts")) / "ui"

@@ -5,7 +5,6 @@ Pure functions of a ``SearchSummary`` (and the links of a UI); the tracker write
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from metaopt.search.results import MethodRow, SearchSummary

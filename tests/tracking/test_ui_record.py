@@ -11,10 +11,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from metaopt.cli import main
-from metaopt.search import load_job
-from metaopt.search.executors import InProcessExecutor
-from metaopt.search.runner import run_search
-from metaopt.tracking import MlflowSearchTracker
 from tests.search.jobs import tiny_job, write_job
 
 
