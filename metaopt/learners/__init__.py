@@ -9,6 +9,11 @@ from metaopt.learners.anil import ANIL
 from metaopt.learners.base import HParam, MetaLearner, Predictor
 from metaopt.learners.classic_policies import CLASSIC_POLICIES
 from metaopt.learners.cnp import CNP
+from metaopt.learners.mann import MANN
+from metaopt.learners.metanet import MetaNet
+from metaopt.learners.anp import ANP
+from metaopt.learners.snail import SNAIL
+from metaopt.learners.estimators import ESTIMATORS
 from metaopt.learners.fomaml import FOMAML
 from metaopt.learners.gradient import GradientLearner
 from metaopt.learners.hypergrad import HyperGrad
@@ -49,8 +54,13 @@ LEARNERS: Registry[MetaLearner] = Registry("metaopt.learners", {
     "melu": MeLU,
     "cnp": CNP,
     "icl": ICL,
+    "snail": SNAIL,
+    "mann": MANN,
+    "metanet": MetaNet,
+    "anp": ANP,
     **{baseline.name: baseline for baseline in RATING_BASELINES},
     **{policy.name: policy for policy in CLASSIC_POLICIES},
+    **{estimator.name: estimator for estimator in ESTIMATORS},
 }, MetaLearner, "learner")
 
 

@@ -11,7 +11,7 @@ the network's last width to predictions (values, or logits over the ways).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -52,12 +52,18 @@ class ContextLearner(EpisodicLearner):
 
     batched = True
     hyperparameters = CONTEXT_HPARAMS
+    sequential: ClassVar[bool] = False  # reads the support in order (SNAIL, MANN): training shuffles it
+
+    def __init__(self, backbone: nn.Module, hparams: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(backbone, hparams, **kwargs)
+        # Training's random draws (support orders, context subsets), seeded from torch's global stream.
+        self.generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
 
     def make_extras(self) -> dict[str, nn.Parameter]:
-        """The task head, from the network's width to predictions: logits over the ways, or the target's values
-        (``backbone.outputs`` of them, ``build_network``'s ``output_size``)."""
+        """The task head, from the network's width (``network.width``, else ``width``) to predictions: logits over
+        the ways, or the target's values (``backbone.outputs`` of them, ``build_network``'s ``output_size``)."""
         probe = next(iter(self.params.values()))
-        head = nn.Linear(self.hparams["width"], self.head_size())
+        head = nn.Linear(getattr(self.backbone, "width", None) or self.hparams["width"], self.head_size())
         return {"head.weight": nn.Parameter(head.weight.detach().to(probe)),
                 "head.bias": nn.Parameter(head.bias.detach().to(probe))}
 
@@ -68,6 +74,17 @@ class ContextLearner(EpisodicLearner):
     def head(self, meta: Params, hidden: Tensor) -> Tensor:
         """The task head on the network's last features."""
         return F.linear(hidden, meta["head.weight"], meta["head.bias"])
+
+    def shuffled(self, batch: TaskBatch) -> TaskBatch:
+        """For a sequential learner in training, each task's support in a random order (else ``batch`` as it is)."""
+        if not (self.sequential and torch.is_grad_enabled()):
+            return batch
+        order = torch.rand(batch.support_x.shape[:2], generator=self.generator).argsort(1).to(batch.support_x.device)
+
+        def pick(t: Tensor) -> Tensor:
+            return t.gather(1, order.view(*order.shape, *[1] * (t.dim() - 2)).expand_as(t))
+
+        return TaskBatch(pick(batch.support_x), pick(batch.support_y), batch.query_x, batch.query_y)
 
     def embed_episodes(self, meta: Params, x: Tensor) -> Tensor:
         """Embeddings ``[tasks, n, width]`` of inputs ``[tasks, n, ...]``, each episode's on its own."""

@@ -46,7 +46,6 @@ class ICL(ContextLearner):
         super().__init__(backbone, hparams, **kwargs)
         if self.hparams["width"] % self.hparams["heads"]:
             raise ValueError(f"icl: heads ({self.hparams['heads']}) must divide width ({self.hparams['width']})")
-        self.generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))  # the curriculum's subsets
 
     @classmethod
     def build_network(cls, backbone: dict[str, Any], *, input_shape: tuple[int, ...], output_size: int,

@@ -258,6 +258,14 @@ class Job(_Strict):
         self.methods = [*self.methods, *(b for b in self.baselines if b not in self.methods)]
         enqueued = {config.get("method") for config in self.enqueue}  # the job's own first tries stay first
         self.enqueue = [*self.enqueue, *({"method": b} for b in self.baselines if b not in enqueued)]
+        # The family's exact limit, when the job runs its method, runs with the family's own settings (fixed in its
+        # space), tried early.
+        limit = dict(self.family.family.limit(self.family.options) or {})
+        method = limit.pop("method", None)
+        if method in self.methods:
+            self.space = {**self.space, method: {**self.space.get(method, {}), **limit}}
+            if method not in enqueued:
+                self.enqueue = [*self.enqueue, {"method": method}]
         return self
 
     @model_validator(mode="after")

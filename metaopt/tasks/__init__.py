@@ -10,6 +10,7 @@ from __future__ import annotations
 from metaopt.tasks.bandit import Bandit
 from metaopt.tasks.base import SPLITS, FamilyOptions, PooledBatch, Split, TaskBatch, TaskFamily
 from metaopt.tasks.episodes import EpisodeFamily, EpisodeOptions
+from metaopt.tasks.functions import Functions
 from metaopt.plugins import Registry
 from metaopt.tasks.glyphs import Glyphs, GlyphsCrossFont
 from metaopt.tasks.image_folders import MiniImageNet, Omniglot
@@ -22,6 +23,7 @@ from metaopt.tasks.tabular_mdp import TabularMDP
 
 FAMILIES: Registry[TaskFamily] = Registry("metaopt.families", {
     "sine": Sine,
+    "functions": Functions,
     "glyphs": Glyphs,
     "glyphs-crossfont": GlyphsCrossFont,
     "omniglot": Omniglot,
@@ -40,6 +42,7 @@ __all__ = [
     "EpisodeFamily",
     "EpisodeOptions",
     "FamilyOptions",
+    "Functions",
     "Glyphs",
     "GlyphsCrossFont",
     "ImageFolder",

@@ -10,7 +10,7 @@ regret ``n·k/(k+1) − reward`` (the expected best arm of k uniform arms is k/(
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -92,6 +92,13 @@ class Bandit(RLFamily):
     name: ClassVar[str] = "bandit"
     Options = BanditOptions
     metrics = (REWARD, REGRET)
+
+    @classmethod
+    def limit(cls, options: BanditOptions) -> dict[str, Any] | None:
+        """The Bayes-optimal policy by exact dynamic programming, where it is solved in seconds."""
+        from metaopt.learners.bandit_baselines import BayesOptimal
+
+        return {"method": "bayes_optimal"} if BayesOptimal.tractable(options.arms, options.pulls) else None
 
     @classmethod
     def key(cls, options: BanditOptions) -> str:

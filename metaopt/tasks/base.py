@@ -122,6 +122,12 @@ class TaskFamily(ABC):
         return (cls.metrics,)
 
     @classmethod
+    def limit(cls, options: FamilyOptions) -> dict[str, Any] | None:
+        """The family's exact limit, where one is known and computable: the configuration (``method`` and its
+        settings) of the best any method can expect, e.g. the Bayes-optimal policy; ``None`` otherwise."""
+        return None
+
+    @classmethod
     def primary_metric(cls) -> Metric:
         """What validation selects by and the leaderboard ranks by (of the default options)."""
         return cls.metrics[0]

@@ -38,21 +38,26 @@ def test_the_verdict_pairs_the_best_meta_learner_with_the_best_baseline(shift, v
 
 
 def test_a_search_ranks_meta_learners_and_baselines_on_one_leaderboard(ray_session, tmp_path):
+    # A gradient learner, a transformer that learns in context and a model-based learner, with the baselines.
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    job = tiny_job(methods=["maml"], baselines=None, enqueue=[GOOD],
-                   budget={**tiny_job()["budget"], "trials": 3, "meta_iterations": 40, "eval_interval": 20},
+    learners = ["maml", "icl", "metanet"]
+    job = tiny_job(methods=learners, baselines=None,
+                   enqueue=[GOOD, {"method": "icl", "width": 32, "depth": 2, "heads": 2, "curriculum": 0.0, "meta_batch": 16},
+                            {"method": "metanet", "hidden": 32, "key_size": 32, "meta_hidden": 10, "meta_batch": 8}],
+                   budget={**tiny_job()["budget"], "trials": 5, "meta_iterations": 40, "eval_interval": 20},
                    space={"pretrain": {"adapt_steps": 20}, "scratch": {"steps": 20}})
     del job["baselines"]  # the default: scratch and pretrain join every supervised search
     loaded = load_job(write_job(tmp_path, job))
-    assert loaded.job.methods == ["maml", "scratch", "pretrain"] and loaded.job.baselines == ["scratch", "pretrain"]
+    assert loaded.job.methods == [*learners, "scratch", "pretrain"]
+    assert loaded.job.baselines == ["scratch", "pretrain"]
     with RayExecutor(cpus_per_trial=1) as executor:
         summary = run_search(loaded, executor=executor, tracker=MlflowSearchTracker(uri), workdir=tmp_path / "work")
     rows = {row.method: row for row in summary.rows}
     states = [(r.method, r.state, r.reason) for r in summary.results]
-    assert set(rows) == {"maml", "scratch", "pretrain"}, states
+    assert set(rows) == {*learners, "scratch", "pretrain"}, states
     assert all(r.test_mean("loss") is not None for r in rows.values()), (states, summary.notes)
     assert summary.verdict is not None and summary.verdict.startswith("meta-learning ")
-    assert "maml" in summary.verdict and ("scratch" in summary.verdict or "pretrain" in summary.verdict)
+    assert any(m in summary.verdict for m in learners) and ("scratch" in summary.verdict or "pretrain" in summary.verdict)
     parent = MlflowClient(uri).get_run(summary.parent_run_id)
     assert parent.data.tags["metaopt.verdict"] == summary.verdict
     assert "**Does meta-learning pay?** Meta-learning" in parent.data.tags["mlflow.note.content"]
