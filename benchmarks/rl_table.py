@@ -1,7 +1,8 @@
-"""Meta-RL beside Duan et al. (2016, Tables 1 and 2): the classic policies, the Bayes-optimal limit, RL² and MAML.
+"""Meta-RL beside Duan et al. (2016, Tables 1 and 2) and Mishra et al. (2018): classic policies, the Bayes-optimal
+limit, RL², SNAIL and MAML.
 
 Bandit cells are one (policy, n pulls, k arms): tuned baselines (ε and UCB1's c on training
-bandits), the exact DP where tractable (n ≤ 25), RL² (PPO) and MAML (a policy-gradient inner
+bandits), the exact DP where tractable (n ≤ 25), RL² (PPO), SNAIL (RL²'s PPO with a SNAIL policy) and MAML (a policy-gradient inner
 step after the first half of the pulls) meta-trained through ``fit()`` (the loop trials use);
 MDP cells are one (policy, n episodes) on 10-state, 5-action MDPs of 10-step episodes:
 random, PSRL with the true priors, RL² and MAML. Every cell is scored on the same held-out
@@ -32,34 +33,37 @@ TEST_TASKS = 2000
 # Duan et al. 2016, Tables 1 and 2 (../shared/reference/published.md, "Meta-RL"); Bayes-optimal's column is Gittins.
 PUBLISHED_BANDITS = {
     (10, 5): {"random": 5.0, "bayes_optimal": 6.6, "thompson": 5.7, "optimistic_thompson": 6.5, "ucb1": 6.7,
-              "epsilon_greedy": 6.6, "greedy": 6.6, "rl2": 6.7},
+              "epsilon_greedy": 6.6, "greedy": 6.6, "rl2": 6.7, "snail": 6.6},
     (10, 10): {"random": 5.0, "bayes_optimal": 6.6, "thompson": 5.5, "optimistic_thompson": 6.2, "ucb1": 6.7,
-               "epsilon_greedy": 6.6, "greedy": 6.6, "rl2": 6.7},
+               "epsilon_greedy": 6.6, "greedy": 6.6, "rl2": 6.7, "snail": 6.7},
     (100, 5): {"random": 49.9, "bayes_optimal": 78.3, "thompson": 74.7, "optimistic_thompson": 77.9, "ucb1": 78.0,
-               "epsilon_greedy": 75.4, "greedy": 74.8, "rl2": 78.7},
+               "epsilon_greedy": 75.4, "greedy": 74.8, "rl2": 78.7, "snail": 79.1},
     (100, 10): {"random": 49.9, "bayes_optimal": 82.8, "thompson": 76.7, "optimistic_thompson": 81.4, "ucb1": 82.4,
-                "epsilon_greedy": 77.4, "greedy": 77.1, "rl2": 83.5},
+                "epsilon_greedy": 77.4, "greedy": 77.1, "rl2": 83.5, "snail": 83.5},
     (500, 5): {"random": 249.8, "bayes_optimal": 405.8, "thompson": 402.0, "optimistic_thompson": 406.7,
-               "ucb1": 405.8, "epsilon_greedy": 388.2, "greedy": 380.6, "rl2": 401.6},
+               "ucb1": 405.8, "epsilon_greedy": 388.2, "greedy": 380.6, "rl2": 401.6, "snail": 408.1},
     (500, 10): {"random": 249.0, "bayes_optimal": 437.8, "thompson": 429.5, "optimistic_thompson": 438.9,
-                "ucb1": 437.1, "epsilon_greedy": 408.0, "greedy": 395.0, "rl2": 432.5},
+                "ucb1": 437.1, "epsilon_greedy": 408.0, "greedy": 395.0, "rl2": 432.5, "snail": 432.4},
 }
 PUBLISHED_MDPS = {
-    10: {"random": 100.1, "psrl": 138.1, "rl2": 156.2},
-    25: {"random": 250.2, "psrl": 408.8, "rl2": 445.7},
-    50: {"random": 499.7, "psrl": 904.4, "rl2": 936.1},
-    75: {"random": 749.9, "psrl": 1417.1, "rl2": 1428.8},
-    100: {"random": 999.4, "psrl": 1939.5, "rl2": 1913.7},
+    10: {"random": 100.1, "psrl": 138.1, "rl2": 156.2, "snail": 159.1},
+    25: {"random": 250.2, "psrl": 408.8, "rl2": 445.7, "snail": 447.2},
+    50: {"random": 499.7, "psrl": 904.4, "rl2": 936.1, "snail": 942.3},
+    75: {"random": 749.9, "psrl": 1417.1, "rl2": 1428.8, "snail": 1447.5},
+    100: {"random": 999.4, "psrl": 1939.5, "rl2": 1913.7, "snail": 1953.1},
 }
 BANDIT_POLICIES = ("random", "greedy", "epsilon_greedy", "ucb1", "thompson", "optimistic_thompson", "bayes_optimal",
-                   "maml", "rl2")
-MDP_POLICIES = ("random", "psrl", "maml", "rl2")
+                   "maml", "rl2", "snail")
+MDP_POLICIES = ("random", "psrl", "maml", "rl2", "snail")
+LEARNED = ("rl2", "maml", "snail")
 TRAINED = {  # the settings of the learned policies (the jobs' enqueued first trials)
     "bandit": {"rl2": {"hidden": 64, "outer_lr": 0.003, "entropy": 0.01, "gae_lambda": 0.3, "meta_batch": 256},
-               "maml": {"inner_lr": 0.5, "outer_lr": 0.0003, "meta_batch": 256}},
+               "maml": {"inner_lr": 0.5, "outer_lr": 0.0003, "meta_batch": 256},
+               "snail": {"outer_lr": 0.001, "entropy": 0.01, "gae_lambda": 0.3, "meta_batch": 256}},
     "mdp": {"rl2": {"hidden": 128, "outer_lr": 0.001, "entropy": 0.01, "gae_lambda": 0.95, "gamma": 0.99,
                     "meta_batch": 128},
-            "maml": {"inner_lr": 0.5, "outer_lr": 0.001, "meta_batch": 128}},
+            "maml": {"inner_lr": 0.5, "outer_lr": 0.001, "meta_batch": 128},
+            "snail": {"outer_lr": 0.001, "entropy": 0.01, "gae_lambda": 0.95, "gamma": 0.99, "meta_batch": 128}},
 }
 MAML_BACKBONE = {"name": "mlp", "hidden": [64, 64]}
 
@@ -75,7 +79,7 @@ def _family(setting: tuple):
 
 def _settings(policy: str, kind: str, iterations: int) -> dict | None:
     """What a cell's result depends on besides the setting: the learned policies' hyperparameters and budget."""
-    if policy not in ("rl2", "maml"):
+    if policy not in LEARNED:
         return None
     return {**TRAINED[kind][policy], "iterations": iterations}
 
@@ -97,7 +101,7 @@ def cell(policy: str, setting: tuple, iterations: int) -> dict:
     out = {"policy": policy, "setting": list(setting), "settings": _settings(policy, kind, iterations),
            "test_tasks": TEST_TASKS}
     start = time.perf_counter()
-    if policy in ("rl2", "maml"):
+    if policy in LEARNED:
         torch.manual_seed(0)
         learner = build_learner(policy, TRAINED[kind][policy], backbone=MAML_BACKBONE, task_kind="rl",
                                 input_shape=family.input_shape, output_size=family.output_size)
@@ -138,7 +142,7 @@ def _table(title: str, settings: list[tuple], policies: tuple[str, ...], done: d
             rows.append(c)
         print(line)
     for s in settings:
-        for policy in ("maml", "rl2"):
+        for policy in LEARNED:
             c = done.get((policy, s))
             if c and "train_seconds" in c:
                 print(f"  {policy} {label(s)}: {c['settings']['iterations']} meta-steps, {c['train_seconds']:.0f} s, "

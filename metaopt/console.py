@@ -22,10 +22,12 @@ def _console() -> Any:
     return Console(width=None if sys.stdout.isatty() else 120)
 
 
-def render_leaderboard(rows: list[MethodRow], title: str, metrics: tuple[Metric, ...] | None = None) -> None:
+def render_leaderboard(rows: list[MethodRow], title: str, metrics: tuple[Metric, ...] | None = None,
+                       limit: str | None = None) -> None:
     """Print method rows as a table: the best validation score, the test mean ± 95% CI of each metric, trial counts.
 
     ``metrics``: the family's, the primary one first (what the validation column shows); default: MSE.
+    ``limit``: the method that is the family's exact limit, labelled so.
     """
     from rich.table import Table
 
@@ -39,7 +41,8 @@ def render_leaderboard(rows: list[MethodRow], title: str, metrics: tuple[Metric,
     for column in columns:
         table.add_column(column, justify="left" if column in {"method", "strategy", "run"} else "right")
     for row in rows:
-        cells = [row.method, *([row.strategy or "-"] if strategies else []), primary.cell(row.best_val)]
+        name = f"{row.method} (exact limit)" if row.method == limit else row.method
+        cells = [name, *([row.strategy or "-"] if strategies else []), primary.cell(row.best_val)]
         cells += [m.cell_ci(row.test_mean(m.name), row.test_ci(m.name)) for m in shown]
         cells += [str(row.complete), str(row.pruned), str(row.failed), (row.run_id or "-")[:8]]
         table.add_row(*cells)
@@ -78,7 +81,7 @@ def print_summary(summary: SearchSummary, tracker: Any) -> None:
     from metaopt.tracking.store import registered_model_name, run_link, ui_base
 
     render_leaderboard(summary.rows, f"{summary.key}: search {summary.search_id} ({summary.seconds:.0f}s)",
-                       summary.metrics)
+                       summary.metrics, limit=summary.limit)
     decision = summary.decision
     where = f"models:/{registered_model_name(summary.key)}@champion"
     if decision is not None and decision.moved:

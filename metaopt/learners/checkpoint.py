@@ -100,7 +100,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Met
     from metaopt.learners import LEARNERS
 
     hparams = dict(ckpt["hparams"])
-    declared = LEARNERS[ckpt["method"]].hyperparameters if ckpt["method"] in LEARNERS else {}
+    declared = (LEARNERS[ckpt["method"]].for_task_kind(ckpt["task_kind"]).hyperparameters if ckpt["method"] in LEARNERS
+                else {})
     for name, hp in declared.items():
         if name not in hparams and hp.legacy is not None:  # saved before the learner had this hyperparameter
             hparams[name] = hp.legacy

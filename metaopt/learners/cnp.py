@@ -75,11 +75,21 @@ class CNP(ContextLearner):
         outputs = self.batch_outputs(meta, batch)
         return outputs[..., : self.backbone.outputs] if self.task_kind == "regression" else outputs
 
-    def training_loss(self, meta: Params, batch: TaskBatch) -> Tensor:
-        """The queries' negative log-likelihood: Gaussian (mean and spread) for values, categorical for classes."""
+    def query_log_likelihood(self, meta: Params, batch: TaskBatch) -> Tensor:
+        """Each query's log-likelihood under the predictive distribution ``[tasks, queries, ...]``: Gaussian (a mean
+        and a spread) for values, categorical for classes."""
         outputs = self.batch_outputs(meta, batch)
         if self.task_kind != "regression":
-            return self.episode_loss(outputs, batch.query_y)
+            return -F.cross_entropy(outputs.transpose(1, -1), batch.query_y.long(), reduction="none")
         mean, spread = outputs.chunk(2, -1)
         sigma = 0.1 + 0.9 * F.softplus(spread)
-        return -torch.distributions.Normal(mean, sigma).log_prob(batch.query_y.to(mean.dtype)).mean()
+        return torch.distributions.Normal(mean, sigma).log_prob(batch.query_y.to(mean.dtype))
+
+    def log_likelihood(self, batch: TaskBatch) -> Tensor:
+        """Each task's mean query log-likelihood ``[tasks]`` (per value), read in one forward pass (no gradient)."""
+        with torch.no_grad():
+            return self.query_log_likelihood(self.meta_parameters(), batch).flatten(1).mean(1)
+
+    def training_loss(self, meta: Params, batch: TaskBatch) -> Tensor:
+        """The queries' negative log-likelihood: Gaussian (mean and spread) for values, categorical for classes."""
+        return -self.query_log_likelihood(meta, batch).mean()

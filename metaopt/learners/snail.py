@@ -10,7 +10,8 @@ task head (logits over the ways, or the target's values). Each query is the last
 its own sequence, so its prediction never depends on the other queries; the model is
 sequential by design, so the order of the support matters to it (training shuffles the
 support each meta-step, so that no order is learned). ``e`` is the job's backbone as an
-embedding network: Conv-4 for images, as ProtoNet's and MAML's.
+embedding network: Conv-4 for images, as ProtoNet's and MAML's. On the RL families (bandits,
+tabular MDPs) ``snail`` is the paper's policy: ``snail_rl.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metaopt.learners.base import HParam
+from metaopt.learners.base import HParam, MetaLearner
 from metaopt.learners.context import CONTEXT_HPARAMS, ContextLearner, embedding
 from metaopt.learners.core import Params
 from metaopt.tasks.base import TaskBatch, TaskKind
@@ -71,22 +72,19 @@ class AttentionBlock(nn.Module):
         return torch.cat([x, read.transpose(1, 2)], 1)
 
 
-def snail_blocks(channels: int, length: int, filters: int, key_size: int, value_size: int) -> tuple[nn.Sequential, int]:
-    """The paper's few-shot stack (attention, TC, attention, TC, attention) for sequences of ``length``, and its width."""
+def snail_blocks(channels: int, length: int, filters: int, key_size: int, value_size: int,
+                 pattern: str = "ATATA") -> tuple[nn.Sequential, int]:
+    """Blocks in ``pattern`` order (``A`` attention, ``T`` a TC block covering sequences of ``length``), and the
+    width they end with; the default is the paper's few-shot stack (attention, TC, attention, TC, attention)."""
     blocks: list[nn.Module] = []
-
-    def attention() -> None:
-        nonlocal channels
-        blocks.append(AttentionBlock(channels, key_size, value_size))
-        channels += value_size
-
-    def temporal() -> None:
-        nonlocal channels
+    for kind in pattern:
+        if kind == "A":
+            blocks.append(AttentionBlock(channels, key_size, value_size))
+            channels += value_size
+            continue
         for level in range(max(1, math.ceil(math.log2(length)))):
             blocks.append(DenseBlock(channels, filters, 2**level))
             channels += filters
-
-    attention(), temporal(), attention(), temporal(), attention()
     return nn.Sequential(*blocks), channels
 
 
@@ -94,7 +92,7 @@ class SNAIL(ContextLearner):
     """Temporal convolutions and causal attention over the support sequence, then the query."""
 
     name: ClassVar[str] = "snail"
-    task_kinds: ClassVar[tuple[TaskKind, ...]] = ("regression", "classification")
+    task_kinds: ClassVar[tuple[TaskKind, ...]] = ("regression", "classification", "rl")
     sequential: ClassVar[bool] = True
     hyperparameters: ClassVar[dict[str, HParam]] = {
         **{k: v for k, v in CONTEXT_HPARAMS.items() if k != "width"},
@@ -103,6 +101,15 @@ class SNAIL(ContextLearner):
         "value_size": HParam(type=int, default=64, minimum=1, help="attention reads (the paper: 32, 128, 256)"),
         "max_shots": HParam(type=int, default=64, minimum=1, help="the longest support sequence the dilations cover"),
     }
+
+    @classmethod
+    def for_task_kind(cls, task_kind: TaskKind) -> type[MetaLearner]:
+        """On RL tasks, the RL² training loop with a SNAIL policy (``snail_rl.py``)."""
+        if task_kind != "rl":
+            return cls
+        from metaopt.learners.snail_rl import SnailRL
+
+        return SnailRL
 
     @classmethod
     def build_network(cls, backbone: dict[str, Any], *, input_shape: tuple[int, ...], output_size: int,

@@ -33,10 +33,15 @@ def method_rows(results: list[TrialResult], metric: Metric, strategy_name: str |
     return rank(list(rows.values()), metric)
 
 
-def verdict(scored: list[MethodRow], scores: dict[str, TaskScores], metric: Metric) -> str | None:
-    """Does meta-learning pay? The best meta-learner by validation against the best baseline, on their test tasks."""
+def verdict(scored: list[MethodRow], scores: dict[str, TaskScores], metric: Metric, limit: str | None = None) -> str | None:
+    """Does meta-learning pay? The best meta-learner by validation against the best baseline, on their test tasks.
+
+    The family's exact ``limit`` (a method no learner can beat in expectation) is a bound, not an alternative: it is
+    not the baseline compared with.
+    """
     def best(baseline: bool) -> Candidate | None:
-        row = next((r for r in scored if r.method in scores and is_baseline(r.method) == baseline), None)
+        row = next((r for r in scored if r.method in scores and r.method != limit
+                    and is_baseline(r.method) == baseline), None)
         return None if row is None else Candidate(row.method, row.run_id, scores[row.method], row.trial_number)
 
     return transfer_verdict(best(False), best(True), metric)

@@ -264,7 +264,7 @@ class Job(_Strict):
         method = limit.pop("method", None)
         if method in self.methods:
             self.space = {**self.space, method: {**self.space.get(method, {}), **limit}}
-            if method not in enqueued:
+            if method not in {config.get("method") for config in self.enqueue}:
                 self.enqueue = [*self.enqueue, {"method": method}]
         return self
 
@@ -299,6 +299,12 @@ class Job(_Strict):
             for name, cls in registered.get(key, {}).items():
                 if name not in registry:
                     registry.register(cls, name)
+
+    @property
+    def limit_method(self) -> str | None:
+        """The method among this job's that is its family's exact limit (its configuration fixed by the family)."""
+        method = (self.family.family.limit(self.family.options) or {}).get("method")
+        return method if method in self.methods else None
 
     def backbone_for(self, method: str) -> dict[str, Any]:
         """The backbone spec ``method`` trains on: its entry in ``backbones``, else ``backbone``."""

@@ -50,12 +50,12 @@ def load_job_data(data: object, path: Path) -> LoadedJob:
         except ValidationError as exc:
             raise ConfigError(format_validation_error(space_path, exc)) from None
     if space_path is not None:
-        _validated(SearchSpace(job.methods, spaces), str(space_path), prefix="")
+        _validated(SearchSpace(job.methods, spaces, job.family.build_kind()), str(space_path), prefix="")
     for method, overrides in job.space.items():
         if method not in job.methods:
             raise ConfigError(f"{path}: space.{method}: method is not in methods ({', '.join(job.methods)})")
         spaces[method] = {**spaces.get(method, {}), **overrides}
-    space = _validated(SearchSpace(job.methods, spaces), str(path), prefix="space.")
+    space = _validated(SearchSpace(job.methods, spaces, job.family.build_kind()), str(path), prefix="space.")
     try:
         strategy(job.strategy).check(job, space)
     except ValueError as exc:
@@ -88,7 +88,8 @@ def _family_paths_resolved(data: dict, folder: Path) -> dict:
 def loaded_from_data(job_data: dict, space_data: dict, origin: Path) -> LoadedJob:
     """A ``LoadedJob`` from what a study recorded (``Job.model_dump()`` and ``SearchSpace.to_data()``)."""
     job = Job.model_validate(job_data)
-    return LoadedJob(job=job, path=origin, space=SearchSpace(job.methods, _SPACE_FILE.validate_python(space_data)))
+    return LoadedJob(job=job, path=origin, space=SearchSpace(job.methods, _SPACE_FILE.validate_python(space_data),
+                                                                job.family.build_kind()))
 
 
 def _validated(space: SearchSpace, where: str, *, prefix: str) -> SearchSpace:

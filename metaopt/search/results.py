@@ -99,6 +99,7 @@ class SearchSummary:
     interrupted: str | None = None  # why the search stopped early (a signal), if it did
     planned_trials: int = 0  # the trials the search meant to run
     verdict: str | None = None  # does meta-learning pay: the best meta-learner against the best baseline, paired
+    limit: str | None = None  # the method that is the family's exact limit, when the search ran it
 
     @property
     def metric(self) -> Metric:

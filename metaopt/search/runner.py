@@ -139,7 +139,7 @@ def _drive(ctx: SearchContext, results: list[TrialResult], unfinished: list[optu
         scores = score_best_per_method(ctx, rows, results)
         scored = [row for row in rows if row.best_val is not None]
         champion = scored[0] if scored else None
-        found = verdict(scored, scores, metric)
+        found = verdict(scored, scores, metric, limit=job.limit_method)
         if champion is not None and champion.method in scores:
             best = Candidate(champion.method, champion.run_id, scores[champion.method], champion.trial_number)
             decision, version, notes = champion_of_search(ctx, best)
@@ -159,7 +159,7 @@ def _drive(ctx: SearchContext, results: list[TrialResult], unfinished: list[optu
                                 ctx.parent_run_id, ctx.locator, key=job.family.key, metrics=job.family.metrics,
                                 decision=decision, champion_version=version, notes=notes,
                                 interrupted=str(interrupted) if interrupted else None, planned_trials=budget_trials,
-                                verdict=found)
+                                verdict=found, limit=job.limit_method)
         ctx.tracker.finish_search(summary, status)
     if interrupted is not None:
         raise SearchInterrupted(summary, interrupted.signum)

@@ -9,7 +9,9 @@ from typing import Any
 import optuna
 
 from metaopt.learners import LEARNERS
+from metaopt.learners.base import HParam
 from metaopt.search.ranges import Categorical, FloatRange, IntRange, MethodSpace
+from metaopt.tasks.base import TaskKind
 
 METHOD_PARAM = "method"
 
@@ -17,14 +19,20 @@ METHOD_PARAM = "method"
 class SearchSpace:
     """Per-method hyperparameter ranges, validated against what each learner accepts."""
 
-    def __init__(self, methods: list[str], spaces: Mapping[str, MethodSpace]) -> None:
+    def __init__(self, methods: list[str], spaces: Mapping[str, MethodSpace], task_kind: TaskKind | None = None) -> None:
         self.methods = list(methods)
         self.spaces = {method: dict(spaces.get(method, {})) for method in self.methods}
+        self.task_kind = task_kind  # the family's: a method may learn another kind with other hyperparameters
+
+    def declared(self, method: str) -> dict[str, HParam]:
+        """The hyperparameters ``method`` accepts on the family's kind of tasks."""
+        cls = LEARNERS[method]
+        return (cls.for_task_kind(self.task_kind) if self.task_kind else cls).hyperparameters
 
     def validate(self) -> None:
         """Raise ``ValueError("method.param: ...")`` for a name or value a learner does not accept."""
         for method, space in self.spaces.items():
-            declared = LEARNERS[method].hyperparameters
+            declared = self.declared(method)
             for name, spec in space.items():
                 where = f"{method}.{name}"
                 if name not in declared:
@@ -99,7 +107,7 @@ class SearchSpace:
         method = config.pop(METHOD_PARAM, None)
         if method not in self.spaces:
             raise ValueError(f"method: {method!r} is not one of the job's methods ({', '.join(self.methods)})")
-        declared = LEARNERS[method].hyperparameters
+        declared = self.declared(method)
         for name, value in config.items():
             if name not in declared:
                 raise ValueError(f"{name}: unknown hyperparameter for {method} (allowed: {', '.join(sorted(declared))})")

@@ -70,3 +70,13 @@ def test_rl2_maml_and_the_classic_policies_search_on_ray_with_a_pruner_and_land_
 def test_a_method_that_cannot_learn_the_family_is_one_line(tmp_path, methods, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_job(write_job(tmp_path, {**JOB, "methods": methods, "space": {}, "enqueue": []}))
+
+
+def test_a_method_takes_the_hyperparameters_of_the_family_kind(tmp_path):
+    # snail is a sequence classifier on supervised families and RL²'s PPO with a SNAIL policy on RL families.
+    rl = {**JOB, "methods": ["snail"], "space": {"snail": {"entropy": 0.02, "filters": 16, "horizon": 16}},
+          "enqueue": [{"method": "snail", "entropy": 0.02}]}
+    assert load_job(write_job(tmp_path, rl)).space.declared("snail")["gae_lambda"].default == 0.3
+    sine = {**rl, "family": {"name": "sine"}, "enqueue": []}
+    with pytest.raises(ConfigError, match=re.escape("space.snail.entropy: unknown hyperparameter for snail")):
+        load_job(write_job(tmp_path, sine, "sine.yaml"))

@@ -136,3 +136,36 @@ def test_rl2_learns_to_explore_and_exploit_in_a_short_run():
         learner.meta_step(family.sample(256, "train", g))
     after, ci = _mean_ci(learner.total_reward(test, torch.Generator().manual_seed(1)))
     assert abs(before - 5.0) < 0.3 and after - ci > 5.5, (before, after)
+
+
+def test_snail_learns_to_explore_and_exploit_in_a_short_run():
+    from metaopt.learners.snail_rl import SnailRL
+
+    torch.manual_seed(0)
+    family = Bandit(arms=5, pulls=10)
+    learner = SnailRL.for_family(family.input_shape[0], family.output_size,
+                                 {"filters": 16, "key_size": 16, "value_size": 16, "horizon": 16, "meta_batch": 256,
+                                  "outer_lr": 3e-3})
+    test = family.sample(1000, "test", torch.Generator().manual_seed(5))
+    before = learner.total_reward(test, torch.Generator().manual_seed(1)).mean().item()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        learner.meta_step(family.sample(256, "train", g))
+    after, ci = _mean_ci(learner.total_reward(test, torch.Generator().manual_seed(1)))
+    assert abs(before - 5.0) < 0.3 and after - ci > 5.5, (before, after)
+
+
+def test_the_snail_policy_reads_only_the_past_and_its_steps_equal_the_whole_history():
+    from metaopt.learners.snail_rl import SnailPolicy
+
+    torch.manual_seed(0)
+    policy = SnailPolicy(observation_size=7, actions=5, filters=8, key_size=8, value_size=8, horizon=16)
+    history = torch.randn(3, 12, 7)
+    logits, values = policy(history)
+    changed = history.clone()
+    changed[:, 6:] = torch.randn(3, 6, 7)  # another future
+    assert torch.allclose(policy(changed)[0][:, :6], logits[:, :6], atol=1e-6)
+    state = None
+    for t in range(12):
+        step_logits, step_value, state = policy.step(history[:, t], state)
+        assert torch.allclose(step_logits, logits[:, t], atol=1e-5) and torch.allclose(step_value, values[:, t], atol=1e-5)
