@@ -25,18 +25,25 @@ IMAGE_CLASSIFICATION = {
     "anil": {"inner_lr": {"type": "float", "low": 0.05, "high": 0.5, "log": True},
              "outer_lr": {"type": "float", "low": 0.0003, "high": 0.003, "log": True},
              "inner_steps": {"type": "int", "low": 1, "high": 5}, "meta_batch": 4},
+    "icl": {"outer_lr": {"type": "float", "low": 0.0003, "high": 0.003, "log": True}, "width": 64,
+            "depth": {"type": "int", "low": 2, "high": 3}, "meta_batch": 4},
 }
+# The transformer that learns in context (no gradient step at test), searched beside the gradient learners.
+IN_CONTEXT = {"icl": {"outer_lr": {"type": "float", "low": 0.0003, "high": 0.003, "log": True}, "width": 64,
+                      "depth": {"type": "int", "low": 2, "high": 4}, "meta_batch": 16}}
 VECTOR_REGRESSION = {
-    method: {"inner_lr": {"type": "float", "low": 0.003, "high": 0.3, "log": True},
-             "outer_lr": {"type": "float", "low": 0.0003, "high": 0.01, "log": True},
-             "inner_steps": {"type": "int", "low": 1, "high": 5}, "meta_batch": 10}
-    for method in ("maml", "fomaml", "anil")
+    **{method: {"inner_lr": {"type": "float", "low": 0.003, "high": 0.3, "log": True},
+                "outer_lr": {"type": "float", "low": 0.0003, "high": 0.01, "log": True},
+                "inner_steps": {"type": "int", "low": 1, "high": 5}, "meta_batch": 10}
+       for method in ("maml", "fomaml", "anil")},
+    **IN_CONTEXT,
 }
 VECTOR_CLASSIFICATION = {
-    method: {"inner_lr": {"type": "float", "low": 0.03, "high": 0.5, "log": True},
-             "outer_lr": {"type": "float", "low": 0.0003, "high": 0.01, "log": True},
-             "inner_steps": {"type": "int", "low": 1, "high": 5}, "meta_batch": 10}
-    for method in ("maml", "fomaml", "anil")
+    **{method: {"inner_lr": {"type": "float", "low": 0.03, "high": 0.5, "log": True},
+                "outer_lr": {"type": "float", "low": 0.0003, "high": 0.01, "log": True},
+                "inner_steps": {"type": "int", "low": 1, "high": 5}, "meta_batch": 10}
+       for method in ("maml", "fomaml", "anil")},
+    **IN_CONTEXT,
 }
 
 RATING = {  # MeLU's decision layers adapted, and MAML adapting every layer (jobs/movielens-new-users.yaml)
@@ -123,11 +130,22 @@ def describe_methods() -> tuple[list[str], list[str]]:
         needs = " and ".join(cls.task_kinds) + " tasks" + (f" of {', '.join(cls.families)}" if cls.families else "")
         lines.append(f"{name}  [{LEARNERS.origin(name)}]  {doc}")
         lines.append(f"  for: {needs}" + ("; a baseline, not a meta-learner" if cls.baseline else ""))
-        for hp, spec in cls.hyperparameters.items():
-            domain = f" in {{{', '.join(map(str, spec.choices))}}}" if spec.choices else ""
-            help_text = f"  # {spec.help}" if spec.help else ""
-            lines.append(f"  {hp}: {spec.type.__name__} = {spec.default}{domain}{help_text}")
+        lines += _hparam_lines(cls.hyperparameters, "  ")
+        variant = cls.for_task_kind("rl") if "rl" in cls.task_kinds else cls
+        if variant is not cls and variant.hyperparameters != cls.hyperparameters:
+            lines.append("  on rl tasks:")
+            lines += _hparam_lines(variant.hyperparameters, "    ")
     return lines, broken
+
+
+def _hparam_lines(hyperparameters: dict[str, Any], indent: str) -> list[str]:
+    """One line per hyperparameter: name, type, default, allowed choices, help."""
+    lines = []
+    for hp, spec in hyperparameters.items():
+        domain = f" in {{{', '.join(map(str, spec.choices))}}}" if spec.choices else ""
+        help_text = f"  # {spec.help}" if spec.help else ""
+        lines.append(f"{indent}{hp}: {spec.type.__name__} = {spec.default}{domain}{help_text}")
+    return lines
 
 
 def starter(family: str, options: dict[str, Any], name: str | None = None, *, trials: int | None = None,

@@ -3,8 +3,10 @@
 Nothing is meta-trained (``trains = False``): each task's queries are predicted by an
 estimator fit to that task's support set alone, so the leaderboard shows what learning
 across tasks gained over the statistics a single task offers (Garg et al. 2022 compare a
-transformer that learns in context with exactly these). Inputs are flattened to vectors; the
-linear estimators have no intercept (the ``functions`` family's functions have none).
+transformer that learns in context with exactly these). Inputs are flattened to vectors. The
+linear estimators have no intercept (the ``functions`` family's functions have none) and run on
+that family only; nearest neighbours, the support network and boosted trees also on ``tabular``
+regression.
 
 - ``least_squares``: minimum-norm least squares (the pseudo-inverse);
 - ``posterior_mean``: the posterior mean of a linear model with a ``N(0, prior_std^2 I)``
@@ -35,6 +37,7 @@ class Estimator(MetaLearner):
     """An estimator fit to each task's support set; ``meta_step`` learns nothing, ``fit_predict`` says how."""
 
     task_kinds: ClassVar[tuple[TaskKind, ...]] = ("regression",)
+    families: ClassVar[tuple[str, ...] | None] = ("functions",)  # the linear ones assume no intercept
     trains: ClassVar[bool] = False
     baseline: ClassVar[bool] = True
     hyperparameters: ClassVar[dict[str, HParam]] = META_BATCH
@@ -150,6 +153,7 @@ class NearestNeighbours(Estimator):
     """The mean target of the nearest support points."""
 
     name: ClassVar[str] = "knn"
+    families: ClassVar[tuple[str, ...] | None] = ("functions", "tabular")
     hyperparameters: ClassVar[dict[str, HParam]] = {
         **META_BATCH, "neighbors": HParam(type=int, default=3, minimum=1, help="support points averaged"),
     }
@@ -176,6 +180,7 @@ class SupportNet(Estimator):
     """A two-layer ReLU network trained by Adam on the support set alone, every task from a fresh initialisation."""
 
     name: ClassVar[str] = "support_net"
+    families: ClassVar[tuple[str, ...] | None] = ("functions", "tabular")
     hyperparameters: ClassVar[dict[str, HParam]] = {
         **META_BATCH,
         "hidden": HParam(type=int, default=100, minimum=1, help="hidden units"),
@@ -208,6 +213,7 @@ class BoostedTrees(Estimator):
     """Gradient-boosted regression trees (scikit-learn) fit to each task's support set."""
 
     name: ClassVar[str] = "boosted_trees"
+    families: ClassVar[tuple[str, ...] | None] = ("functions", "tabular")
     hyperparameters: ClassVar[dict[str, HParam]] = {
         **META_BATCH,
         "trees": HParam(type=int, default=100, minimum=1, help="boosting rounds"),

@@ -26,7 +26,7 @@ SMALL = {"cnp": {"width": 32, "layers": 2}, "icl": {"width": 32, "depth": 2, "he
          "metanet": {"hidden": 32, "key_size": 16}}
 ITERATIONS = {"cnp": 100, "anp": 200, "icl": 200, "snail": 200, "metanet": 100}  # on glyphs
 GLYPHS_LR = {"anp": 0.003, "snail": 0.003}  # the rest: 0.001
-SINE_ITERATIONS = {"snail": 200, "metanet": 100}  # the rest: 400
+SINE_ITERATIONS = {"snail": 100, "mann": 200, "metanet": 100}  # the rest: 400
 
 
 def _sine_learner(method: str, **hparams):

@@ -144,13 +144,13 @@ def test_snail_learns_to_explore_and_exploit_in_a_short_run():
     torch.manual_seed(0)
     family = Bandit(arms=5, pulls=10)
     learner = SnailRL.for_family(family.input_shape[0], family.output_size,
-                                 {"filters": 16, "key_size": 16, "value_size": 16, "horizon": 16, "meta_batch": 256,
-                                  "outer_lr": 3e-3})
+                                 {"filters": 8, "key_size": 8, "value_size": 8, "horizon": 16, "meta_batch": 128,
+                                  "outer_lr": 3e-3, "ppo_epochs": 2})
     test = family.sample(1000, "test", torch.Generator().manual_seed(5))
     before = learner.total_reward(test, torch.Generator().manual_seed(1)).mean().item()
     g = torch.Generator().manual_seed(0)
-    for _ in range(60):
-        learner.meta_step(family.sample(256, "train", g))
+    for _ in range(40):
+        learner.meta_step(family.sample(128, "train", g))
     after, ci = _mean_ci(learner.total_reward(test, torch.Generator().manual_seed(1)))
     assert abs(before - 5.0) < 0.3 and after - ci > 5.5, (before, after)
 
