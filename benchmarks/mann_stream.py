@@ -9,7 +9,7 @@ the prediction at each step against the label it is about to be shown; accuracy 
 first instance is 20%: a class never seen cannot be named. Published (a reproduction on
 Omniglot, ``../shared/reference/published.md``): 35.8, 89.4 (2nd), 93.7, 95.3, ..., 96.7 (10th).
 
-    python benchmarks/mann_stream.py [--iterations 3000] [--meta-batch 8] [--seed 0]
+    python benchmarks/mann_stream.py [--iterations 3000] [--meta-batch 8] [--outer-lr 0.001] [--filters 64]
 
 Writes ``benchmarks/results/mann_stream.json``.
 """
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3000)
     parser.add_argument("--meta-batch", type=int, default=8)
     parser.add_argument("--outer-lr", type=float, default=0.001)
+    parser.add_argument("--filters", type=int, default=64, help="Conv-4 filters of the embedding")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -62,7 +63,7 @@ def main() -> None:
     family = Glyphs(ways=WAYS, shots=SHOTS, queries=1)
     torch.manual_seed(args.seed)
     hparams = {"meta_batch": args.meta_batch, "outer_lr": args.outer_lr}
-    learner = build_learner("mann", hparams, backbone={"name": "conv4"}, task_kind="classification",
+    learner = build_learner("mann", hparams, backbone={"name": "conv4", "hidden": args.filters}, task_kind="classification",
                             input_shape=family.input_shape, output_size=WAYS, n_way=WAYS,
                             max_iterations=args.iterations)
     start = time.perf_counter()
@@ -77,13 +78,15 @@ def main() -> None:
         predictions.append(learner.stream_predictions(TaskBatch(x, y, batch.query_x, batch.query_y)))
         labels.append(y)
     accuracy = by_instance(torch.cat(predictions), torch.cat(labels))
-    print(f"mann, 5-class label stream, {args.iterations} meta-steps x {args.meta_batch} episodes "
+    print(f"mann, 5-class label stream, Conv-4 of {args.filters} filters, {args.iterations} meta-steps x "
+          f"{args.meta_batch} episodes at {args.outer_lr} "
           f"({train_s:.0f} s, one thread), {TEST_EPISODES} test episodes")
     print("| instance | " + " | ".join(str(i) for i in accuracy) + " |")
     print("|---|" + "---|" * len(accuracy))
     print("| accuracy % | " + " | ".join(f"{m:.1f} ± {ci:.1f}" for m, ci in accuracy.values()) + " |")
     print("| published | " + " | ".join(str(PUBLISHED.get(i, "-")) for i in accuracy) + " |")
     out = {"iterations": args.iterations, "meta_batch": args.meta_batch, "outer_lr": args.outer_lr, "seed": args.seed,
+           "filters": args.filters,
            "hparams": learner.hparams, "train_s": train_s, "test_episodes": TEST_EPISODES,
            "accuracy_by_instance": {str(i): list(v) for i, v in accuracy.items()}, "published": PUBLISHED}
     RESULTS.mkdir(exist_ok=True)

@@ -4,7 +4,10 @@ A task is a stream: at step ``t`` the network sees ``e(x_t)`` with the previous 
 target ``y_{t-1}`` (one-hot labels; zeros at the first step) and predicts ``y_t``, so it
 must hold each binding of input and label until the class comes back. An LSTM controller
 (``hidden`` units) reads an external memory of ``slots`` rows of ``slot_size`` with
-``reads`` heads by content (cosine similarity, softmax), and writes with least-recently-used
+``reads`` heads by content (cosine similarity, softmax; each head's similarities scaled by a key
+strength ``1 + softplus(.)`` from the controller, as the Neural Turing Machine's: the paper's plain
+softmax over 128 rows reads almost uniformly, and training sat at chance on 5-way glyphs for 3,000
+episodes), and writes with least-recently-used
 access: each head's key is written to a mix (a learned gate) of the rows it read last step
 and the least-used rows, after the least-used row is cleared; usage decays by ``gamma``. The
 memory is reset at every task. The output reads the controller's state and the memory reads.
@@ -38,6 +41,7 @@ class MemoryCore(nn.Module):
         self.slots, self.slot_size, self.reads, self.gamma = slots, slot_size, reads, gamma
         self.controller = nn.LSTMCell(inputs + reads * slot_size, hidden)
         self.keys = nn.Linear(hidden, reads * slot_size)
+        self.strengths = nn.Linear(hidden, reads)
         self.gates = nn.Linear(hidden, reads)
         self.width = hidden + reads * slot_size
 
@@ -62,7 +66,8 @@ class MemoryCore(nn.Module):
             memory = memory + write_weights.transpose(1, 2) @ keys
             # Read by content, on the memory just written.
             similarity = F.cosine_similarity(keys[:, :, None], memory[:, None], dim=-1, eps=1e-8)
-            read_weights = similarity.softmax(-1)  # [batch, reads, slots]
+            strength = 1 + F.softplus(self.strengths(h))[..., None]  # sharpens a read, as the NTM's key strength
+            read_weights = (strength * similarity).softmax(-1)  # [batch, reads, slots]
             read = (read_weights @ memory).flatten(1)
             usage = self.gamma * usage + read_weights.sum(1) + write_weights.sum(1)
             outputs.append(torch.cat([h, read], -1))
