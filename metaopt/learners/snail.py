@@ -53,6 +53,17 @@ class DenseBlock(nn.Module):
         """``[batch, channels, time]`` to ``[batch, channels + filters, time]``."""
         return torch.cat([x, torch.tanh(self.f(x)) * torch.sigmoid(self.g(x))], 1)
 
+    def last(self, x: Tensor) -> Tensor:
+        """The output at the last step only, ``[batch, channels + filters]``, from the inputs so far ``x``."""
+        d = self.f.dilation
+        earlier = x[:, :, -1 - d] if x.shape[2] > d else torch.zeros_like(x[:, :, -1])
+        pair = torch.stack([earlier, x[:, :, -1]], 2)  # what the kernel-2 convolution sees at the last step
+
+        def at_last(conv: CausalConv) -> Tensor:
+            return torch.einsum("fck,bck->bf", conv.conv.weight, pair) + conv.conv.bias
+
+        return torch.cat([x[:, :, -1], torch.tanh(at_last(self.f)) * torch.sigmoid(at_last(self.g))], 1)
+
 
 class AttentionBlock(nn.Module):
     """Causal single-head soft attention whose ``value_size`` reads are concatenated to its input."""
@@ -70,6 +81,12 @@ class AttentionBlock(nn.Module):
         future = torch.ones(logits.shape[-2:], dtype=torch.bool, device=x.device).triu(1)
         read = logits.masked_fill(future, float("-inf")).softmax(-1) @ self.value(steps)
         return torch.cat([x, read.transpose(1, 2)], 1)
+
+    def last(self, x: Tensor) -> Tensor:
+        """The output at the last step only, ``[batch, channels + value_size]``, from the inputs so far ``x``."""
+        steps = x.transpose(1, 2)
+        logits = self.query(steps[:, -1:]) @ self.key(steps).transpose(1, 2) * self.scale  # [batch, 1, time]
+        return torch.cat([x[:, :, -1], (logits.softmax(-1) @ self.value(steps))[:, 0]], 1)
 
 
 def snail_blocks(channels: int, length: int, filters: int, key_size: int, value_size: int,

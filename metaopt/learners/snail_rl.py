@@ -6,7 +6,8 @@ blocks (causal convolutions with dilations up to ``horizon``) and one causal att
 as the paper's bandit and MDP architecture, then a policy head and a value head. It is
 trained exactly as RL² is (``rl2.py``: PPO with GAE over whole tasks, many tasks at once);
 at each step the policy reads the whole history so far (its "memory" is that history, reset
-per task). Nothing is adapted by gradient at test.
+per task; playing, each block keeps its inputs so far and computes the new step alone). Nothing
+is adapted by gradient at test.
 """
 
 from __future__ import annotations
@@ -37,11 +38,17 @@ class SnailPolicy(nn.Module):
         out = self.blocks(self.inputs(observations).transpose(1, 2)).transpose(1, 2)
         return self.policy(out), self.value(out).squeeze(-1)
 
-    def step(self, observation: Tensor, history: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """Logits, value and the history so far, after one more observation ``[tasks, obs]``."""
-        history = observation[:, None] if history is None else torch.cat([history, observation[:, None]], 1)
-        logits, values = self(history)
-        return logits[:, -1], values[:, -1], history
+    def step(self, observation: Tensor, state: list[Tensor] | None) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Logits, value and the next state after one more observation ``[tasks, obs]``: the last step computed
+        alone from each block's inputs so far (the state), so a task of T steps costs T steps, not T²/2."""
+        x = self.inputs(observation)[:, :, None]  # [tasks, channels, 1]
+        inputs = []
+        for i, block in enumerate(self.blocks):
+            seen = x if state is None else torch.cat([state[i], x], 2)  # the block's inputs so far
+            inputs.append(seen)
+            x = block.last(seen)[:, :, None]
+        out = x[:, :, 0]
+        return self.policy(out), self.value(out).squeeze(-1), inputs
 
 
 class SnailRL(RL2):

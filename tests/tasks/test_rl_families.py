@@ -149,7 +149,7 @@ def test_snail_learns_to_explore_and_exploit_in_a_short_run():
     test = family.sample(1000, "test", torch.Generator().manual_seed(5))
     before = learner.total_reward(test, torch.Generator().manual_seed(1)).mean().item()
     g = torch.Generator().manual_seed(0)
-    for _ in range(40):
+    for _ in range(80):
         learner.meta_step(family.sample(128, "train", g))
     after, ci = _mean_ci(learner.total_reward(test, torch.Generator().manual_seed(1)))
     assert abs(before - 5.0) < 0.3 and after - ci > 5.5, (before, after)
