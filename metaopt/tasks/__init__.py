@@ -23,13 +23,13 @@ from metaopt.tasks.tabular_mdp import TabularMDP
 
 FAMILIES: Registry[TaskFamily] = Registry("metaopt.families", {
     "sine": Sine,
-    "functions": Functions,
     "glyphs": Glyphs,
     "glyphs-crossfont": GlyphsCrossFont,
     "omniglot": Omniglot,
     "miniimagenet": MiniImageNet,
     "imagefolder": ImageFolder,
     "tabular": Tabular,
+    "functions": Functions,
     "bandit": Bandit,
     "tabular-mdp": TabularMDP,
     "movielens": MovieLens,
