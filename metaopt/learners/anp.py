@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from metaopt.learners.base import HParam
 from metaopt.learners.cnp import CNP
-from metaopt.learners.context import embedding, mlp
+from metaopt.learners.context import check_heads, embedding, mlp
 from metaopt.learners.core import Params
 from metaopt.tasks.base import TaskBatch
 
@@ -39,15 +39,11 @@ class ANP(CNP):
         "heads": HParam(type=int, default=4, minimum=1, help="attention heads (they divide the width)"),
     }
 
-    def __init__(self, backbone: nn.Module, hparams: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(backbone, hparams, **kwargs)
-        if self.hparams["width"] % self.hparams["heads"]:
-            raise ValueError(f"anp: heads ({self.hparams['heads']}) must divide width ({self.hparams['width']})")
-
     @classmethod
     def build_network(cls, backbone: dict[str, Any], *, input_shape: tuple[int, ...], output_size: int,
                       hparams: dict[str, Any]) -> nn.Module:
         """The embedding, the pair encoder and its self-attention, the cross-attention and the decoder."""
+        check_heads(cls.name, hparams)  # before torch's own assertion deep in the attention layer
         embed, features = embedding(backbone, input_shape)
         width, layers, heads = hparams["width"], hparams["layers"], hparams["heads"]
         layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=0.0, batch_first=True,

@@ -39,6 +39,12 @@ def embedding(backbone: dict[str, Any], input_shape: tuple[int, ...]) -> tuple[n
     return network.train(), width
 
 
+def check_heads(name: str, hparams: dict[str, Any]) -> None:
+    """``ValueError`` unless ``heads`` divides ``width`` (attention splits the width among its heads)."""
+    if hparams["width"] % hparams["heads"]:
+        raise ValueError(f"{name}: heads ({hparams['heads']}) must divide width ({hparams['width']})")
+
+
 def mlp(sizes: list[int]) -> nn.Sequential:
     """Linear layers of ``sizes`` with ReLUs between them (none after the last)."""
     layers: list[nn.Module] = []

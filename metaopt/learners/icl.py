@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from metaopt.learners.base import HParam
-from metaopt.learners.context import CONTEXT_HPARAMS, ContextLearner, embedding
+from metaopt.learners.context import CONTEXT_HPARAMS, ContextLearner, check_heads, embedding
 from metaopt.learners.core import Params
 from metaopt.tasks.base import TaskBatch, TaskKind
 
@@ -42,15 +42,11 @@ class ICL(ContextLearner):
         "min_context": HParam(type=int, default=1, minimum=1, help="support examples in context at the start"),
     }
 
-    def __init__(self, backbone: nn.Module, hparams: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(backbone, hparams, **kwargs)
-        if self.hparams["width"] % self.hparams["heads"]:
-            raise ValueError(f"icl: heads ({self.hparams['heads']}) must divide width ({self.hparams['width']})")
-
     @classmethod
     def build_network(cls, backbone: dict[str, Any], *, input_shape: tuple[int, ...], output_size: int,
                       hparams: dict[str, Any]) -> nn.Module:
         """The embedding, the token maps of inputs and targets, the query marker and the transformer."""
+        check_heads(cls.name, hparams)  # before torch's own assertion deep in the attention layer
         embed, features = embedding(backbone, input_shape)
         width = hparams["width"]
         layer = nn.TransformerEncoderLayer(width, hparams["heads"], dim_feedforward=2 * width, dropout=0.0,

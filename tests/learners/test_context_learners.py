@@ -115,3 +115,10 @@ def test_icl_grows_its_context_over_the_curriculum():
     with torch.no_grad():  # at test, always the whole support set
         learner.iteration = 0
         assert learner._context(batch).support_x.shape[1] == 10
+
+
+@pytest.mark.parametrize("method", ["icl", "anp"])
+def test_heads_that_do_not_divide_the_width_are_one_line_before_anything_is_built(method):
+    with pytest.raises(ValueError, match=rf"^{method}: heads \(4\) must divide width \(30\)$"):
+        build_learner(method, {"width": 30, "heads": 4}, backbone=MLP, task_kind="regression", input_shape=(1,),
+                      output_size=1)

@@ -122,37 +122,31 @@ def test_mdp_baselines_random_and_psrl():
     assert psrl_mean - psrl_ci > random_mean + random_ci + 20  # posterior sampling learns the MDP within a task
 
 
-def test_rl2_learns_to_explore_and_exploit_in_a_short_run():
-    from metaopt.learners.rl2 import RL2
-
+def _learns_a_bandit(cls, hparams: dict, steps: int) -> None:
+    """``steps`` meta-steps of a fresh policy take it from random play (5.0) to above 5.5 on 1,000 test bandits."""
     torch.manual_seed(0)
     family = Bandit(arms=5, pulls=10)
-    learner = RL2.for_family(family.input_shape[0], family.output_size,
-                             {"hidden": 32, "meta_batch": 256, "outer_lr": 3e-3})
+    learner = cls.for_family(family.input_shape[0], family.output_size, hparams)
     test = family.sample(1000, "test", torch.Generator().manual_seed(5))
     before = learner.total_reward(test, torch.Generator().manual_seed(1)).mean().item()
     g = torch.Generator().manual_seed(0)
-    for _ in range(60):
-        learner.meta_step(family.sample(256, "train", g))
+    for _ in range(steps):
+        learner.meta_step(family.sample(hparams["meta_batch"], "train", g))
     after, ci = _mean_ci(learner.total_reward(test, torch.Generator().manual_seed(1)))
     assert abs(before - 5.0) < 0.3 and after - ci > 5.5, (before, after)
+
+
+def test_rl2_learns_to_explore_and_exploit_in_a_short_run():
+    from metaopt.learners.rl2 import RL2
+
+    _learns_a_bandit(RL2, {"hidden": 32, "meta_batch": 256, "outer_lr": 3e-3}, steps=60)
 
 
 def test_snail_learns_to_explore_and_exploit_in_a_short_run():
     from metaopt.learners.snail_rl import SnailRL
 
-    torch.manual_seed(0)
-    family = Bandit(arms=5, pulls=10)
-    learner = SnailRL.for_family(family.input_shape[0], family.output_size,
-                                 {"filters": 8, "key_size": 8, "value_size": 8, "horizon": 16, "meta_batch": 128,
-                                  "outer_lr": 3e-3, "ppo_epochs": 2})
-    test = family.sample(1000, "test", torch.Generator().manual_seed(5))
-    before = learner.total_reward(test, torch.Generator().manual_seed(1)).mean().item()
-    g = torch.Generator().manual_seed(0)
-    for _ in range(80):
-        learner.meta_step(family.sample(128, "train", g))
-    after, ci = _mean_ci(learner.total_reward(test, torch.Generator().manual_seed(1)))
-    assert abs(before - 5.0) < 0.3 and after - ci > 5.5, (before, after)
+    _learns_a_bandit(SnailRL, {"filters": 8, "key_size": 8, "value_size": 8, "horizon": 16, "meta_batch": 128,
+                               "outer_lr": 3e-3, "ppo_epochs": 2}, steps=80)
 
 
 def test_the_snail_policy_reads_only_the_past_and_its_steps_equal_the_whole_history():
