@@ -72,16 +72,34 @@ PUBLISHED_OMNIGLOT = {  # ../shared/reference/published.md, accuracy %
 }
 
 
-def hparams_of(method: str) -> dict:
+def given_hparams(method: str, overrides: dict | None = None) -> dict:
+    """What ``method`` is given here: Adam at 0.001, its ``METHODS`` entry, then ``--set``'s overrides."""
+    return {"outer_lr": 0.001, **METHODS[method], **(overrides or {})}
+
+
+def hparams_of(method: str, overrides: dict | None = None) -> dict:
     """What ``method`` trains with here, as its learner resolves it (defaults filled in, ``test_steps`` included)."""
     from metaopt.learners import LEARNERS
 
-    return LEARNERS[method].resolve_hparams({"outer_lr": 0.001, **METHODS[method]})
+    return LEARNERS[method].resolve_hparams(given_hparams(method, overrides))
 
 
-def steps_at_test(method: str) -> int | None:
+def parse_overrides(pairs: list[str]) -> dict:
+    """``--set KEY=VALUE`` pairs as hyperparameters (values read as YAML scalars: ``0.0005``, ``cosine``)."""
+    import yaml
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set: expected KEY=VALUE, got {pair!r}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def steps_at_test(method: str, overrides: dict | None = None) -> int | None:
     """Inner steps a gradient method adapts with at test; None for a metric learner."""
-    return hparams_of(method).get("test_steps")
+    return hparams_of(method, overrides).get("test_steps")
 
 
 def family_of(name: str, root: str | None, ways: int, shots: int):  # noqa: ANN201 - (TaskFamily, key)
@@ -105,7 +123,7 @@ def score_accuracy(learner, family, key: str) -> tuple[float, float]:  # noqa: A
 
 
 def cell(method: str, setting: str, family_name: str, root: str | None, episodes: int, seed: int,
-         train_ways: int | None = None) -> dict:
+         train_ways: int | None = None, overrides: dict | None = None) -> dict:
     """Train one method on one setting (metric learners: optionally on ``train_ways``-way episodes), test on 600."""
     torch.set_num_threads(1)
     from metaopt.learners import LEARNERS
@@ -116,7 +134,7 @@ def cell(method: str, setting: str, family_name: str, root: str | None, episodes
     family, key = family_of(family_name, root, ways, shots)
     train_ways = train_ways if train_ways and not LEARNERS[method].uses_head else ways
     train_family = family if train_ways == ways else family_of(family_name, root, train_ways, shots)[0]
-    hparams = {"outer_lr": 0.001, **METHODS[method]}
+    hparams = given_hparams(method, overrides)
     iterations = max(1, episodes // hparams["meta_batch"])
     torch.manual_seed(seed)
     backbone = BACKBONES.get(method, CONV4)
@@ -127,7 +145,7 @@ def cell(method: str, setting: str, family_name: str, root: str | None, episodes
     mean, ci = score_accuracy(learner, family, key)
     episodes_done = iterations * hparams["meta_batch"]
     return {"method": method, "setting": setting, "family": family_name, "key": key, "backbone": backbone,
-            "train_ways": train_ways, "episodes": episodes_done, "test_steps": steps_at_test(method),
+            "train_ways": train_ways, "episodes": episodes_done, "test_steps": steps_at_test(method, overrides),
             "hparams": hparams, "seed": seed, "accuracy": mean, "accuracy_ci95": ci, "train_s": trained.seconds,
             "episodes_per_s": episodes_done / trained.seconds, "evaluation": EVALUATION}
 
@@ -147,14 +165,14 @@ def earlier(cell: dict) -> bool:
     return cell.get("evaluation") != EVALUATION
 
 
-def same_hparams(cell: dict) -> bool:
+def same_hparams(cell: dict, overrides: dict | None = None) -> bool:
     """Whether the cell trained and tested with today's settings of its method (older cells kept test_steps apart)."""
     from metaopt.learners import LEARNERS
 
     given = dict(cell["hparams"])
     if cell["method"] not in NO_INNER_LOOP:  # the first version tested with max(3, training steps), recorded or not
         given.setdefault("test_steps", cell.get("test_steps") or max(3, given.get("inner_steps", 1)))
-    return LEARNERS[cell["method"]].resolve_hparams(given) == hparams_of(cell["method"])
+    return LEARNERS[cell["method"]].resolve_hparams(given) == hparams_of(cell["method"], overrides)
 
 
 def main() -> None:
@@ -167,30 +185,33 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--train-ways", type=int, help="metric learners train on this many ways (Snell et al.)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="hyperparameters for every method of the run (e.g. outer_schedule=cosine)")
     parser.add_argument("--json", default=None, help="default: benchmarks/results/fewshot_<family>.json")
     parser.add_argument("--report-only", action="store_true", help="print the cells measured so far; run and write nothing")
     parser.add_argument("--rerun-earlier", action="store_true",
                         help="measure again the cells the script's first version measured (marked *)")
     args = parser.parse_args()
+    overrides = parse_overrides(args.set)
     if args.family == "glyphs-crossfont":
         args.settings = [s for s in args.settings if SETTINGS[s][1] == 1]  # STIX has at most 4 renderings a class
     out = Path(args.json or Path(__file__).parent / "results" / f"fewshot_{args.family}.json")
     cells_file = out.with_suffix(".cells.jsonl")
 
     def same_settings(r: dict) -> bool:
-        batch = METHODS[r["method"]]["meta_batch"]
+        batch = given_hparams(r["method"], overrides)["meta_batch"]
         ways = SETTINGS[r["setting"]][0]
         wanted_ways = args.train_ways if args.train_ways and r["method"] in METRIC else ways
         return (r["family"] == args.family and r["seed"] == args.seed and r.get("train_ways", ways) == wanted_ways
                 and r["episodes"] == max(1, args.train_episodes // batch) * batch
-                and same_hparams(r) and r.get("backbone", CONV4) == BACKBONES.get(r["method"], CONV4))
+                and same_hparams(r, overrides) and r.get("backbone", CONV4) == BACKBONES.get(r["method"], CONV4))
 
     def rerun(r: dict) -> bool:
         return args.rerun_earlier and earlier(r) and r["method"] in args.methods and r["setting"] in args.settings
 
     results = load_cells(cells_file, same_settings, lambda r: (r["method"], r["setting"]))
     results = {k: r for k, r in results.items() if not rerun(r)}
-    jobs = {(m, s): (m, s, args.family, args.root, args.train_episodes, args.seed, args.train_ways)
+    jobs = {(m, s): (m, s, args.family, args.root, args.train_episodes, args.seed, args.train_ways, overrides)
             for m in args.methods for s in args.settings if (m, s) not in results}
     print(f"{len(jobs)} cells to run, {len(results)} reused from {cells_file}")
     if args.report_only:
@@ -200,7 +221,8 @@ def main() -> None:
         f"{r['train_s']:.0f}s  {r['episodes_per_s']:.1f} episodes/s")))
 
     print(f"\n{args.family}: accuracy % (mean ± 95% CI over 600 test episodes), Conv-4, "
-          f"{args.train_episodes} training episodes per cell")
+          f"{args.train_episodes} training episodes per cell"
+          + "".join(f", {k}={v}" for k, v in overrides.items()))
     if any(earlier(c) for c in results.values()):
         print("* measured by the script's first version: its own training loop, and 600 test episodes drawn in "
               "chunks of 50 (now: fit() and the leaderboard's evaluate_test, chunks of 100)")

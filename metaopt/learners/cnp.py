@@ -61,7 +61,7 @@ class CNP(ContextLearner):
         codes = self.target_features(batch.support_y, n_way)
         encoded = self.call("encode", meta, torch.cat([support, codes], -1))  # [tasks, shots, width]
         if self.task_kind == "classification":
-            per_class = codes.transpose(1, 2) @ encoded / codes.sum(1)[..., None]  # [tasks, ways, width]
+            per_class = codes.transpose(1, 2) @ encoded / codes.sum(1).clamp(min=1)[..., None]  # [tasks, ways, width]
             queries, ways = query.shape[1], per_class.shape[1]
             reading = torch.cat([query[:, :, None].expand(-1, -1, ways, -1),
                                  per_class[:, None].expand(-1, queries, -1, -1)], -1)  # [tasks, q, ways, f + w]

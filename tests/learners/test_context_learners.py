@@ -1,6 +1,7 @@
 """The model-based and in-context learners (``cnp``, ``anp``, ``icl``, ``snail``, ``mann``, ``metanet``): they learn a
 family in a short run, read a task in one forward pass whichever other queries come with a query (and whatever the
-order of its support set, except the sequential ones), and save, load and serve like every learner."""
+order of its support set, except the sequential ones), train and score on every family of their kind (tables of
+values and of classes, colour image folders, glyphs across fonts), and save, load and serve like every learner."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from mlflow.tracking import MlflowClient
 
 from metaopt.learners.checkpoint import build_learner, load_checkpoint, make_checkpoint, save_checkpoint
 from metaopt.search.fit import fit
-from metaopt.tasks import Sine
-from metaopt.tasks.glyphs import Glyphs
+from metaopt.tasks import ImageFolder, Sine, Tabular
+from metaopt.tasks.base import TaskBatch
+from metaopt.tasks.glyphs import Glyphs, GlyphsCrossFont
 from metaopt.tracking.mlflow_tracker import MlflowTrialLog
 from metaopt.tracking.store import get_or_create_experiment
+from tests.own_data import class_rows, draw_shapes, linear_rows, write_table
 
 LEARNERS = ["cnp", "anp", "icl", "snail", "mann", "metanet"]
 SEQUENTIAL = {"snail", "mann"}  # they read the support as a sequence, by design
@@ -122,3 +125,51 @@ def test_heads_that_do_not_divide_the_width_are_one_line_before_anything_is_buil
     with pytest.raises(ValueError, match=rf"^{method}: heads \(4\) must divide width \(30\)$"):
         build_learner(method, {"width": 30, "heads": 4}, backbone=MLP, task_kind="regression", input_shape=(1,),
                       output_size=1)
+
+
+def _families(root):
+    """One family of each other kind and shape these learners read: a table of values, a table of classes, a folder
+    of colour images, and glyphs meta-tested on another font (Conv-4 of 8 filters for the images)."""
+    small_conv = {"name": "conv4", "hidden": 8}
+    return {
+        "tabular-regression": (Tabular(path=str(write_table(linear_rows(tasks=30, rows=15), root / "lin.csv")),
+                                       task_column="user", target="y", kind="regression", shots=5, queries=5,
+                                       cache_dir=root / "cache"), MLP),
+        "tabular-classification": (Tabular(path=str(write_table(class_rows(tasks=30, rows=15), root / "cls.csv")),
+                                           task_column="site", target="label", kind="classification", shots=4,
+                                           queries=4, cache_dir=root / "cache"), MLP),
+        "imagefolder-colour": (ImageFolder(root=str(draw_shapes(root / "shapes", per_class=4)), ways=3, shots=1,
+                                           queries=2, size=20, channels=3, cache_dir=root / "cache"), small_conv),
+        "glyphs-crossfont": (GlyphsCrossFont(ways=3, shots=1, queries=2), small_conv),
+    }
+
+
+@pytest.fixture(scope="module")
+def other_families(tmp_path_factory):
+    return _families(tmp_path_factory.mktemp("families"))
+
+
+@pytest.mark.parametrize("name", ["tabular-regression", "tabular-classification", "imagefolder-colour",
+                                  "glyphs-crossfont"])
+@pytest.mark.parametrize("method", LEARNERS)
+def test_every_learner_trains_and_scores_on_each_family_of_its_kind(method, name, other_families):
+    family, backbone = other_families[name]
+    torch.manual_seed(0)
+    learner = build_learner(method, {**SMALL[method], "meta_batch": 2, "outer_lr": 0.001}, backbone=backbone,
+                            task_kind=family.kind, input_shape=family.input_shape, output_size=family.output_size,
+                            n_way=family.n_way, max_iterations=3)
+    fit(learner, family, iterations=3, generator=torch.Generator().manual_seed(0))
+    scores = family.score_learner(learner, family.fixed_tasks(4, "test", seed=1)[0])
+    assert scores and all(bool(torch.isfinite(v).all()) for v in scores.values()), scores
+
+
+@pytest.mark.parametrize("method", LEARNERS)
+def test_a_class_absent_from_a_tasks_support_still_gets_a_finite_logit(method):
+    # A table's tasks share global classes, and a task's few support rows need not show every one of them.
+    torch.manual_seed(0)
+    learner = build_learner(method, SMALL[method], backbone=MLP, task_kind="classification", input_shape=(3,),
+                            output_size=3, n_way=3)
+    batch = TaskBatch(torch.randn(2, 4, 3), torch.tensor([[0, 1, 0, 1], [0, 0, 1, 1]]), torch.randn(2, 5, 3),
+                      torch.tensor([[0, 1, 2, 0, 1]] * 2))
+    assert torch.isfinite(learner.predict(batch)).all()
+    assert torch.isfinite(learner.training_loss(learner.meta_parameters(), batch))

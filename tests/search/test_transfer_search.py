@@ -6,6 +6,7 @@ import re
 
 import pytest
 import torch
+import yaml
 from mlflow.tracking import MlflowClient
 
 from metaopt.search import ConfigError, load_job
@@ -15,7 +16,7 @@ from metaopt.search.runner import run_search
 from metaopt.search.selection import Candidate, transfer_verdict
 from metaopt.tasks.metrics import REGRESSION
 from metaopt.tracking import MlflowSearchTracker
-from tests.search.jobs import GOOD, tiny_job, write_job
+from tests.search.jobs import tiny_job, write_job
 
 MSE = REGRESSION[0]
 
@@ -37,15 +38,23 @@ def test_the_verdict_pairs_the_best_meta_learner_with_the_best_baseline(shift, v
     assert transfer_verdict(None, _candidate("pretrain", baseline), MSE) is None
 
 
-def test_a_search_ranks_meta_learners_and_baselines_on_one_leaderboard(ray_session, tmp_path):
-    # A gradient learner, a transformer that learns in context and a model-based learner, with the baselines.
+def test_a_search_ranks_every_kind_of_learner_and_the_baselines_on_one_leaderboard(ray_session, tmp_path):
+    # On one glyphs key: a gradient learner, a metric learner, two model-based learners (SNAIL, a neural process)
+    # and a transformer that learns in context, with the transfer baselines; a small Conv-4 keeps it to seconds.
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    learners = ["maml", "icl", "metanet"]
-    job = tiny_job(methods=learners, baselines=None,
-                   enqueue=[GOOD, {"method": "icl", "width": 32, "depth": 2, "heads": 2, "curriculum": 0.0, "meta_batch": 16},
-                            {"method": "metanet", "hidden": 32, "key_size": 32, "meta_hidden": 10, "meta_batch": 8}],
-                   budget={**tiny_job()["budget"], "trials": 5, "meta_iterations": 40, "eval_interval": 20},
-                   space={"pretrain": {"adapt_steps": 20}, "scratch": {"steps": 20}})
+    learners = ["maml", "protonet", "snail", "cnp", "icl"]
+    small = {"maml": {"inner_lr": 0.4, "inner_steps": 1}, "protonet": {"distance": "euclidean"},
+             "snail": {"filters": 8, "key_size": 8, "value_size": 8, "max_shots": 4},
+             "cnp": {"width": 16, "layers": 1}, "icl": {"width": 16, "depth": 1, "heads": 2}}
+    space = {m: {"outer_lr": {"type": "float", "low": 0.001, "high": 0.01, "log": True}, "meta_batch": 2, **fixed}
+             for m, fixed in small.items()}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    job = tiny_job(family={"name": "glyphs", "ways": 3, "shots": 1, "queries": 3}, methods=learners, baselines=None,
+                   compile="never",
+                   search_space=str(tmp_path / "space.yaml"), backbone={"name": "conv4", "hidden": 8},
+                   enqueue=[{"method": m, "outer_lr": 0.003} for m in learners],
+                   budget={"trials": 7, "meta_iterations": 30, "eval_interval": 15, "val_tasks": 20, "test_tasks": 100},
+                   space={"pretrain": {"adapt_steps": 10}, "scratch": {"steps": 10}})
     del job["baselines"]  # the default: scratch and pretrain join every supervised search
     loaded = load_job(write_job(tmp_path, job))
     assert loaded.job.methods == [*learners, "scratch", "pretrain"]
@@ -55,7 +64,10 @@ def test_a_search_ranks_meta_learners_and_baselines_on_one_leaderboard(ray_sessi
     rows = {row.method: row for row in summary.rows}
     states = [(r.method, r.state, r.reason) for r in summary.results]
     assert set(rows) == {*learners, "scratch", "pretrain"}, states
-    assert all(r.test_mean("loss") is not None for r in rows.values()), (states, summary.notes)
+    accuracies = [row.test_mean("accuracy") for row in summary.rows]
+    assert all(a is not None for a in accuracies), (states, summary.notes)
+    validation = [row.best_val for row in summary.rows]
+    assert validation == sorted(validation, reverse=True), validation  # one ranking, the best by validation first
     assert summary.verdict is not None and summary.verdict.startswith("meta-learning ")
     assert any(m in summary.verdict for m in learners) and ("scratch" in summary.verdict or "pretrain" in summary.verdict)
     parent = MlflowClient(uri).get_run(summary.parent_run_id)
