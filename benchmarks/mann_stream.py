@@ -9,9 +9,10 @@ the prediction at each step against the label it is about to be shown; accuracy 
 first instance is 20%: a class never seen cannot be named. Published (a reproduction on
 Omniglot, ``../shared/reference/published.md``): 35.8, 89.4 (2nd), 93.7, 95.3, ..., 96.7 (10th).
 
-    python benchmarks/mann_stream.py [--iterations 3000] [--meta-batch 8] [--outer-lr 0.001] [--filters 64]
+    python benchmarks/mann_stream.py [--iterations 3000] [--meta-batch 8] [--outer-lr 0.001] [--filters 64] [--set KEY=VALUE ...]
+        [--json benchmarks/results/mann_stream.json]
 
-Writes ``benchmarks/results/mann_stream.json``.
+Writes ``--json`` (default ``benchmarks/results/mann_stream.json``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,12 @@ def main() -> None:
     parser.add_argument("--outer-lr", type=float, default=0.001)
     parser.add_argument("--filters", type=int, default=64, help="Conv-4 filters of the embedding")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="more hyperparameters (e.g. outer_schedule=cosine)")
+    parser.add_argument("--json", default=str(RESULTS / "mann_stream.json"))
     args = parser.parse_args()
+    from fewshot_table import parse_overrides
+
     torch.set_num_threads(1)
     from metaopt.learners.checkpoint import build_learner
     from metaopt.search.fit import fit
@@ -62,7 +68,7 @@ def main() -> None:
 
     family = Glyphs(ways=WAYS, shots=SHOTS, queries=1)
     torch.manual_seed(args.seed)
-    hparams = {"meta_batch": args.meta_batch, "outer_lr": args.outer_lr}
+    hparams = {"meta_batch": args.meta_batch, "outer_lr": args.outer_lr, **parse_overrides(args.set)}
     learner = build_learner("mann", hparams, backbone={"name": "conv4", "hidden": args.filters}, task_kind="classification",
                             input_shape=family.input_shape, output_size=WAYS, n_way=WAYS,
                             max_iterations=args.iterations)
@@ -89,8 +95,9 @@ def main() -> None:
            "filters": args.filters,
            "hparams": learner.hparams, "train_s": train_s, "test_episodes": TEST_EPISODES,
            "accuracy_by_instance": {str(i): list(v) for i, v in accuracy.items()}, "published": PUBLISHED}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "mann_stream.json").write_text(json.dumps(out, indent=1))
+    Path(args.json).parent.mkdir(exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,16 @@ def _launched(args: argparse.Namespace, loaded: Any, *, resume: bool) -> int:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_USAGE
     print_summary(summary, tracker)
+    return _every_trial_failed(summary)
+
+
+def _every_trial_failed(summary: Any) -> int:
+    """Exit 1 with one line when trials ran and none finished (a search that learned nothing must not exit 0)."""
+    ran = [r for r in summary.results if r.state != "pruned"]
+    if ran and all(r.state == "failed" for r in ran):
+        reason = (ran[0].reason or "no reason recorded").strip().splitlines()[0][:200]
+        print(f"error: every trial failed ({len(ran)}); the first: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 

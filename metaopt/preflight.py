@@ -84,6 +84,27 @@ def ray_address(address: str | None, timeout: float | None = None) -> None:
         time.sleep(0.5)
 
 
+def machine_resources(cpus_per_trial: int, gpus_per_trial: float, *, local: bool) -> None:
+    """What a trial asks of this machine, where the search runs here (``local``: no ``--address``): the GPUs it
+    needs exist, and one trial's CPUs are at most the machine's (a trial asking for more is never scheduled)."""
+    if not local:
+        return  # a cluster's own resources are known only to the cluster: Ray says what it cannot place
+    cpus = os.cpu_count() or 1
+    if cpus_per_trial > cpus:
+        raise Problem(f"resources.cpus_per_trial: {cpus_per_trial} but this machine has {cpus} CPUs "
+                      f"(at most {cpus}; --address runs on a cluster)")
+    if gpus_per_trial > 0:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus == 0:
+            raise Problem(f"resources.gpus_per_trial: {gpus_per_trial:g} but this machine has no CUDA GPU "
+                          "(0 trains on the CPU; --address runs on a cluster)")
+        if gpus_per_trial > gpus:
+            raise Problem(f"resources.gpus_per_trial: {gpus_per_trial:g} but this machine has {gpus} GPUs "
+                          f"(at most {gpus})")
+
+
 def _socket_cause(exc: OSError) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -29,6 +29,7 @@ from metaopt.search.ranges import Categorical, FloatRange, IntRange, MethodSpace
 from metaopt.search.strategies import STRATEGIES
 from metaopt.tasks import FAMILIES, FamilyOptions, Metric, TaskFamily
 from metaopt.tasks.base import SUPERVISED, TaskKind
+from metaopt.text import short
 
 __all__ = ["Categorical", "ConfigError", "FamilySpec", "FloatRange", "IntRange", "Job", "MethodSpace", "ParamSpec",
            "Range"]
@@ -36,6 +37,9 @@ __all__ = ["Categorical", "ConfigError", "FamilySpec", "FloatRange", "IntRange",
 
 class ConfigError(ValueError):
     """A job or search-space file is invalid; ``str()`` is the one-line message for the user."""
+
+
+Width = Annotated[int, Field(gt=0, le=65_536)]  # a layer's units or channels
 
 
 class _Strict(BaseModel):
@@ -49,7 +53,7 @@ class _FamilyName(_Strict):
     @classmethod
     def _known(cls, name: str) -> str:
         if name not in FAMILIES:
-            raise ValueError(f"unknown family {name!r} (allowed: {', '.join(FAMILIES)})")
+            raise ValueError(f"unknown family {short(name)} (allowed: {', '.join(FAMILIES)})")
         return name
 
 
@@ -121,10 +125,10 @@ class BackboneSpec(_Strict):
     """The network every method meta-trains: MLP (1-40-40-1 ReLU by default), Conv-4 (64 filters), ResNet-12/18."""
 
     name: Literal["mlp", "conv4", "resnet12", "resnet18", "melu"] = "mlp"
-    hidden: list[PositiveInt] | PositiveInt | None = None
-    embedding: PositiveInt | None = Field(default=None, description="melu: units of each feature embedding (32)")
+    hidden: list[Width] | Width | None = None
+    embedding: Width | None = Field(default=None, description="melu: units of each feature embedding (32)")
     activation: Literal["relu", "tanh"] | None = None
-    channels: list[PositiveInt] | None = Field(default=None, description="stage widths (resnet12, resnet18)")
+    channels: list[Width] | None = Field(default=None, description="stage widths (resnet12, resnet18)")
     pooled_blocks: int | None = Field(default=None, ge=0, le=4, description="conv4: blocks that max-pool (default 4)")
 
     @model_validator(mode="after")
@@ -149,15 +153,18 @@ class BackboneSpec(_Strict):
 
 
 class Budget(_Strict):
-    """What each trial may spend, the same for every method and strategy."""
+    """What each trial may spend, the same for every method and strategy (each bounded: a value past its bound is a
+    typo, and would fail hours later or never)."""
 
-    trials: PositiveInt
-    meta_iterations: PositiveInt
-    eval_interval: PositiveInt
-    val_tasks: PositiveInt = 200
-    test_tasks: PositiveInt = 1000
-    timeout_s: float | None = Field(default=None, gt=0, description="wall-clock limit for the whole search")
-    trial_timeout_s: float | None = Field(default=None, gt=0, description="wall-clock limit per trial: then PRUNED")
+    trials: PositiveInt = Field(le=100_000)
+    meta_iterations: PositiveInt = Field(le=1_000_000_000)
+    eval_interval: PositiveInt = Field(le=1_000_000_000)
+    val_tasks: PositiveInt = Field(default=200, le=100_000)
+    test_tasks: PositiveInt = Field(default=1000, le=100_000)
+    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False,
+                                    description="wall-clock limit for the whole search")
+    trial_timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False,
+                                          description="wall-clock limit per trial: then PRUNED")
 
 
 class PrunerSpec(_Strict):
@@ -181,16 +188,21 @@ class PrunerSpec(_Strict):
 class Resources(_Strict):
     """Ray resources of one trial, how many trials run at once, and how often a lost trial is retried."""
 
-    cpus_per_trial: PositiveInt = 1
-    gpus_per_trial: float = Field(default=0.0, ge=0, description="a fraction shares a GPU: 0.25 runs 4 trials on one")
-    max_concurrent: PositiveInt | None = None
-    max_retries: int = Field(default=2, ge=0, description="reruns of a trial whose worker or node was lost")
+    cpus_per_trial: PositiveInt = Field(default=1, le=1024)
+    gpus_per_trial: float = Field(default=0.0, ge=0, le=64, allow_inf_nan=False,
+                                  description="a fraction shares a GPU: 0.25 runs 4 trials on one")
+    max_concurrent: PositiveInt | None = Field(default=None, le=100_000)
+    max_retries: int = Field(default=2, ge=0, le=100, description="reruns of a trial whose worker or node was lost")
+
+
+MAX_NAME = 80  # a search id adds a time stamp and a suffix; a checkpoint's file name adds the trial: under 255 bytes
 
 
 class Job(_Strict):
     """One search a user can launch: ``metaopt search JOB.yaml``."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME,
+                      description="names the search, its runs and files: letters, digits, _ . -")
     family: FamilySpec
     methods: list[str] = Field(min_length=1)
     search_space: str | None = Field(default=None, description="path to a search-space file, relative to the job")
@@ -203,7 +215,7 @@ class Job(_Strict):
     backbones: dict[str, BackboneSpec] = Field(
         default_factory=dict, description="per-method backbones that replace `backbone` for those methods"
     )
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="seeds the trials and the sampler (numpy's range)")
     compile: Literal["auto", "always", "never"] = Field(
         default="auto", description="torch.compile the meta-step: auto compiles when the trial is long enough to repay it"
     )
@@ -226,7 +238,7 @@ class Job(_Strict):
     def _known_methods(cls, methods: list[str]) -> list[str]:
         for method in methods:
             if method not in LEARNERS:
-                raise ValueError(f"unknown method {method!r} (allowed: {', '.join(LEARNERS)})")
+                raise ValueError(f"unknown method {short(method)} (allowed: {', '.join(LEARNERS)})")
             LEARNERS[method]  # a plugin that does not import: its one line (PluginError) here
         if len(set(methods)) != len(methods):
             raise ValueError("methods must not repeat")
@@ -238,7 +250,7 @@ class Job(_Strict):
         methods = info.data.get("methods", [])
         for method in backbones:
             if method not in methods:
-                raise ValueError(f"{method!r} is not one of the job's methods (allowed: {', '.join(methods)})")
+                raise ValueError(f"{short(method)} is not one of the job's methods (allowed: {', '.join(methods)})")
         return backbones
 
     @model_validator(mode="after")
@@ -250,7 +262,7 @@ class Job(_Strict):
             self.baselines = list(DEFAULT_BASELINES) if supervised else []
         for name in self.baselines:
             if name not in LEARNERS:
-                raise ValueError(f"baselines: unknown method {name!r} (allowed: "
+                raise ValueError(f"baselines: unknown method {short(name)} (allowed: "
                                  f"{', '.join(m for m in LEARNERS if is_baseline(m))})")
             if not is_baseline(name):
                 raise ValueError(f"baselines: {name} is a meta-learner: list it in methods (allowed: "
@@ -327,7 +339,7 @@ def format_validation_error(path: Path | str, error: ValidationError) -> str:
     loc = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part)) or "(top level)"
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "literal_error" or first["type"] == "union_tag_invalid":
-        message = f"{message} (got {first.get('input')!r})"
+        message = f"{message} (got {short(first.get('input'))})"
     return f"{path}: {loc}: {message}"
 
 
@@ -336,16 +348,61 @@ def _is_union_tag(part: Any) -> bool:
     return isinstance(part, str) and (part in {"float", "int", "categorical", "bool", "str"} or "[" in part)
 
 
+MAX_FILE_BYTES = 1_000_000  # a job or search-space file is a page of settings; anything larger is not one
+MAX_NODES = 100_000  # values in a file once its aliases are expanded (an alias bomb expands to billions)
+MAX_DEPTH = 50  # nesting of mappings and lists
+
+
 def read_yaml(path: Path) -> Any:
-    """``yaml.safe_load`` of ``path``, with a one-line ``ConfigError`` for missing files and bad syntax."""
+    """``yaml.safe_load`` of ``path``, bounded (size, expanded values, nesting), with one-line ``ConfigError``s for
+    missing, oversized and unreadable files and bad syntax."""
     try:
-        text = path.read_text()
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(f"{path}: {size:,} bytes: a job or search-space file is at most {MAX_FILE_BYTES:,}")
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): a job file is YAML text") from None
     try:
-        return yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_size(path, node)
+        return yaml.SafeLoader(text).get_single_data() if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}: YAML syntax error: {where}{problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply (at most {MAX_DEPTH} levels)") from None
+
+
+def _check_size(path: Path, root: yaml.Node | None) -> None:
+    """``ConfigError`` when the document nests deeper than ``MAX_DEPTH`` or expands to more than ``MAX_NODES`` values
+    (aliases counted each time they are used: what loading would build)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)] if root is not None else []
+    while stack:  # post-order without recursion: children's expanded sizes first
+        node, depth, expanded = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{path}: nested too deeply (at most {MAX_DEPTH} levels)")
+        children = _children(node)
+        if id(node) in sizes:
+            continue
+        if expanded or not children:
+            sizes[id(node)] = min(1 + sum(sizes[id(c)] for c in children), MAX_NODES + 1)
+            continue
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+    if root is not None and sizes[id(root)] > MAX_NODES:
+        raise ConfigError(f"{path}: expands to more than {MAX_NODES:,} values (YAML aliases repeated): "
+                          "not a job or search-space file")
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []

@@ -38,6 +38,14 @@ class Launch:
     def check(self, loaded: LoadedJob | None = None, *, resuming: bool = False) -> list[str]:
         """Fail fast (``ConfigError``, one line) where an address, URI or folder does not answer, or ``loaded``'s
         data cannot make a task; what the data left out, as warnings."""
+        from metaopt.preflight import Problem, machine_resources
+
+        if loaded is not None:  # what the job asks of this machine, before anything is made
+            resources = loaded.job.resources
+            try:
+                machine_resources(resources.cpus_per_trial, resources.gpus_per_trial, local=self.address is None)
+            except Problem as exc:
+                raise ConfigError(f"{loaded.path}: {exc}") from None
         problem = preflight(tracking_uri=self.tracking_uri, storage=self.storage, address=self.address,
                             in_process=self.in_process, workdir=self.workdir, workdir_exists=resuming)
         if problem is not None:

@@ -12,6 +12,7 @@ from metaopt.learners import LEARNERS
 from metaopt.learners.base import HParam
 from metaopt.search.ranges import Categorical, FloatRange, IntRange, MethodSpace
 from metaopt.tasks.base import TaskKind
+from metaopt.text import short
 
 METHOD_PARAM = "method"
 
@@ -106,7 +107,7 @@ class SearchSpace:
         config = dict(config)
         method = config.pop(METHOD_PARAM, None)
         if method not in self.spaces:
-            raise ValueError(f"method: {method!r} is not one of the job's methods ({', '.join(self.methods)})")
+            raise ValueError(f"method: {short(method)} is not one of the job's methods ({', '.join(self.methods)})")
         declared = self.declared(method)
         for name, value in config.items():
             if name not in declared:
@@ -123,9 +124,9 @@ def _check_in_space(method: str, name: str, value: Any, space: Mapping[str, Any]
                          f"(allowed: {', '.join(sorted(space)) or 'none'})")
     spec = space[name]
     if isinstance(spec, Categorical) and not any(value == c and type(value) is type(c) for c in spec.choices):
-        raise ValueError(f"{name}: {value!r} is not one of the space's choices (allowed: {', '.join(map(repr, spec.choices))})")
+        raise ValueError(f"{name}: {short(value)} is not one of the space's choices (allowed: {', '.join(map(repr, spec.choices))})")
     if not isinstance(spec, (FloatRange, IntRange, Categorical)) and value != spec:
-        raise ValueError(f"{name}: {value!r} differs from the value the space fixes (allowed: {spec!r})")
+        raise ValueError(f"{name}: {short(value)} differs from the value the space fixes (allowed: {spec!r})")
 
 
 def middle(spec: FloatRange) -> float:

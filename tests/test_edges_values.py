@@ -1,0 +1,125 @@
+"""Values that pass a first look and would fail later, or never: each is bounded where it enters (the job file, the
+machine it runs on), so a search with one ends in seconds with one line and exit 2, having started nothing; files too
+large, too deep or expanding without end are refused before they are read into memory; a search whose every trial
+fails exits 1."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import yaml
+
+from metaopt.learners import LEARNERS
+from metaopt.learners.protonet import ProtoNet
+from tests.search.jobs import tiny_job, write_job
+from tests.test_cli_edges import _main, _nothing_started, _one_line_error
+
+pytestmark = pytest.mark.no_store
+
+
+def _search(job: dict, tmp_path, monkeypatch, capsys, *extra: str):
+    path = write_job(tmp_path, job)
+    return _main(["search", str(path), "--in-process", *extra], tmp_path, monkeypatch, capsys)
+
+
+BUDGET = tiny_job()["budget"]
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"seed": 2**32}, "seed: Input should be less than or equal to 4294967295"),
+    ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
+    ({"name": "n" * 300}, "name: String should have at most 80 characters"),
+    ({"budget": {**BUDGET, "val_tasks": 10**9}}, "budget.val_tasks: Input should be less than or equal to 100000"),
+    ({"budget": {**BUDGET, "test_tasks": 10**12}}, "budget.test_tasks: Input should be less than or equal to 100000"),
+    ({"budget": {**BUDGET, "trials": 10**7}}, "budget.trials: Input should be less than or equal to 100000"),
+    ({"budget": {**BUDGET, "timeout_s": float("inf")}}, "budget.timeout_s: Input should be a finite number"),
+    ({"resources": {"cpus_per_trial": 10**6}}, "resources.cpus_per_trial: Input should be less than or equal to 1024"),
+    ({"resources": {"max_retries": 10**6}}, "resources.max_retries: Input should be less than or equal to 100"),
+    ({"backbone": {"name": "mlp", "hidden": [10**9]}}, "backbone.hidden"),
+])
+def test_a_value_past_its_bound_is_one_line_and_starts_nothing(change, field, tmp_path, monkeypatch, capsys):
+    done, seconds = _search({**tiny_job(), **change}, tmp_path, monkeypatch, capsys)
+    assert done.returncode == 2 and seconds < 10
+    line = _one_line_error(done)
+    assert f"job.yaml: {field}" in line and len(line) < 300, line
+    _nothing_started(tmp_path)
+
+
+def test_resources_this_machine_does_not_have_are_one_line_before_anything_starts(tmp_path, monkeypatch, capsys):
+    cpus = os.cpu_count() or 1
+    done, seconds = _search({**tiny_job(), "resources": {"cpus_per_trial": cpus + 1}}, tmp_path, monkeypatch, capsys)
+    assert done.returncode == 2 and seconds < 10
+    assert _one_line_error(done).endswith(f"job.yaml: resources.cpus_per_trial: {cpus + 1} but this machine has "
+                                          f"{cpus} CPUs (at most {cpus}; --address runs on a cluster)")
+    _nothing_started(tmp_path)
+    if torch.cuda.is_available():
+        return
+    done, seconds = _search({**tiny_job(), "resources": {"gpus_per_trial": 1}}, tmp_path, monkeypatch, capsys)
+    assert done.returncode == 2 and seconds < 10
+    assert _one_line_error(done).endswith("job.yaml: resources.gpus_per_trial: 1 but this machine has no CUDA GPU "
+                                          "(0 trains on the CPU; --address runs on a cluster)")
+    _nothing_started(tmp_path)
+
+
+def _bomb(levels: int = 9) -> str:
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    # An alias bomb in a field whose error quotes the value, and in a field that accepts anything.
+    (lambda job: _bomb() + yaml.safe_dump({**job, "compile": None}).replace("compile: null", f"compile: *l8"),
+     "expands to more than 100,000 values"),
+    (lambda job: _bomb() + yaml.safe_dump(job) + "enqueue: [*l8]\n", "expands to more than 100,000 values"),
+    (lambda job: yaml.safe_dump(job) + "space: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    (lambda job: yaml.safe_dump(job) + "space: " + "{a: " * 60 + "1" + "}" * 60 + "\n", "nested too deeply"),
+    (lambda job: yaml.safe_dump(job) + "".join(f"# padding {i:09d}\n" for i in range(80_000)), "bytes: a job"),
+    (lambda job: yaml.safe_dump(job) + "compile: " + "x" * 500_000 + "\n", "compile: Input should be"),
+])
+def test_a_file_too_large_too_deep_or_expanding_is_refused_in_seconds(text, message, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_text(text({k: v for k, v in tiny_job().items()}))
+    done, seconds = _main(["search", str(path), "--in-process"], tmp_path, monkeypatch, capsys)
+    assert done.returncode == 2 and seconds < 10
+    line = _one_line_error(done)
+    assert message in line and len(line) < 400, line[:500]
+    _nothing_started(tmp_path)
+
+
+def test_a_file_that_is_not_utf8_text_is_one_line(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)))  # a gzip header and binary
+    done, _ = _main(["search", str(path), "--in-process"], tmp_path, monkeypatch, capsys)
+    assert done.returncode == 2
+    assert "job.yaml: not UTF-8 text" in _one_line_error(done)
+    bom = tmp_path / "bom.yaml"  # a UTF-8 byte-order mark is text, and read as such
+    bom.write_bytes(b"\xef\xbb\xbf" + yaml.safe_dump({**tiny_job(), "seed": -5}).encode())
+    done, _ = _main(["search", str(bom), "--in-process"], tmp_path, monkeypatch, capsys)
+    assert "bom.yaml: seed: Input should be greater than or equal to 0" in _one_line_error(done)
+
+
+class Broken(ProtoNet):
+    """A learner whose every meta-step fails, as a bad plugin's would."""
+
+    name = "broken-step"
+
+    def meta_step(self, batch):  # noqa: ANN001, ANN201 - the learner contract's
+        raise RuntimeError("this step always fails")
+
+
+def test_a_search_whose_every_trial_fails_exits_1_with_one_line(tmp_path, monkeypatch, capsys):
+    LEARNERS.register(Broken)
+    try:
+        job = tiny_job(family={"name": "glyphs", "ways": 3, "shots": 1, "queries": 2}, methods=["broken-step"],
+                       search_space=None, backbone={"name": "conv4", "hidden": 8},
+                       budget={**BUDGET, "trials": 2, "test_tasks": 20})
+        done, _ = _search(job, tmp_path, monkeypatch, capsys, "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
+    finally:
+        LEARNERS.unregister("broken-step")
+    assert done.returncode == 1, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: every trial failed ("), done.stderr
+    assert "the first: RuntimeError: this step always fails" in errors[0]
