@@ -21,9 +21,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Run a search from a job file."""
     from metaopt.search import ConfigError, load_job
 
+    from metaopt.search.study import check_search_id
+
     try:
         loaded = load_job(args.job)
-    except ConfigError as exc:
+        if args.search_id is not None:
+            check_search_id(args.search_id)
+    except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return _launched(args, loaded, resume=False)
@@ -34,10 +38,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from metaopt.search import ConfigError
     from metaopt.search.study import recorded_job
 
+    from metaopt.search.study import check_search_id
+
     try:
+        check_search_id(args.search_id)
         _launch(args).check(resuming=True)
         loaded = recorded_job(args.search_id, workdir=args.workdir, storage=args.storage)
-    except (ConfigError, LookupError) as exc:
+    except (ConfigError, LookupError, ValueError) as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_USAGE
     return _launched(args, loaded, resume=True)

@@ -55,17 +55,18 @@ def ray_session():
     """One local Ray for the whole test session (2 CPUs); shut down by the fixture, never by ``ray stop``."""
     import ray
 
-    from metaopt.environment import WORKER_ENV
+    from metaopt.environment import WORKER_ENV, ray_on_loopback
 
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray ignores TMPDIR; keep the socket path short
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        _temp_dir=temp_dir,
-        runtime_env={"env_vars": {**WORKER_ENV, **TEST_CLIENT_ENV}},
-        log_to_driver=False,
-    )
+    with ray_on_loopback():  # as metaopt starts a local Ray
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            _temp_dir=temp_dir,
+            runtime_env={"env_vars": {**WORKER_ENV, **TEST_CLIENT_ENV}},
+            log_to_driver=False,
+        )
     yield ray
     ray.shutdown()
 

@@ -123,3 +123,69 @@ def test_a_search_whose_every_trial_fails_exits_1_with_one_line(tmp_path, monkey
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith("error: every trial failed ("), done.stderr
     assert "the first: RuntimeError: this step always fails" in errors[0]
+
+
+@pytest.mark.parametrize("search_id", ["../../x", "a/b", "..", ".hidden", "x" * 200, "tab\there", "semi;colon"])
+def test_a_search_id_that_would_become_another_path_is_one_line(search_id, tmp_path, monkeypatch, capsys):
+    done, seconds = _search(tiny_job(), tmp_path, monkeypatch, capsys, "--search-id", search_id)
+    assert done.returncode == 2 and seconds < 10
+    assert "a search id is 1 to 128 letters, digits, _ . -" in _one_line_error(done)
+    _nothing_started(tmp_path)
+    done, _ = _main(["resume", search_id], tmp_path, monkeypatch, capsys)
+    assert done.returncode == 2 and "a search id is" in _one_line_error(done)
+    assert not (tmp_path.parent / "x").exists()
+
+
+def test_metaopt_load_of_a_foreign_file_or_an_escaping_uri_is_one_line(tmp_path):
+    import metaopt
+
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    tensor = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), tensor)
+    partial = tmp_path / "partial.pt"
+    torch.save({"format": 1, "method": "maml"}, partial)
+    for path, message in ((text, "not a readable checkpoint"), (tensor, "not a metaopt checkpoint (it holds a Tensor"),
+                          (partial, "not a complete metaopt checkpoint (no hparams, backbone")):
+        with pytest.raises(ValueError, match=r"^" + str(path).replace(".", r"\.")) as caught:
+            metaopt.load(str(path))
+        assert message in str(caught.value) and "\n" not in str(caught.value)
+    for uri in ("runs:/0123456789abcdef0123456789abcdef/../..", "runs:/0123456789abcdef0123456789abcdef/%2e%2e/x",
+                "models:/name/../../etc"):
+        with pytest.raises(ValueError, match="refused: '..' in a model URI"):
+            metaopt.load(uri)
+
+
+LOCAL_SEARCH_SOCKETS = """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+from metaopt.search.executors import RayExecutor
+from tests.processes import descendants, listening
+
+def trial():
+    time.sleep(3)
+    return os.getpid()
+
+with RayExecutor(num_cpus=1) as executor:  # a local search's Ray, as make_executor starts it
+    handle = executor.submit(trial)
+    time.sleep(1.5)
+    addresses = listening(descendants(os.getpid()))
+    executor.wait([handle])
+print(json.dumps(addresses))
+"""
+
+
+def test_a_local_searchs_ray_listens_on_loopback_only(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.search.jobs import REPO
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    done = subprocess.run([sys.executable, "-c", LOCAL_SEARCH_SOCKETS, str(REPO)], capture_output=True, text=True,
+                          timeout=180, cwd=tmp_path, env={**env, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    addresses = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(addresses) >= 3, addresses  # the GCS, the raylet, the worker at least
+    assert all(a.startswith("127.0.0.1:") for a in addresses), addresses

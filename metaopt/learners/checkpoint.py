@@ -9,6 +9,7 @@ import torch
 
 from metaopt.tasks.base import TaskKind
 from metaopt.learners.base import MetaLearner
+from metaopt.text import short
 
 FORMAT_VERSION = 1
 
@@ -77,10 +78,11 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
             raise ValueError(f"{path}: refused: the file holds pickled Python objects, which metaopt never loads "
                              "(it could run any code); a metaopt checkpoint holds tensors and plain values only") from None
         raise ValueError(f"{path}: not a readable checkpoint ({_first_sentence(exc)})") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise ValueError(f"{path}: not a readable checkpoint ({_first_sentence(exc)})") from None
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a text file, a foreign format: torch's unpickler raises many kinds
+        raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {_first_sentence(exc)[:200]})"
+                         ) from None
 
 
 def _first_sentence(exc: BaseException) -> str:
@@ -95,8 +97,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Met
     could run any code. A truncated or damaged file is a ``ValueError`` too.
     """
     ckpt = read_checkpoint(path, device)
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: not a metaopt checkpoint (it holds a {type(ckpt).__name__}, not a checkpoint's "
+                         "mapping)")
     if ckpt.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported checkpoint format {ckpt.get('format')!r} (expected {FORMAT_VERSION})")
+        raise ValueError(f"{path}: unsupported checkpoint format {short(ckpt.get('format'))} (expected {FORMAT_VERSION})")
+    missing = [k for k in ("method", "hparams", "backbone", "task_kind", "input_shape", "output_size", "state")
+               if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a complete metaopt checkpoint (no {', '.join(missing)})")
     from metaopt.learners import LEARNERS
 
     hparams = dict(ckpt["hparams"])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metaopt.environment import WORKER_ENV
+from metaopt.environment import WORKER_ENV, ray_on_loopback
 from metaopt.search.interruption import children_ignore_sigint
 
 
@@ -117,7 +117,7 @@ class RayExecutor(Executor):
                 # "local": a new Ray of our own, never a cluster a stale /tmp/ray/ray_current_cluster names. Its
                 # processes share our process group: they ignore SIGINT, so Ctrl-C reaches only the driver,
                 # which then cancels its trials and shuts Ray down.
-                with children_ignore_sigint():
+                with children_ignore_sigint(), ray_on_loopback():
                     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **kwargs)
         resources = ray.cluster_resources()
         total = int(resources.get("CPU", 1)) // cpus_per_trial or 1

@@ -31,6 +31,7 @@ from metaopt.search.study import (
     SURPLUS,
     JoinError,
     all_results,
+    check_search_id,
     joined_parent,
     load_study,
     new_search_id,
@@ -64,7 +65,7 @@ def run_search(
     trials are cancelled and recorded as interrupted, and ``SearchInterrupted`` is raised.
     """
     tracker = tracker or NullSearchTracker()
-    search_id = search_id or new_search_id(loaded.job.name)
+    search_id = check_search_id(search_id) if search_id is not None else new_search_id(loaded.job.name)
     locator = storage_locator(Path(workdir).resolve(), storage)
     chosen = strategy(loaded.job.strategy)
     study, created = open_study(search_id, loaded, chosen, locator, tracker)
@@ -94,6 +95,7 @@ def resume_search(
     The same Optuna study and the same parent record; each trial keeps its number and its record.
     """
     tracker = tracker or NullSearchTracker()
+    check_search_id(search_id)
     locator = storage_locator(Path(workdir).resolve(), storage)
     loaded = recorded_job(search_id, workdir=workdir, storage=storage)
     chosen = strategy(loaded.job.strategy)

@@ -10,6 +10,7 @@ a *surplus* trial, told FAIL at once and never counted.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 import warnings
@@ -28,6 +29,7 @@ from metaopt.search.reporting import SearchTracker
 from metaopt.search.storage import describe, heartbeat_grace_s, open_storage, readable_storage, storage_locator
 from metaopt.search.strategies import Strategy
 from metaopt.search.trial import TrialResult
+from metaopt.text import short
 
 RUN_ATTR = "mlflow_run_id"
 SURPLUS = "surplus"  # a trial asked past the budget by a driver racing another; told FAIL at once, never counted
@@ -41,6 +43,17 @@ FINISHED = tuple(OPTUNA_STATES.values())
 
 class JoinError(LookupError):
     """A driver cannot join the search its ``--search-id`` names."""
+
+
+SEARCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_search_id(search_id: str) -> str:
+    """``search_id`` if it is a safe name (it becomes a folder and file names): else ``ValueError`` in one line."""
+    if not isinstance(search_id, str) or not SEARCH_ID.match(search_id):
+        raise ValueError(f"--search-id {short(search_id)}: a search id is 1 to 128 letters, digits, _ . - "
+                         "(it names folders and files), starting with a letter or digit")
+    return search_id
 
 
 def new_search_id(job_name: str) -> str:

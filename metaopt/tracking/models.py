@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import unquote
 
 from metaopt.learners.base import MetaLearner
 from metaopt.learners.checkpoint import load_checkpoint
@@ -26,6 +27,8 @@ def load_learner(uri: str, *, tracking_uri: str | None = None, device: str = "cp
         return load_checkpoint(path if path.is_file() else _checkpoint_in(path), device)
     if not _RUN_ID.match(uri) and not re.match(r"^[a-z][a-z0-9+.-]*:", uri):
         raise FileNotFoundError(f"{uri}: no such file, and not a models:/ or runs:/ URI or a run id")
+    if ".." in re.split(r"[/\\]", unquote(uri.split(":", 1)[-1])):
+        raise ValueError(f"{uri}: refused: '..' in a model URI would reach outside the artifact store")
 
     import mlflow
 
