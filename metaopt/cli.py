@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any
 
 
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # the input: a job, a flag, a value
+EXIT_FAULT = 1  # the environment: a damaged store, a full disk
+
+
+def _code(exc: BaseException) -> int:
+    """The exit code of a one-line error: 1 where the environment broke, 2 where the input is wrong."""
+    from metaopt.preflight import Fault
+    from metaopt.search.launch import EnvironmentFault
+
+    return EXIT_FAULT if isinstance(exc, Fault | EnvironmentFault) else EXIT_USAGE
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -46,7 +55,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         loaded = recorded_job(args.search_id, workdir=args.workdir, storage=args.storage)
     except (ConfigError, LookupError, ValueError) as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
-        return EXIT_USAGE
+        return _code(exc)
     return _launched(args, loaded, resume=True)
 
 
@@ -76,7 +85,7 @@ def _launched(args: argparse.Namespace, loaded: Any, *, resume: bool) -> int:
                 print(f"warning: {warning}", file=sys.stderr)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _code(exc)
     tracker = MlflowSearchTracker(args.tracking_uri)
     progress = SearchProgress()
     try:
@@ -105,15 +114,16 @@ def _every_trial_failed(summary: Any) -> int:
     return 0
 
 
-def _store(uri: str | None) -> str | None:
-    """Why a reading command has no store to read (it never creates one), in one line; None when it has."""
+def _store(uri: str | None) -> Exception | None:
+    """Why a reading command has no store to read (it never creates one): a ``Problem`` whose ``str()`` is one
+    line (a ``Fault`` where the store is damaged); None when it has one."""
     from metaopt.preflight import Problem
     from metaopt.tracking.store import check_tracking_uri
 
     try:
         check_tracking_uri(uri, create=False)
     except Problem as exc:
-        return str(exc)
+        return exc
     return None
 
 
@@ -124,7 +134,7 @@ def cmd_select(args: argparse.Namespace) -> int:
 
     if (problem := _store(args.tracking_uri)) is not None:
         print(f"error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return _code(problem)
     try:
         selection = select_champion(args.key, tracking_uri=args.tracking_uri, test_tasks=args.test_tasks,
                                     apply=not args.dry_run)
@@ -142,7 +152,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     if (problem := _store(args.tracking_uri)) is not None:
         print(f"error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return _code(problem)
     try:
         boards = leaderboards(args.key, tracking_uri=args.tracking_uri, search_id=args.search)
     except LookupError as exc:
@@ -161,7 +171,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     if (problem := _store(args.tracking_uri)) is not None:
         print(f"error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return _code(problem)
     uri = resolve_tracking_uri(args.tracking_uri)
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,

@@ -21,6 +21,10 @@ class Problem(Exception):
     """A preflight check failed; ``str()`` is the one line for the user."""
 
 
+class Fault(Problem):
+    """A preflight check found the environment broken, not the input: a damaged store, a full disk (exit code 1)."""
+
+
 def connect_timeout() -> float:
     """Seconds to wait for a tracking server or a database (``METAOPT_CONNECT_TIMEOUT_S``, default 5)."""
     return float(os.environ.get("METAOPT_CONNECT_TIMEOUT_S", "5"))

@@ -6,6 +6,7 @@ fails exits 1."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -189,3 +190,96 @@ def test_a_local_searchs_ray_listens_on_loopback_only(tmp_path):
     addresses = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(addresses) >= 3, addresses  # the GCS, the raylet, the worker at least
     assert all(a.startswith("127.0.0.1:") for a in addresses), addresses
+
+
+@pytest.fixture(scope="module")
+def recorded_store(tmp_path_factory) -> Path:
+    """A store one tiny search wrote, with its parent run, a trial run and a champion."""
+    import metaopt
+
+    folder = tmp_path_factory.mktemp("recorded")
+    metaopt.run(tiny_job(budget={**BUDGET, "trials": 1}), in_process=True, tracking_uri=f"sqlite:///{folder}/mlflow.db",
+                workdir=folder / "work", progress=False)
+    return folder / "mlflow.db"
+
+
+def _damaged(kind: str, store: Path, folder: Path) -> Path:
+    import sqlite3
+
+    path = folder / "mlflow.db"
+    if kind == "garbage":
+        path.write_bytes(bytes(range(256)) * 100)
+    elif kind == "truncated":
+        path.write_bytes(store.read_bytes()[: store.stat().st_size // 2])
+    elif kind == "zeroed":
+        data = bytearray(store.read_bytes())
+        data[4096 * 3: 4096 * 40] = bytes(4096 * 37)  # pages of the tables overwritten
+        path.write_bytes(bytes(data))
+    elif kind == "foreign":
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE notes (text TEXT)")
+    elif kind == "folder":
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("garbage", "is damaged or not an SQLite database (file is not a database)"),
+    ("truncated", "is damaged"),
+    ("zeroed", "is damaged"),
+    ("foreign", "is an SQLite database but not an MLflow store"),
+    ("folder", "is a folder, not an MLflow store file"),
+])
+def test_a_damaged_store_is_one_line_and_exit_1_for_every_command(kind, says, recorded_store, tmp_path, monkeypatch,
+                                                                   capsys):
+    store = recorded_store
+    folder = tmp_path / "here"
+    folder.mkdir()
+    path = _damaged(kind, store, folder)
+    before = path.read_bytes() if path.is_file() else None
+    for command in (["search", str(write_job(tmp_path, tiny_job())), "--in-process"], ["leaderboard", "sine-5shot"],
+                    ["select", "sine-5shot"], ["resume", "tiny-20260101-000000-abcd"]):
+        done, seconds = _main(command, folder, monkeypatch, capsys)
+        assert done.returncode == 1 and seconds < 10, (command, done.stderr[-2000:])
+        line = _one_line_error(done)
+        assert f"{path}" in line and says in line, (command, line)
+    assert (path.read_bytes() if path.is_file() else None) == before  # nothing written to it
+    assert not (folder / ".metaopt").exists()
+
+
+CREATE_WITH_LITTLE_DISK = """
+import resource, signal, sys
+sys.path.insert(0, sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails (EFBIG), as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+from metaopt.cli import main
+sys.exit(main(["search", "job.yaml", "--in-process"]))
+"""
+
+
+def test_a_store_is_made_whole_or_not_at_all_and_two_drivers_share_it(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.search.jobs import REPO
+
+    write_job(tmp_path, tiny_job(budget={**BUDGET, "trials": 1}))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "PYTHONPATH": str(REPO)}
+    full = subprocess.run([sys.executable, "-c", CREATE_WITH_LITTLE_DISK, str(REPO), "300000"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert full.returncode == 1, full.stderr[-2000:]
+    errors = [line for line in full.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "cannot create the MLflow store at" in errors[0], full.stderr[-2000:]
+    assert "Traceback" not in full.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if "mlflow" in p.name) == []  # no half-made store left
+
+    drivers = [subprocess.Popen([sys.executable, "-c", CREATE_WITH_LITTLE_DISK, str(REPO), str(2**40)], cwd=tmp_path,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = [(d.wait(timeout=300), d.stderr.read()) for d in drivers]
+    assert [code for code, _ in outcomes] == [0, 0], [err[-2000:] for _, err in outcomes]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    searches = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                  "tags.`metaopt.role` = 'search'")
+    assert len(searches) == 2 and all(r.info.status == "FINISHED" for r in searches)

@@ -38,7 +38,7 @@ class Launch:
     def check(self, loaded: LoadedJob | None = None, *, resuming: bool = False) -> list[str]:
         """Fail fast (``ConfigError``, one line) where an address, URI or folder does not answer, or ``loaded``'s
         data cannot make a task; what the data left out, as warnings."""
-        from metaopt.preflight import Problem, machine_resources
+        from metaopt.preflight import Fault, Problem, machine_resources
 
         if loaded is not None:  # what the job asks of this machine, before anything is made
             resources = loaded.job.resources
@@ -49,7 +49,7 @@ class Launch:
         problem = preflight(tracking_uri=self.tracking_uri, storage=self.storage, address=self.address,
                             in_process=self.in_process, workdir=self.workdir, workdir_exists=resuming)
         if problem is not None:
-            raise ConfigError(problem)
+            raise (EnvironmentFault if isinstance(problem, Fault) else ConfigError)(str(problem))
         return [] if loaded is None else check_family(loaded)
 
     def start(self, loaded: LoadedJob, *, tracker: Any = None, progress: Callable[[str, dict[str, Any]], None] | None
@@ -84,9 +84,14 @@ def check_family(loaded: LoadedJob) -> list[str]:
     return [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
 
 
+class EnvironmentFault(ConfigError):
+    """The environment, not the input, stops a search before it starts (a damaged store, a full disk): exit code 1."""
+
+
 def preflight(*, tracking_uri: str | None, storage: str | None, address: str | None, in_process: bool,
-              workdir: str | Path, workdir_exists: bool) -> str | None:
-    """Why the search cannot start, in one line (None when every address, URI and folder answers).
+              workdir: str | Path, workdir_exists: bool) -> Exception | None:
+    """Why the search cannot start (a ``Problem``: ``str()`` is one line; a ``Fault`` where the environment broke),
+    None when every address, URI and folder answers.
 
     Checked before anything starts: the tracking store, the Optuna database, the Ray
     cluster and the work folder (``workdir_exists``: a resumed search's folder must be there).
@@ -105,9 +110,9 @@ def preflight(*, tracking_uri: str | None, storage: str | None, address: str | N
         if not storage and journal.is_file():  # a search appends to it: it must read back
             readable_storage(str(journal.resolve()))
     except Problem as exc:
-        return str(exc)
+        return exc
     except ValueError as exc:
-        return f"--workdir {workdir}: {exc}"
+        return Problem(f"--workdir {workdir}: {exc}")
     return None
 
 

@@ -187,16 +187,21 @@ def check_tracking_uri(uri: str | None, *, create: bool, timeout: float | None =
     and accept the credentials in ``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD`` or
     ``MLFLOW_TRACKING_TOKEN``; a database store must accept a connection.
     """
-    from metaopt.preflight import Problem, _cause, connect_timeout, writable_folder
+    from metaopt.preflight import Fault, Problem, _cause, connect_timeout, writable_folder
 
     resolved = resolve_tracking_uri(uri)
     shown = uri or resolved
     timeout = connect_timeout() if timeout is None else timeout
     if resolved.startswith("sqlite:"):
         path = Path(resolved.removeprefix("sqlite:///"))
-        if create:
+        if path.is_dir():
+            raise Fault(f"--tracking-uri {shown}: {path} is a folder, not an MLflow store file")
+        if path.exists():
+            check_sqlite_store(path, shown, timeout)
+        elif create:
             writable_folder(path.parent, f"--tracking-uri {shown}: folder")
-        elif not path.is_file():
+            create_sqlite_store(path, shown)
+        else:
             raise Problem(f"--tracking-uri {shown}: no MLflow store at {path} (a search writes one; "
                           "or point --tracking-uri or MLFLOW_TRACKING_URI at yours)")
         return resolved
@@ -213,6 +218,52 @@ def check_tracking_uri(uri: str | None, *, create: bool, timeout: float | None =
         except Exception as exc:  # noqa: BLE001 - one line for the user, whatever the driver raised
             raise Problem(f"--tracking-uri {_without_password(shown)}: cannot connect ({_cause(exc)})") from None
     return resolved
+
+
+def check_sqlite_store(path: Path, shown: str, timeout: float) -> None:
+    """``Fault`` (one line) unless ``path`` opens as an SQLite database that is an MLflow store (or is empty: MLflow
+    makes its tables): a truncated, garbage or foreign file is found here, before anything starts."""
+    import sqlite3
+    from contextlib import closing
+
+    from metaopt.preflight import Fault
+
+    aside = "move it aside (a search then makes a new store) or point --tracking-uri at another"
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout)) as db:
+            check = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise Fault(f"--tracking-uri {shown}: {path} is damaged or not an SQLite database ({exc}): {aside}") from None
+    if check != "ok":
+        raise Fault(f"--tracking-uri {shown}: {path} is damaged ({check[:120]}): {aside}")
+    if tables and not {"experiments", "runs", "alembic_version"} <= tables:
+        raise Fault(f"--tracking-uri {shown}: {path} is an SQLite database but not an MLflow store: {aside}")
+
+
+def create_sqlite_store(path: Path, shown: str) -> None:
+    """Make the MLflow store at ``path`` whole or not at all: its tables are made in a file beside it, which then
+    takes its name in one step (two drivers at once: the first one's store is everyone's; a full disk or an
+    interruption: no store, the next search starts again)."""
+    import uuid
+
+    from metaopt.preflight import Fault, _cause
+
+    building = path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:8]}")
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        store = SqlAlchemyStore(f"sqlite:///{building}", default_artifact_root(f"sqlite:///{path}"))
+        store.engine.dispose()
+        try:
+            os.link(building, path)  # atomic, and never over a store another driver made meanwhile
+        except FileExistsError:
+            pass
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy, alembic and the disk raise many kinds; one line
+        raise Fault(f"--tracking-uri {shown}: cannot create the MLflow store at {path} ({_cause(exc)[:200]})") from None
+    finally:
+        for leftover in (building, building.with_name(building.name + "-journal")):
+            leftover.unlink(missing_ok=True)
 
 
 def _db_timeout(url: str, timeout: float) -> dict[str, Any]:
