@@ -283,3 +283,108 @@ def test_a_store_is_made_whole_or_not_at_all_and_two_drivers_share_it(tmp_path):
     searches = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                   "tags.`metaopt.role` = 'search'")
     assert len(searches) == 2 and all(r.info.status == "FINISHED" for r in searches)
+
+
+CONCLUSION_KILLED = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+point, search_id = sys.argv[2], sys.argv[3]
+from metaopt.search import load_job
+from metaopt.search.launch import Launch
+from metaopt.tracking import MlflowSearchTracker
+
+calls = {"record_test": 0}
+
+
+class KilledAt(MlflowSearchTracker):
+    # The real tracker; the driver is killed (SIGKILL: nothing runs after) at one point of the conclusion.
+    def record_test(self, run_id, scores):
+        calls["record_test"] += 1
+        if point == "before-scoring":
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().record_test(run_id, scores)
+        if point == "during-scoring" and calls["record_test"] == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def record_decision(self, decision):
+        version = super().record_decision(decision)
+        if point == "after-champion":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return version
+
+    def finish_search(self, summary, status):
+        if point == "before-close":
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().finish_search(summary, status)
+
+
+if point == "version-without-alias":  # killed inside the registration: a version, no alias yet
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient.set_registered_model_alias = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+
+launch = Launch(tracking_uri="sqlite:///" + os.path.abspath("mlflow.db"), in_process=True)
+launch.start(load_job("job.yaml"), tracker=KilledAt(launch.tracking_uri), search_id=search_id)
+"""
+
+
+@pytest.mark.parametrize("point", ["before-scoring", "during-scoring", "version-without-alias", "after-champion",
+                                   "before-close"])
+def test_a_driver_killed_in_the_conclusion_is_finished_by_one_resume(point, tmp_path, monkeypatch, capsys):
+    import subprocess
+    import sys
+
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from metaopt.search.storage import journal_storage
+    from tests.search.jobs import REPO
+
+    write_job(tmp_path, tiny_job(methods=["maml", "fomaml"], budget={**BUDGET, "trials": 3}))
+    search_id = f"killed-{point}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "PYTHONPATH": str(REPO)}
+    killed = subprocess.run([sys.executable, "-c", CONCLUSION_KILLED, str(REPO), point, search_id], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+
+    done, seconds = _main(["resume", search_id, "--in-process"], tmp_path, monkeypatch, capsys)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "")
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    parent = [r for r in runs if r.data.tags.get("metaopt.role") == "search"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    study = optuna.load_study(study_name=search_id, storage=journal_storage(tmp_path / ".metaopt" / "optuna.journal"))
+    trial_runs = [r for r in runs if r.data.tags.get("metaopt.role") != "search"]
+    assert len(study.trials) == 3 and len(trial_runs) == 3
+    versions = client.search_model_versions("name = 'metaopt-sine-5shot'")
+    assert len(versions) == 1  # the champion moved once
+    assert client.get_registered_model("metaopt-sine-5shot").aliases.get("champion") == versions[0].version
+
+
+def test_a_journal_deleted_mid_search_is_written_again_and_the_search_finishes(tmp_path):
+    import optuna
+
+    from metaopt.search import load_job
+    from metaopt.search.executors import InProcessExecutor
+    from metaopt.search.runner import run_search
+    from metaopt.search.storage import journal_storage
+    from metaopt.tracking import MlflowSearchTracker
+
+    journal = tmp_path / "work" / "optuna.journal"
+    deleted = []
+
+    def progress(event: str, info: dict) -> None:
+        if event == "trial" and not deleted:  # after the first trial, as a cleanup script might
+            journal.unlink()
+            deleted.append(True)
+
+    loaded = load_job(write_job(tmp_path, tiny_job(budget={**BUDGET, "trials": 3})))
+    with InProcessExecutor() as executor, pytest.warns(RuntimeWarning, match="was deleted or replaced during the "
+                                                                             "search: written again"):
+        summary = run_search(loaded, executor=executor, tracker=MlflowSearchTracker(f"sqlite:///{tmp_path}/m.db"),
+                             workdir=tmp_path / "work", progress=progress)
+    assert deleted and len(summary.results) == 3 and summary.champion is not None
+    study = optuna.load_study(study_name=summary.search_id, storage=journal_storage(journal))  # resumable: all there
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3

@@ -20,10 +20,61 @@ JOURNAL = "optuna.journal"
 
 
 def journal_storage(path: str | Path) -> optuna.storages.BaseStorage:
-    """A journal-file storage at ``path`` (created with its folder if missing)."""
+    """A journal-file storage at ``path`` (created with its folder if missing), written again from this process's copy
+    if the file is deleted or replaced while in use (``KeptJournal``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    return JournalStorage(KeptJournal(str(path)))
+
+
+class KeptJournal(JournalFileBackend):
+    """Optuna's journal file, with a copy of every record this process has read: when the file vanishes (deleted,
+    moved, replaced by a new one) mid-search, it is written again from the copy, with a warning, and the search
+    goes on (and can be resumed) instead of failing on an empty journal."""
+
+    def __init__(self, file_path: str) -> None:
+        super().__init__(file_path)
+        self._kept: list[dict] = []
+        self._inode = os.stat(file_path).st_ino
+
+    def read_logs(self, log_number_from: int):  # noqa: ANN201 - a generator of Optuna's records, as the base's
+        """Optuna's ``read_logs``, after making sure the file is the one read so far; each new record kept."""
+        self._guard()
+        for number, log in enumerate(super().read_logs(log_number_from), start=log_number_from):
+            if number == len(self._kept):
+                self._kept.append(log)
+            yield log
+
+    def append_logs(self, logs: list[dict]) -> None:
+        """Optuna's ``append_logs``, to the file read so far (written again first if it vanished)."""
+        self._guard()
+        super().append_logs(logs)
+
+    def _guard(self) -> None:
+        try:
+            if os.stat(self._file_path).st_ino == self._inode:
+                return
+        except FileNotFoundError:
+            pass
+        self._restore()
+
+    def _restore(self) -> None:
+        import json
+        import uuid
+        import warnings
+
+        path = Path(self._file_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        building = path.with_name(f".{path.name}.restoring-{uuid.uuid4().hex[:8]}")
+        with open(building, "wb") as f:  # the bytes Optuna wrote: other processes' offsets stay right
+            f.write(b"".join(json.dumps(log, separators=(",", ":")).encode() + b"\n" for log in self._kept))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(building, path)
+        self._inode = os.stat(path).st_ino
+        self._log_number_offset = {0: 0}
+        warnings.warn(f"the Optuna journal {path} was deleted or replaced during the search: written again from "
+                      f"this process's copy ({len(self._kept)} records)", RuntimeWarning, stacklevel=2)
 
 
 def storage_locator(workdir: str | Path, url: str | None = None) -> str:

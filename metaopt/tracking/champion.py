@@ -102,7 +102,10 @@ def register(client: MlflowClient, run_id: str, key: str, reason: str, *, metric
                     f"metaopt.test_{metric.name}": score, "metaopt.search_id": search_id or tags.get("metaopt.search_id", ""),
                     "metaopt.run_id": run_id}
     mlflow.set_tracking_uri(client.tracking_uri)  # register_model resolves the model through the global store
-    version = mlflow.register_model(model_uri, name, tags=version_tags)
+    # A driver killed between registering and aliasing left this run's version of this search: it is the one.
+    earlier = [v for v in _versions(client, name) if v.tags.get("metaopt.run_id") == run_id
+               and v.tags.get("metaopt.search_id") == version_tags["metaopt.search_id"]]
+    version = earlier[0] if earlier else mlflow.register_model(model_uri, name, tags=version_tags)
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
     client.update_model_version(name, version.version, description=(
         f"{tags.get('metaopt.method', '?')} from search {version_tags['metaopt.search_id']}, test {metric.label} "
@@ -115,6 +118,16 @@ def register(client: MlflowClient, run_id: str, key: str, reason: str, *, metric
     for tag, value in {"metaopt.key": key, "metaopt.metric": metric.name}.items():
         client.set_registered_model_tag(name, tag, value)
     return str(version.version)
+
+
+def _versions(client: MlflowClient, name: str) -> list:
+    """The registered model's versions (none when it is not registered yet)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return list(client.search_model_versions(f"name = '{name}'"))
+    except MlflowException:
+        return []
 
 
 def _first_line(exc: BaseException) -> str:
