@@ -56,7 +56,7 @@ def test_two_folders_never_share_a_key_and_a_changed_file_decodes_anew(tmp_path)
     Image.new("L", (32, 32), 255).save(target)
     os.utime(target, ns=(time.time_ns(), time.time_ns() + 10**9))
     after = _family(one, cache).images
-    assert len(list(cache.iterdir())) == 2 and not torch.equal(before, after)
+    assert len(list(cache.glob("*.pt"))) == 2 and not torch.equal(before, after)
 
 
 def test_an_unreadable_image_and_a_short_class_are_left_out_with_one_counted_warning_each(tmp_path):
@@ -101,3 +101,29 @@ def test_a_relative_root_in_a_job_file_is_relative_to_the_job(tmp_path):
                             "methods": ["protonet"], "budget": {"trials": 1, "meta_iterations": 1, "eval_interval": 1}},
                            tmp_path / "jobs" / "job.yaml")
     assert loaded.job.family.options.root == str((tmp_path / "data" / "shapes").resolve())
+
+
+@pytest.mark.parametrize("damage", [
+    lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),  # truncated
+    lambda path: path.write_bytes(b"\x00" * 1000),  # overwritten
+    lambda path: torch.save({"images": torch.zeros(1)}, path),  # another file of the same name
+    lambda path: torch.save([1, 2, 3], path),
+    lambda path: path.with_suffix(".sha256").unlink(),  # its checksum gone
+])
+def test_a_damaged_or_foreign_file_in_the_data_cache_is_built_again_with_a_warning(damage, tmp_path):
+    root = draw_shapes(tmp_path / "shapes")
+    cache = tmp_path / "cache"
+    before = _family(root, cache).images.clone()
+    (cached,) = cache.glob("*.pt")
+    damage(cached)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        again = _family(root, cache).images
+    messages = [str(w.message) for w in caught if w.category is DataWarning]
+    assert len(messages) == 1 and messages[0].startswith(f"{cached}: a damaged or foreign file in metaopt's data "
+                                                         "cache (") and messages[0].endswith("built again")
+    assert torch.equal(before, again)
+    with warnings.catch_warnings(record=True) as caught:  # and the rebuilt file is whole
+        warnings.simplefilter("always", DataWarning)
+        assert torch.equal(_family(root, cache).images, before)
+    assert not [w for w in caught if w.category is DataWarning]
