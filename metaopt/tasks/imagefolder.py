@@ -42,6 +42,7 @@ class Listing:
     root: Path
     split_layout: bool
     classes: list[tuple[str | None, str, list[Path]]]
+    skipped: tuple[str, ...] = ()  # entries that could not be read or named: "path: why"
 
     def digest(self, *, with_times: bool) -> str:
         """A digest of the relative names and sizes (and modification times, for the cache)."""
@@ -57,33 +58,75 @@ class Listing:
 
 def scan(root: str | Path) -> Listing:
     """The classes under ``root`` in either layout; ``FileNotFoundError`` (one line) where the layout is wrong."""
-    root = Path(root).expanduser().resolve()
-    if not root.is_dir():
-        raise FileNotFoundError(f"imagefolder: {root}: no such folder")
+    try:
+        root = Path(root).expanduser().resolve()
+        if not root.is_dir():
+            raise FileNotFoundError(f"imagefolder: {root}: no such folder")
+    except (OSError, RuntimeError) as exc:  # a symlink loop: RuntimeError from resolve(), ELOOP from stat()
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise FileNotFoundError(f"imagefolder: {root}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
     present = [s for s in SPLIT_FOLDERS if (root / s).is_dir()]
     if present:
         missing = [s for s in SPLIT_FOLDERS if s not in present]
         if missing:
             raise FileNotFoundError(f"imagefolder: {root / missing[0]} not found ({root} has {', '.join(present)}/: "
                                     "the split layout needs train/, val/ and test/, each with one folder per class)")
-        classes = [(split, name, files) for split in SPLIT_FOLDERS for name, files in _classes(root / split)]
+        skipped: list[str] = []
+        classes = [(split, name, files) for split in SPLIT_FOLDERS for name, files in _classes(root / split, skipped)]
     else:
-        classes = [(None, name, files) for name, files in _classes(root)]
+        skipped = []
+        classes = [(None, name, files) for name, files in _classes(root, skipped)]
     if not classes:
         raise FileNotFoundError(f"imagefolder: {root}: no class folders with images ({', '.join(EXTENSIONS)}) inside; "
-                                "expected ROOT/<class>/<image> or ROOT/train|val|test/<class>/<image>")
-    return Listing(root, bool(present), classes)
+                                "expected ROOT/<class>/<image> or ROOT/train|val|test/<class>/<image>"
+                                + (f" ({len(skipped)} entries could not be read, first: {skipped[0]})" if skipped else ""))
+    return Listing(root, bool(present), classes, tuple(skipped))
 
 
-def _classes(folder: Path) -> list[tuple[str, list[Path]]]:
+def _classes(folder: Path, skipped: list[str]) -> list[tuple[str, list[Path]]]:
+    """The class folders under ``folder`` and their image files; what cannot be read or named (a symlink loop, no
+    permission, a name that is not text) is left out and said in ``skipped``."""
     found = []
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.is_dir() and not entry.name.startswith("."):
-            files = sorted(Path(f.path) for f in os.scandir(entry.path)
-                           if f.is_file() and f.name.lower().endswith(EXTENSIONS))
-            if files:
-                found.append((entry.name, files))
+    for entry in _entries(folder, skipped):
+        if entry.name.startswith(".") or not _is(entry, "dir", skipped):
+            continue
+        files = sorted(Path(f.path) for f in _entries(Path(entry.path), skipped)
+                       if f.name.lower().endswith(EXTENSIONS) and _is(f, "file", skipped))
+        if files:
+            found.append((entry.name, files))
     return found
+
+
+def _entries(folder: Path, skipped: list[str]) -> list[os.DirEntry]:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        skipped.append(f"{folder}: {exc.strerror or type(exc).__name__}")
+        return []
+    named = []
+    for entry in entries:
+        try:
+            entry.name.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 in the name: it cannot be recorded or shown as text
+            skipped.append(f"{os.fsdecode(folder)}/{ascii(entry.name)}: its name is not UTF-8 text")
+            continue
+        named.append(entry)
+    return named
+
+
+def _is(entry: os.DirEntry, kind: str, skipped: list[str]) -> bool:
+    try:
+        if kind == "dir":
+            return entry.is_dir()
+        if not entry.is_file():
+            if entry.is_symlink() and not os.path.exists(entry.path):
+                os.stat(entry.path)  # a loop or a dangling link: its own error says which
+            return False
+        return True
+    except OSError as exc:
+        skipped.append(f"{entry.path}: {exc.strerror or type(exc).__name__}")
+        return False
 
 
 class ImageFolderOptions(EpisodeOptions):
@@ -125,6 +168,9 @@ class ImageFolder(EpisodeFamily):
         self.root = listing.root
         digest = hashlib.sha256(f"{listing.digest(with_times=True)}:{size}:{channels}".encode()).hexdigest()[:16]
         data = cached("imagefolder", digest, lambda: decode(listing, size, channels), cache_dir)
+        if listing.skipped:
+            warnings.warn(f"imagefolder: {len(listing.skipped)} entries under {listing.root} could not be read and "
+                          f"are left out (first: {listing.skipped[0]})", DataWarning, stacklevel=2)
         if data["unreadable"]:
             first = data["unreadable"][0]
             warnings.warn(f"imagefolder: {len(data['unreadable'])} unreadable image(s) left out (first: {first})",

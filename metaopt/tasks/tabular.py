@@ -23,6 +23,7 @@ from pydantic import PositiveInt, model_validator
 from metaopt.tasks.base import SPLITS, DataWarning, FamilyOptions, Split, TaskBatch, TaskFamily
 from metaopt.tasks.cache import cached
 from metaopt.tasks.metrics import CLASSIFICATION, REGRESSION, Metric
+from metaopt.text import short
 
 SUFFIXES = (".csv", ".parquet", ".pq")
 SPLIT_COLUMN = "split"
@@ -33,21 +34,35 @@ DENSE_ROWS = 4096  # tasks up to this many rows draw their examples by one sort 
 
 
 def _columns(path: Path) -> list[str]:
-    """The column names of a CSV (its header) or a Parquet file (its schema); ``ValueError`` for an empty file."""
+    """The column names of a CSV (its header) or a Parquet file (its schema); ``ValueError`` naming the file for an
+    empty, compressed or non-UTF-8 file and for a name the header repeats."""
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: empty file (no header, no rows)")
     if path.suffix.lower() == ".csv":
-        with open(path, newline="") as f:
-            header = next(csv.reader(f), None)
+        with open(path, "rb") as f:
+            start = f.read(4)
+        if start.startswith(b"\x1f\x8b"):
+            raise ValueError(f"{path}: gzip-compressed, not CSV text: decompress it first (gunzip)")
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of a name
+                header = next(csv.reader(f), None)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not UTF-8 text (byte {exc.start} of its first line): save it as UTF-8 "
+                             "(e.g. iconv -f latin1 -t utf-8)") from None
         if not header:
             raise ValueError(f"{path}: empty file (no header, no rows)")
-        return header
-    import pyarrow.parquet as pq
+    else:
+        import pyarrow.parquet as pq
 
-    try:
-        return list(pq.read_schema(path).names)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid and OSError kinds
-        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from None
+        try:
+            header = list(pq.read_schema(path).names)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid and OSError kinds
+            raise ValueError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:200]})") from None
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise ValueError(f"{path}: column {short(repeated[0])} appears {header.count(repeated[0])} times in the header: "
+                         "every column needs its own name")
+    return header
 
 
 class TabularOptions(FamilyOptions):
@@ -187,6 +202,7 @@ def read_table(path: Path, task_column: str, target: str, kind: str, features: l
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    _columns(path)  # a compressed, non-UTF-8 or repeated header: one line naming the file
     table = _read(path)
     if table.num_rows == 0:
         raise ValueError(f"{path}: no rows")
@@ -209,6 +225,12 @@ def read_table(path: Path, task_column: str, target: str, kind: str, features: l
     if kind == "regression" and not _numeric(table.schema.field(target).type):
         raise ValueError(f"{path}: target column {target!r} is not numeric ({table.schema.field(target).type}); "
                          "a regression target must be (or set kind: classification)")
+    for role, column in [*(("target", target),) * (kind == "regression"), *(("feature", c) for c in features)]:
+        values = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(values) | (np.abs(values) > np.finfo(np.float32).max))
+        if len(bad):
+            raise ValueError(f"{path}: {role} column {column!r} has {len(bad)} value(s) that are not finite numbers "
+                             f"(inf, nan, or beyond float32 such as 1e999), the first in data row {bad[0] + 1}")
 
     task_ids = pc.dictionary_encode(table.column(task_column).cast(pa.string())).combine_chunks()
     codes = torch.from_numpy(task_ids.indices.to_numpy(zero_copy_only=False).astype(np.int64))

@@ -127,3 +127,25 @@ def test_a_damaged_or_foreign_file_in_the_data_cache_is_built_again_with_a_warni
         warnings.simplefilter("always", DataWarning)
         assert torch.equal(_family(root, cache).images, before)
     assert not [w for w in caught if w.category is DataWarning]
+
+
+def test_entries_that_cannot_be_read_or_named_are_left_out_with_one_counted_warning(tmp_path):
+    root = draw_shapes(tmp_path / "shapes")
+    (root / "loop").symlink_to(root / "loop")  # a class folder that is a symlink loop
+    (root / "circle-filled" / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a dangling image link
+    (root / "circle-filled" / "self.png").symlink_to(root / "circle-filled" / "self.png")  # an image link loop
+    odd = os.fsencode(root / "square-filled") + b"/caf\xe9.png"  # Latin-1 bytes in a name: not UTF-8
+    with open(odd, "wb") as f:
+        f.write((root / "square-filled" / "000.jpg").read_bytes())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        family = _family(root, tmp_path / "cache", ways=5, shots=1, queries=5)
+    messages = [str(w.message) for w in caught if w.category is DataWarning]
+    assert len(messages) == 1 and messages[0].startswith(f"imagefolder: 4 entries under {root} could not be read and "
+                                                         "are left out (first: "), messages
+    assert len(family.classes) == 25  # every class is still there, with the images that could be read
+    looped = tmp_path / "looped"
+    looped.symlink_to(looped)
+    with pytest.raises(ConfigError, match=r"family.root: .*looped: cannot be read \(Symlink loop"):
+        load_job_data({"name": "t", "family": {"name": "imagefolder", "root": str(looped)}, "methods": ["protonet"],
+                       "budget": {"trials": 1, "meta_iterations": 1, "eval_interval": 1}}, tmp_path / "job.yaml")

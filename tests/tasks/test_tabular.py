@@ -111,3 +111,47 @@ def test_bad_tables_are_one_line_naming_the_file_and_the_column(tmp_path):
     header_only.write_text("user,x0,y\n")
     assert f"{header_only}: no rows" in error({"path": str(header_only), "task_column": "user", "target": "y",
                                                "kind": "regression"}, build=True)
+
+
+def _text(columns: dict) -> str:
+    names = list(columns)
+    rows = zip(*(columns[n] for n in names))
+    return ",".join(names) + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows)
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda path, text: path.write_bytes(__import__("gzip").compress(text.encode())), "gzip-compressed, not CSV text"),
+    (lambda path, text: path.write_bytes(text.replace("user", "usér").encode("latin-1")), "not UTF-8 text (byte"),
+    (lambda path, text: path.write_text(text.replace("x1", "x0", 1)), "column 'x0' appears 2 times in the header"),
+    (lambda path, text: path.write_text(text.replace("x2", "user", 1)), "column 'user' appears 2 times"),
+])
+def test_a_table_in_another_encoding_or_with_repeated_names_is_one_line_naming_the_file(write, message, tmp_path):
+    path = tmp_path / "t.csv"
+    write(path, _text(linear_rows(tasks=10, rows=20)))
+    job = _job({"path": str(path), "task_column": "user", "target": "y", "kind": "regression"}, tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_job_data(job, tmp_path / "job.yaml")
+    assert str(info.value).startswith(f"{tmp_path / 'job.yaml'}: family: {path}: ") and message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e999", "-1e999"])  # "nan" reads as missing: its own line
+@pytest.mark.parametrize("column", ["x1", "y"])
+def test_a_value_that_is_not_a_finite_number_is_one_line_naming_the_file_column_and_row(value, column, tmp_path):
+    columns = linear_rows(tasks=10, rows=20)
+    columns[column] = [value if i == 7 else v for i, v in enumerate(columns[column])]
+    path = tmp_path / "t.csv"
+    path.write_text(_text(columns))
+    with pytest.raises(ValueError) as info:
+        Tabular(path=str(path), task_column="user", target="y", kind="regression", cache_dir=tmp_path / "cache")
+    assert str(info.value) == (f"{path}: {'target' if column == 'y' else 'feature'} column {column!r} has 1 value(s) "
+                               "that are not finite numbers (inf, nan, or beyond float32 such as 1e999), the first in "
+                               "data row 8")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + _text(linear_rows(tasks=10, rows=20)).encode())
+    job = _job({"path": str(path), "task_column": "user", "target": "y", "kind": "regression"}, tmp_path)
+    family = load_job_data(job, tmp_path / "job.yaml").job.family.build()
+    assert family.tasks[0].startswith("user") and family.features == ["x0", "x1", "x2"]
