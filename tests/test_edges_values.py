@@ -302,6 +302,14 @@ class KilledAt(MlflowSearchTracker):
         calls["record_test"] += 1
         if point == "before-scoring":
             os.kill(os.getpid(), signal.SIGKILL)
+        if point == "torn-scores" and calls["record_test"] == 2:  # killed while the scores file was being copied
+            import json, pathlib, tempfile
+            folder = pathlib.Path(tempfile.mkdtemp()) / "test"
+            folder.mkdir()
+            text = json.dumps(scores.to_data())
+            (folder / "scores.json").write_text(text[: len(text) // 2])
+            self.client.log_artifact(run_id, str(folder / "scores.json"), artifact_path="test")
+            os.kill(os.getpid(), signal.SIGKILL)
         super().record_test(run_id, scores)
         if point == "during-scoring" and calls["record_test"] == 2:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -328,8 +336,8 @@ launch.start(load_job("job.yaml"), tracker=KilledAt(launch.tracking_uri), search
 """
 
 
-@pytest.mark.parametrize("point", ["before-scoring", "during-scoring", "version-without-alias", "after-champion",
-                                   "before-close"])
+@pytest.mark.parametrize("point", ["before-scoring", "during-scoring", "torn-scores", "version-without-alias",
+                                   "after-champion", "before-close"])
 def test_a_driver_killed_in_the_conclusion_is_finished_by_one_resume(point, tmp_path, monkeypatch, capsys):
     import subprocess
     import sys
@@ -388,3 +396,22 @@ def test_a_journal_deleted_mid_search_is_written_again_and_the_search_finishes(t
     assert deleted and len(summary.results) == 3 and summary.champion is not None
     study = optuna.load_study(study_name=summary.search_id, storage=journal_storage(journal))  # resumable: all there
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+
+
+def test_torn_test_scores_of_a_champion_read_as_none_and_are_scored_again(recorded_store):
+    from urllib.parse import urlparse
+
+    from mlflow.tracking import MlflowClient
+
+    from metaopt.tracking.champion import SCORES_ARTIFACT, read_champion, recorded_scores
+
+    client = MlflowClient(f"sqlite:///{recorded_store}")
+    champion = read_champion(client, "sine-5shot")
+    assert champion is not None and recorded_scores(client, champion.run_id) is not None
+    torn = Path(urlparse(client.get_run(champion.run_id).info.artifact_uri).path) / SCORES_ARTIFACT
+    whole = torn.read_text()
+    try:
+        torn.write_text(whole[:40])
+        assert recorded_scores(client, champion.run_id) is None
+    finally:
+        torn.write_text(whole)

@@ -59,7 +59,10 @@ def recorded_scores(client: MlflowClient, run_id: str) -> TaskScores | None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(client.download_artifacts(run_id, SCORES_ARTIFACT, tmp))
-        return TaskScores.from_data(json.loads(path.read_text()))
+        try:
+            return TaskScores.from_data(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError):  # torn by a driver killed while copying it: scored again
+            return None
 
 
 def read_champion(client: MlflowClient, key: str) -> ChampionRecord | None:
