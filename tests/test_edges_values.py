@@ -336,8 +336,12 @@ launch.start(load_job("job.yaml"), tracker=KilledAt(launch.tracking_uri), search
 """
 
 
-@pytest.mark.parametrize("point", ["before-scoring", "during-scoring", "torn-scores", "version-without-alias",
-                                   "after-champion", "before-close"])
+@pytest.mark.parametrize("point", [
+    "before-scoring", "version-without-alias", "before-close",
+    # the same path a second time each (make benchmarks runs them): after a scored method, a torn scores file, the
+    # champion moved and recorded
+    *(pytest.param(p, marks=pytest.mark.slow) for p in ("during-scoring", "torn-scores", "after-champion")),
+])
 def test_a_driver_killed_in_the_conclusion_is_finished_by_one_resume(point, tmp_path, monkeypatch, capsys):
     import subprocess
     import sys
