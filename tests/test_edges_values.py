@@ -338,7 +338,7 @@ launch.start(load_job("job.yaml"), tracker=KilledAt(launch.tracking_uri), search
 
 @pytest.mark.parametrize("point", [
     "before-scoring", "version-without-alias", "before-close",
-    # the same path a second time each (make benchmarks runs them): after a scored method, a torn scores file, the
+    # the same path a second time each (make test-slow runs them): after a scored method, a torn scores file, the
     # champion moved and recorded
     *(pytest.param(p, marks=pytest.mark.slow) for p in ("during-scoring", "torn-scores", "after-champion")),
 ])
