@@ -39,6 +39,9 @@ BUDGET = tiny_job()["budget"]
     ({"resources": {"cpus_per_trial": 10**6}}, "resources.cpus_per_trial: Input should be less than or equal to 1024"),
     ({"resources": {"max_retries": 10**6}}, "resources.max_retries: Input should be less than or equal to 100"),
     ({"backbone": {"name": "mlp", "hidden": [10**9]}}, "backbone.hidden"),
+    ({"family": {"name": "sine", "shots": 10**9}}, "family.shots: Input should be less than or equal to 100000"),
+    ({"family": {"name": "functions", "points": 10**7}}, "family.points: Input should be less than or equal to 100000"),
+    ({"family": {"name": "glyphs", "queries": 10**6}}, "family.queries: Input should be less than or equal to 100000"),
 ])
 def test_a_value_past_its_bound_is_one_line_and_starts_nothing(change, field, tmp_path, monkeypatch, capsys):
     done, seconds = _search({**tiny_job(), **change}, tmp_path, monkeypatch, capsys)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from metaopt.tasks.metrics import Metric
@@ -69,6 +69,11 @@ class PooledBatch:
 
 class DataWarning(UserWarning):
     """Something in a user's data was left out (too few examples, unreadable files); the search goes on."""
+
+
+# A number of examples, classes or queries in one task: bounded, so a typo fails at validation instead of allocating
+# terabytes in the first trial.
+Count = Annotated[int, Field(gt=0, le=100_000)]
 
 
 class FamilyOptions(BaseModel):

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import PositiveInt
 
-from metaopt.tasks.base import SPLITS, FamilyOptions, PooledBatch, Split, TaskBatch, TaskFamily
+from metaopt.tasks.base import SPLITS, Count, FamilyOptions, PooledBatch, Split, TaskBatch, TaskFamily
 from metaopt.tasks.metrics import CLASSIFICATION
 
 
 class EpisodeOptions(FamilyOptions):
     """N-way K-shot episodes with Q queries a class, optionally rotated or jittered."""
 
-    ways: PositiveInt = 5
-    shots: PositiveInt = 1
-    queries: PositiveInt = 5
+    ways: Count = 5
+    shots: Count = 1
+    queries: Count = 5
     rotations: bool = False
     jitter: bool = False
 

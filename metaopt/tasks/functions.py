@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field, PositiveInt, model_validator
 
-from metaopt.tasks.base import SPLITS, FamilyOptions, Split, TaskBatch, TaskFamily
+from metaopt.tasks.base import SPLITS, Count, FamilyOptions, Split, TaskBatch, TaskFamily
 from metaopt.tasks.metrics import Metric, mse
 
 FunctionClass = Literal["linear", "sparse-linear", "relu-net", "tree"]
@@ -39,10 +39,10 @@ class FunctionsOptions(FamilyOptions):
 
     function: FunctionClass = "linear"
     dim: PositiveInt = Field(default=5, le=1024)
-    points: PositiveInt = Field(default=10, description="labelled examples in context (the support set)")
-    queries: PositiveInt = 10
+    points: Count = Field(default=10, description="labelled examples in context (the support set)")
+    queries: Count = 10
     noise: float = Field(default=0.0, ge=0.0, le=100.0, description="standard deviation of the targets' noise")
-    sparsity: PositiveInt = Field(default=3, description="non-zero weights of sparse-linear functions")
+    sparsity: Count = Field(default=3, description="non-zero weights of sparse-linear functions")
 
     @model_validator(mode="after")
     def _sparsity_within_dim(self) -> FunctionsOptions:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from pydantic import PositiveInt, model_validator
+from pydantic import model_validator
 
-from metaopt.tasks.base import FamilyOptions
+from metaopt.tasks.base import Count, FamilyOptions
 from metaopt.tasks.cache import cached
 from metaopt.tasks.episodes import EpisodeFamily
 
@@ -56,8 +56,8 @@ class FolderOptions(FamilyOptions):
 
     path_fields: ClassVar[tuple[str, ...]] = ("root",)
     root: str | None = None
-    ways: PositiveInt = 5
-    shots: PositiveInt = 1
+    ways: Count = 5
+    shots: Count = 1
 
     @model_validator(mode="after")
     def _root_is_there(self) -> FolderOptions:
@@ -75,7 +75,7 @@ class OmniglotOptions(FolderOptions):
     """Omniglot in torchvision's layout; rotations by 90 degrees as new classes by default."""
 
     family: ClassVar[str] = "omniglot"
-    queries: PositiveInt = 5
+    queries: Count = 5
     rotations: bool = True
     jitter: bool = False
 
@@ -88,7 +88,7 @@ class MiniImageNetOptions(FolderOptions):
     """miniImageNet with Ravi & Larochelle's split CSVs; 15 queries a class, as in the literature."""
 
     family: ClassVar[str] = "miniimagenet"
-    queries: PositiveInt = 15
+    queries: Count = 15
     jitter: bool = False
 
     @staticmethod

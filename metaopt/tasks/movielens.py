@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, PositiveInt
+from pydantic import Field
 from torch import Tensor
 
-from metaopt.tasks.base import SPLITS, FamilyOptions, PooledBatch, Split, TaskBatch, TaskFamily
+from metaopt.tasks.base import SPLITS, Count, FamilyOptions, PooledBatch, Split, TaskBatch, TaskFamily
 from metaopt.tasks.metrics import Metric
 
 AGE_EDGES = (18, 25, 35, 45, 50, 56)  # MovieLens-1M's age groups: under 18, 18-24, ..., 56 and over
@@ -183,8 +183,8 @@ class MovieLensOptions(FamilyOptions):
     path_fields: ClassVar[tuple[str, ...]] = ("root",)
     root: str = Field(description="a folder with u.data/u.user/u.item or RecBole's .inter/.user/.item")
     scenario: Literal["existing", "new-users", "new-items", "new-both"] = "new-users"
-    queries: PositiveInt = Field(default=10, description="query ratings per user")
-    shots: PositiveInt | None = Field(default=None, description="support ratings per user (default: all the rest)")
+    queries: Count = Field(default=10, description="query ratings per user")
+    shots: Count | None = Field(default=None, description="support ratings per user (default: all the rest)")
     new_items_from: int = Field(default=1997, description="release year from which an item is new")
     seed: int = Field(default=0, description="the seed of the existing/new and val/test splits of users")
 

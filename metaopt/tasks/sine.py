@@ -12,17 +12,16 @@ from __future__ import annotations
 import math
 
 import torch
-from pydantic import PositiveInt
 
-from metaopt.tasks.base import SPLITS, FamilyOptions, Split, TaskBatch, TaskFamily
+from metaopt.tasks.base import SPLITS, Count, FamilyOptions, Split, TaskBatch, TaskFamily
 from metaopt.tasks.metrics import REGRESSION
 
 
 class SineOptions(FamilyOptions):
     """``shots`` support and ``queries`` query points a task."""
 
-    shots: PositiveInt = 10
-    queries: PositiveInt = 10
+    shots: Count = 10
+    queries: Count = 10
 
 
 class Sine(TaskFamily):

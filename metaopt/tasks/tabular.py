@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import PositiveInt, model_validator
+from pydantic import model_validator
 
-from metaopt.tasks.base import SPLITS, DataWarning, FamilyOptions, Split, TaskBatch, TaskFamily
+from metaopt.tasks.base import SPLITS, Count, DataWarning, FamilyOptions, Split, TaskBatch, TaskFamily
 from metaopt.tasks.cache import cached
 from metaopt.tasks.metrics import CLASSIFICATION, REGRESSION, Metric
 from metaopt.text import short
@@ -73,8 +73,8 @@ class TabularOptions(FamilyOptions):
     task_column: str
     target: str
     kind: Literal["regression", "classification"]
-    shots: PositiveInt = 10
-    queries: PositiveInt = 10
+    shots: Count = 10
+    queries: Count = 10
     features: list[str] | None = None
     standardize: bool = True
 
