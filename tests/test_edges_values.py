@@ -179,6 +179,7 @@ print(json.dumps(addresses))
 """
 
 
+@pytest.mark.slow  # starts a Ray of its own (about 25 s): make test-slow
 def test_a_local_searchs_ray_listens_on_loopback_only(tmp_path):
     import json
     import subprocess
@@ -260,6 +261,7 @@ sys.exit(main(["search", "job.yaml", "--in-process"]))
 """
 
 
+@pytest.mark.slow  # three searches in subprocesses (about 20-35 s): make test-slow
 def test_a_store_is_made_whole_or_not_at_all_and_two_drivers_share_it(tmp_path):
     import subprocess
     import sys
@@ -340,10 +342,11 @@ launch.start(load_job("job.yaml"), tracker=KilledAt(launch.tracking_uri), search
 
 
 @pytest.mark.parametrize("point", [
-    "before-scoring", "version-without-alias", "before-close",
-    # the same path a second time each (make test-slow runs them): after a scored method, a torn scores file, the
-    # champion moved and recorded
-    *(pytest.param(p, marks=pytest.mark.slow) for p in ("during-scoring", "torn-scores", "after-champion")),
+    "before-scoring", "version-without-alias",
+    # the same paths again (make test-slow runs them): after a scored method, a torn scores file, the champion
+    # moved and recorded, the parent run about to close
+    *(pytest.param(p, marks=pytest.mark.slow) for p in ("during-scoring", "torn-scores", "after-champion",
+                                                         "before-close")),
 ])
 def test_a_driver_killed_in_the_conclusion_is_finished_by_one_resume(point, tmp_path, monkeypatch, capsys):
     import subprocess

@@ -101,7 +101,7 @@ def preflight(*, tracking_uri: str | None, storage: str | None, address: str | N
     from metaopt.tracking.store import check_tracking_uri
 
     try:
-        check_tracking_uri(tracking_uri, create=True)
+        check_tracking_uri(tracking_uri, create=False, exists=False)  # answers, or is a sound store if there
         optuna_storage(storage)
         if not in_process:
             ray_address(address)
@@ -109,6 +109,7 @@ def preflight(*, tracking_uri: str | None, storage: str | None, address: str | N
         journal = folder / JOURNAL
         if not storage and journal.is_file():  # a search appends to it: it must read back
             readable_storage(str(journal.resolve()))
+        check_tracking_uri(tracking_uri, create=True)  # last: a new store is made only when all else answers
     except Problem as exc:
         return exc
     except ValueError as exc:

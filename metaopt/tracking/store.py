@@ -62,8 +62,18 @@ def get_or_create_experiment(client: Any, key: str, family: str | None = None, m
     """The key's experiment id, created (with the default artifact root) if missing; its tags and view kept current."""
     name = experiment_name(key)
     experiment = client.get_experiment_by_name(name)
-    experiment_id = experiment.experiment_id if experiment is not None else client.create_experiment(
-        name, artifact_location=default_artifact_root(client.tracking_uri))
+    if experiment is not None:
+        experiment_id = experiment.experiment_id
+    else:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            experiment_id = client.create_experiment(name, artifact_location=default_artifact_root(client.tracking_uri))
+        except MlflowException:  # another driver made it a moment ago: use theirs
+            made = client.get_experiment_by_name(name)
+            if made is None:
+                raise
+            experiment_id = made.experiment_id
     tags = {"metaopt.key": key, KIND_TAG: "custom_model_development"}  # MLflow's "model training" view
     if family is not None:
         tags["metaopt.family"] = family
@@ -179,11 +189,12 @@ def _described(experiment: Any) -> KeyExperiment:
     return KeyExperiment(tags["metaopt.key"], family, experiment.experiment_id, metrics)
 
 
-def check_tracking_uri(uri: str | None, *, create: bool, timeout: float | None = None) -> str:
+def check_tracking_uri(uri: str | None, *, create: bool, timeout: float | None = None, exists: bool = True) -> str:
     """The resolved tracking URI, once it is known to answer; ``Problem`` (one line) where it does not.
 
-    A local sqlite store must exist, or (``create``: a command that writes) its folder must
-    be writable; a tracking server must answer an MLflow request within ``timeout`` seconds
+    A local sqlite store must exist and be sound, or (``create``: a command that writes) its folder must
+    be writable and the store is made (``exists=False``: the folder is checked, nothing is made); a tracking
+    server must answer an MLflow request within ``timeout`` seconds
     and accept the credentials in ``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD`` or
     ``MLFLOW_TRACKING_TOKEN``; a database store must accept a connection.
     """
@@ -198,9 +209,10 @@ def check_tracking_uri(uri: str | None, *, create: bool, timeout: float | None =
             raise Fault(f"--tracking-uri {shown}: {path} is a folder, not an MLflow store file")
         if path.exists():
             check_sqlite_store(path, shown, timeout)
-        elif create:
+        elif create or not exists:
             writable_folder(path.parent, f"--tracking-uri {shown}: folder")
-            create_sqlite_store(path, shown)
+            if create:
+                create_sqlite_store(path, shown)
         else:
             raise Problem(f"--tracking-uri {shown}: no MLflow store at {path} (a search writes one; "
                           "or point --tracking-uri or MLFLOW_TRACKING_URI at yours)")
@@ -253,7 +265,15 @@ def create_sqlite_store(path: Path, shown: str) -> None:
     try:
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-        store = SqlAlchemyStore(f"sqlite:///{building}", default_artifact_root(f"sqlite:///{path}"))
+        import logging
+
+        quiet = logging.getLogger("mlflow.store.db.utils")  # "Creating initial MLflow database tables...": ours to say
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)
+        try:
+            store = SqlAlchemyStore(f"sqlite:///{building}", default_artifact_root(f"sqlite:///{path}"))
+        finally:
+            quiet.setLevel(level)
         store.engine.dispose()
         try:
             os.link(building, path)  # atomic, and never over a store another driver made meanwhile
