@@ -19,7 +19,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from metaopt.search.storage import journal_storage
-from tests.processes import kill_marked, marked
+from tests.processes import descendants, kill_marked, listening, marked
 from tests.search.jobs import REPO, tiny_job, write_job
 
 pytestmark = pytest.mark.no_store  # what a command does where no store is yet
@@ -153,11 +153,13 @@ def _study(workdir: Path) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def _start_and_signal(args: list[str], cwd: Path, signum: int, marker: str) -> tuple[int, str, float, set[int]]:
+def _start_and_signal(args: list[str], cwd: Path, signum: int,
+                      marker: str) -> tuple[int, str, float, set[int], list[str]]:
     """Start the command in its own process group; once a trial finished and one is mid-way, signal the group.
 
-    Returns the exit code, stderr, the seconds from the signal to the exit, and what it left running: processes
-    carrying the run's marker, and Ray's under the run's own ``RAY_TMPDIR`` (not another job's Ray).
+    Returns the exit code, stderr, the seconds from the signal to the exit, what it left running (processes carrying
+    the run's marker, and Ray's under the run's own ``RAY_TMPDIR``: not another job's Ray), and the addresses its
+    processes listened on just before the signal.
     """
     ray_root = tempfile.mkdtemp(prefix="mo-ray-", dir="/tmp")  # short: Ray's socket paths live under it
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": "", "METAOPT_TEST_RUN": marker,
@@ -175,6 +177,7 @@ def _start_and_signal(args: list[str], cwd: Path, signum: int, marker: str) -> t
                     break
         else:
             pytest.fail("the search never had a trial done and one running")
+        addresses = listening(descendants(driver.pid) | _ray_pids(ray_root))
         os.killpg(driver.pid, signum)  # as a terminal's Ctrl-C does: the whole foreground process group
         sent = time.monotonic()
         _, stderr = driver.communicate(timeout=120)
@@ -185,7 +188,7 @@ def _start_and_signal(args: list[str], cwd: Path, signum: int, marker: str) -> t
             if not left:
                 break
             time.sleep(0.3)
-        return driver.returncode, stderr, seconds, left
+        return driver.returncode, stderr, seconds, left, addresses
     finally:
         if driver.poll() is None:
             driver.kill()
@@ -206,7 +209,8 @@ def test_a_signal_stops_the_search_cleanly_and_resume_finishes_it_as_an_unbroken
     job = _interrupt_job(tmp_path)
     extra = ["--in-process"] if mode == "in-process" else []
     marker = f"{tmp_path.name}-{os.getpid()}"
-    returncode, stderr, seconds, left = _start_and_signal(["search", str(job), *extra], broken, signum, marker)
+    returncode, stderr, seconds, left, addresses = _start_and_signal(["search", str(job), *extra], broken, signum,
+                                                                     marker)
 
     assert returncode == code and seconds < 60, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
@@ -224,6 +228,8 @@ def test_a_signal_stops_the_search_cleanly_and_resume_finishes_it_as_an_unbroken
     running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     assert running and all("interrupted by" in t.user_attrs["interrupted"] for t in running)
     assert not left  # no process of the search (Ray's included) outlives it
+    if mode == "ray":  # a local search's Ray listens on loopback only (the GCS, the raylet, the workers at least)
+        assert len(addresses) >= 3 and all(a.startswith("127.0.0.1:") for a in addresses), addresses
 
     # What follows the signal proves nothing more in a process of its own, nor on a Ray of its own: the search
     # resumes (and, in-process, runs unbroken) through main() here, its remaining trials in this process.

@@ -160,42 +160,6 @@ def test_metaopt_load_of_a_foreign_file_or_an_escaping_uri_is_one_line(tmp_path)
             metaopt.load(uri)
 
 
-LOCAL_SEARCH_SOCKETS = """
-import json, os, sys, time
-sys.path.insert(0, sys.argv[1])
-from metaopt.search.executors import RayExecutor
-from tests.processes import descendants, listening
-
-def trial():
-    time.sleep(3)
-    return os.getpid()
-
-with RayExecutor(num_cpus=1) as executor:  # a local search's Ray, as make_executor starts it
-    handle = executor.submit(trial)
-    time.sleep(1.5)
-    addresses = listening(descendants(os.getpid()))
-    executor.wait([handle])
-print(json.dumps(addresses))
-"""
-
-
-@pytest.mark.slow  # starts a Ray of its own (about 25 s): make test-slow
-def test_a_local_searchs_ray_listens_on_loopback_only(tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    from tests.search.jobs import REPO
-
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
-    done = subprocess.run([sys.executable, "-c", LOCAL_SEARCH_SOCKETS, str(REPO)], capture_output=True, text=True,
-                          timeout=180, cwd=tmp_path, env={**env, "RAY_USAGE_STATS_ENABLED": "0"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    addresses = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(addresses) >= 3, addresses  # the GCS, the raylet, the worker at least
-    assert all(a.startswith("127.0.0.1:") for a in addresses), addresses
-
-
 @pytest.fixture(scope="module")
 def recorded_store(tmp_path_factory) -> Path:
     """A store one tiny search wrote, with its parent run, a trial run and a champion."""
@@ -251,118 +215,93 @@ def test_a_damaged_store_is_one_line_and_exit_1_for_every_command(kind, says, re
     assert not (folder / ".metaopt").exists()
 
 
-CREATE_WITH_LITTLE_DISK = """
-import resource, signal, sys
-sys.path.insert(0, sys.argv[1])
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails (EFBIG), as on a full disk
-resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
-from metaopt.cli import main
-sys.exit(main(["search", "job.yaml", "--in-process"]))
-"""
-
-
-@pytest.mark.slow  # three searches in subprocesses (about 20-35 s): make test-slow
 def test_a_store_is_made_whole_or_not_at_all_and_two_drivers_share_it(tmp_path):
-    import subprocess
-    import sys
+    from mlflow.tracking import MlflowClient
 
-    from tests.search.jobs import REPO
+    from tests import drivers
 
     write_job(tmp_path, tiny_job(budget={**BUDGET, "trials": 1}))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "PYTHONPATH": str(REPO)}
-    full = subprocess.run([sys.executable, "-c", CREATE_WITH_LITTLE_DISK, str(REPO), "300000"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    args, env = ["search", "job.yaml", "--in-process"], {"MLFLOW_TRACKING_URI": ""}
+    full = drivers.run(drivers.main, args, cwd=tmp_path, env=env, file_size_limit=300_000, timeout=120)
     assert full.returncode == 1, full.stderr[-2000:]
     errors = [line for line in full.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "cannot create the MLflow store at" in errors[0], full.stderr[-2000:]
     assert "Traceback" not in full.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if "mlflow" in p.name) == []  # no half-made store left
 
-    drivers = [subprocess.Popen([sys.executable, "-c", CREATE_WITH_LITTLE_DISK, str(REPO), str(2**40)], cwd=tmp_path,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outcomes = [(d.wait(timeout=300), d.stderr.read()) for d in drivers]
-    assert [code for code, _ in outcomes] == [0, 0], [err[-2000:] for _, err in outcomes]
-    from mlflow.tracking import MlflowClient
-
+    both = [drivers.start(drivers.main, args, cwd=tmp_path, env=env) for _ in range(2)]
+    outcomes = [drivers.finish(*driver) for driver in both]
+    assert [done.returncode for done in outcomes] == [0, 0], [done.stderr[-2000:] for done in outcomes]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     searches = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                   "tags.`metaopt.role` = 'search'")
     assert len(searches) == 2 and all(r.info.status == "FINISHED" for r in searches)
 
 
-CONCLUSION_KILLED = """
-import os, signal, sys
-sys.path.insert(0, sys.argv[1])
-point, search_id = sys.argv[2], sys.argv[3]
-from metaopt.search import load_job
-from metaopt.search.launch import Launch
-from metaopt.tracking import MlflowSearchTracker
+def killed_in_conclusion(point: str, search_id: str) -> int:
+    """A driver (its own process: ``tests.drivers``) that searches ``job.yaml`` and is killed with SIGKILL (nothing
+    runs after) at ``point`` of the conclusion."""
+    import json
+    import signal
+    import tempfile
 
-calls = {"record_test": 0}
+    from metaopt.search import load_job
+    from metaopt.search.launch import Launch
+    from metaopt.tracking import MlflowSearchTracker
+
+    calls = {"record_test": 0}
+
+    class KilledAt(MlflowSearchTracker):  # the real tracker, up to the point
+        def record_test(self, run_id, scores):
+            calls["record_test"] += 1
+            if point == "before-scoring":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if point == "torn-scores" and calls["record_test"] == 2:  # killed while the scores file was being copied
+                folder = Path(tempfile.mkdtemp()) / "test"
+                folder.mkdir()
+                text = json.dumps(scores.to_data())
+                (folder / "scores.json").write_text(text[: len(text) // 2])
+                self.client.log_artifact(run_id, str(folder / "scores.json"), artifact_path="test")
+                os.kill(os.getpid(), signal.SIGKILL)
+            super().record_test(run_id, scores)
+            if point == "during-scoring" and calls["record_test"] == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        def record_decision(self, decision):
+            version = super().record_decision(decision)
+            if point == "after-champion":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return version
+
+        def finish_search(self, summary, status):
+            if point == "before-close":
+                os.kill(os.getpid(), signal.SIGKILL)
+            super().finish_search(summary, status)
+
+    if point == "version-without-alias":  # killed inside the registration: a version, no alias yet
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient.set_registered_model_alias = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+
+    launch = Launch(tracking_uri="sqlite:///" + os.path.abspath("mlflow.db"), in_process=True)
+    launch.start(load_job("job.yaml"), tracker=KilledAt(launch.tracking_uri), search_id=search_id)
+    return 0
 
 
-class KilledAt(MlflowSearchTracker):
-    # The real tracker; the driver is killed (SIGKILL: nothing runs after) at one point of the conclusion.
-    def record_test(self, run_id, scores):
-        calls["record_test"] += 1
-        if point == "before-scoring":
-            os.kill(os.getpid(), signal.SIGKILL)
-        if point == "torn-scores" and calls["record_test"] == 2:  # killed while the scores file was being copied
-            import json, pathlib, tempfile
-            folder = pathlib.Path(tempfile.mkdtemp()) / "test"
-            folder.mkdir()
-            text = json.dumps(scores.to_data())
-            (folder / "scores.json").write_text(text[: len(text) // 2])
-            self.client.log_artifact(run_id, str(folder / "scores.json"), artifact_path="test")
-            os.kill(os.getpid(), signal.SIGKILL)
-        super().record_test(run_id, scores)
-        if point == "during-scoring" and calls["record_test"] == 2:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def record_decision(self, decision):
-        version = super().record_decision(decision)
-        if point == "after-champion":
-            os.kill(os.getpid(), signal.SIGKILL)
-        return version
-
-    def finish_search(self, summary, status):
-        if point == "before-close":
-            os.kill(os.getpid(), signal.SIGKILL)
-        super().finish_search(summary, status)
-
-
-if point == "version-without-alias":  # killed inside the registration: a version, no alias yet
-    from mlflow.tracking import MlflowClient
-
-    MlflowClient.set_registered_model_alias = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
-
-launch = Launch(tracking_uri="sqlite:///" + os.path.abspath("mlflow.db"), in_process=True)
-launch.start(load_job("job.yaml"), tracker=KilledAt(launch.tracking_uri), search_id=search_id)
-"""
-
-
-@pytest.mark.parametrize("point", [
-    "before-scoring", "version-without-alias",
-    # the same paths again (make test-slow runs them): after a scored method, a torn scores file, the champion
-    # moved and recorded, the parent run about to close
-    *(pytest.param(p, marks=pytest.mark.slow) for p in ("during-scoring", "torn-scores", "after-champion",
-                                                         "before-close")),
-])
+# before scoring; inside the registration; after a scored method; a torn scores file; the champion moved and
+# recorded; the parent run about to close
+@pytest.mark.parametrize("point", ["before-scoring", "version-without-alias", "during-scoring", "torn-scores",
+                                   "after-champion", "before-close"])
 def test_a_driver_killed_in_the_conclusion_is_finished_by_one_resume(point, tmp_path, monkeypatch, capsys):
-    import subprocess
-    import sys
-
     import optuna
     from mlflow.tracking import MlflowClient
 
     from metaopt.search.storage import journal_storage
-    from tests.search.jobs import REPO
+    from tests import drivers
 
     write_job(tmp_path, tiny_job(methods=["maml", "fomaml"], budget={**BUDGET, "trials": 3}))
     search_id = f"killed-{point}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "PYTHONPATH": str(REPO)}
-    killed = subprocess.run([sys.executable, "-c", CONCLUSION_KILLED, str(REPO), point, search_id], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=300)
+    killed = drivers.run(killed_in_conclusion, point, search_id, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": ""})
     assert killed.returncode == -9, killed.stderr[-3000:]
 
     done, seconds = _main(["resume", search_id, "--in-process"], tmp_path, monkeypatch, capsys)

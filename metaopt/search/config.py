@@ -365,10 +365,11 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: cannot read file ({exc.strerror})") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): a job file is YAML text") from None
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()  # parsed once: its size is checked before anything is built from it
         _check_size(path, node)
-        return yaml.SafeLoader(text).get_single_data() if node is not None else None
+        return loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -376,6 +377,8 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: YAML syntax error: {where}{problem}") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply (at most {MAX_DEPTH} levels)") from None
+    finally:
+        loader.dispose()
 
 
 def _check_size(path: Path, root: yaml.Node | None) -> None:

@@ -66,11 +66,17 @@ class KeptJournal(JournalFileBackend):
         path = Path(self._file_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         building = path.with_name(f".{path.name}.restoring-{uuid.uuid4().hex[:8]}")
-        with open(building, "wb") as f:  # the bytes Optuna wrote: other processes' offsets stay right
-            f.write(b"".join(json.dumps(log, separators=(",", ":")).encode() + b"\n" for log in self._kept))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(building, path)
+        # Optuna writes a record as json.dumps(log, separators=(",", ":")), which a json.loads round trip gives back
+        # byte for byte: the file is rebuilt as it was, so other processes' byte offsets into it stay right.
+        self._lock.acquire()  # no other driver appends to a file half rebuilt
+        try:
+            with open(building, "wb") as f:
+                f.write(b"".join(json.dumps(log, separators=(",", ":")).encode() + b"\n" for log in self._kept))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(building, path)
+        finally:
+            self._lock.release()
         self._inode = os.stat(path).st_ino
         self._log_number_offset = {0: 0}
         warnings.warn(f"the Optuna journal {path} was deleted or replaced during the search: written again from "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -116,17 +117,14 @@ def _entries(folder: Path, skipped: list[str]) -> list[os.DirEntry]:
 
 
 def _is(entry: os.DirEntry, kind: str, skipped: list[str]) -> bool:
+    """Whether ``entry`` is a ``kind`` ("dir" or "file"), links followed; one that cannot be followed or read (a link
+    loop, a dangling link, no permission) is said in ``skipped``."""
     try:
-        if kind == "dir":
-            return entry.is_dir()
-        if not entry.is_file():
-            if entry.is_symlink() and not os.path.exists(entry.path):
-                os.stat(entry.path)  # a loop or a dangling link: its own error says which
-            return False
-        return True
+        mode = entry.stat().st_mode
     except OSError as exc:
         skipped.append(f"{entry.path}: {exc.strerror or type(exc).__name__}")
         return False
+    return stat.S_ISDIR(mode) if kind == "dir" else stat.S_ISREG(mode)
 
 
 class ImageFolderOptions(EpisodeOptions):
