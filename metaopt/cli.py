@@ -166,23 +166,87 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Serve the MLflow UI on 127.0.0.1 against the same store."""
+    """Serve the MLflow UI on 127.0.0.1 against the same store, for as long as this command runs."""
+    import signal
+
     from metaopt.tracking import resolve_tracking_uri
 
     if (problem := _store(args.tracking_uri)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return _code(problem)
+    if (taken := _port_taken(args.host, args.port)) is not None:
+        print(f"error: --port {args.port}: {args.host}:{args.port} is taken ({taken}); another `metaopt ui` or "
+              f"MLflow server? Pick another with --port", file=sys.stderr)
+        return EXIT_FAULT
     uri = resolve_tracking_uri(args.tracking_uri)
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
                "--port", str(args.port), "--workers", "1"]
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it")
-    _print_experiment_links(uri, f"http://{args.host}:{args.port}")
-    sys.stdout.flush()  # before the server's own output
+    # The server in a process group of its own, stopped with this command however it ends (Ctrl-C, SIGTERM, SIGHUP):
+    # a `metaopt ui` that is gone never leaves a server holding the port.
+    server = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=None if args.verbose else subprocess.DEVNULL)
+    stop = lambda signum, frame: sys.exit(128 + signum)  # noqa: E731 - unwinds to the finally below
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
+    base = f"http://{args.host}:{args.port}"
     try:
-        return subprocess.call(command, env=env)
+        if not _answers(server, f"{base}/health", timeout=120):
+            print(f"error: the MLflow UI server did not come up on {args.host}:{args.port} (it exited with "
+                  f"{server.returncode}; -v shows its output)", file=sys.stderr)
+            return EXIT_FAULT
+        print(f"MLflow UI on {base}/#/experiments?workflowType=machine_learning (store {uri}); Ctrl-C stops it")
+        _print_experiment_links(uri, base)
+        sys.stdout.flush()
+        return server.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        _stop_group(server)
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why nothing can listen on ``host:port`` now (in use, not an address here); None when it is free."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _answers(server: subprocess.Popen, url: str, timeout: float) -> bool:
+    """Whether ``url`` answers before ``timeout`` seconds pass, or ``server`` exits."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to ``process``'s group, SIGKILL after 10 s."""
+    import signal
+
+    for signum, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    process.poll()
 
 
 def _print_experiment_links(uri: str, base: str) -> None:
@@ -257,11 +321,25 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parser_with(parent: argparse.ArgumentParser) -> type[argparse.ArgumentParser]:
+    """An ``ArgumentParser`` class whose instances (the commands) also take ``parent``'s options."""
+
+    class Parser(argparse.ArgumentParser):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, parents=[parent], **kwargs)
+
+    return Parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``metaopt``."""
     parser = argparse.ArgumentParser(prog="metaopt", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show Ray's, MLflow's and the UI server's own output (quiet by default)")
+    verbose = argparse.ArgumentParser(add_help=False)  # -v after the command too (metaopt search job.yaml -v)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_parser_with(verbose))
 
     search = sub.add_parser("search", help="run the search a job file describes")
     search.add_argument("job", help="job YAML file, e.g. jobs/quickstart.yaml")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -170,33 +171,44 @@ def recorded_search(request, tmp_path_factory) -> Recorded:
     return Recorded(summary, uri, tracker.experiment_id, path)
 
 
-@pytest.fixture(scope="session")
-def ui_server_process(recorded_search):
-    """`metaopt ui` serving the recorded store (a server process): its address, the links it printed, its process."""
+@contextlib.contextmanager
+def metaopt_ui(uri: str):
+    """`metaopt ui` serving the store at ``uri`` (a server process): its address, the links it printed, its process.
+
+    It prints its links once the server answers; stopped with SIGTERM, it stops its server."""
     import re
-    import urllib.request
 
     from tests.mlflow_server import free_port
     from tests.search.jobs import REPO
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "metaopt.cli", "ui", "--port", str(port), "--tracking-uri",
-                             recorded_search.uri], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    lines = [proc.stdout.readline() for _ in range(2)]
-    links = [m.group(0) for line in lines for m in [re.search(r"http://\S+#/experiments/\S+", line)] if m]
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "metaopt ui did not come up"
-            time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}", links, proc
-    os.killpg(proc.pid, signal.SIGTERM)
+    proc = subprocess.Popen([sys.executable, "-m", "metaopt.cli", "ui", "--port", str(port), "--tracking-uri", uri],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    first = proc.stdout.readline()
+    assert first.startswith("MLflow UI on "), f"metaopt ui did not come up: {first}{proc.stderr.read()[-2000:]}"
+    links = []
+    for _ in range(len(_keys(uri))):
+        links += re.findall(r"http://\S+#/experiments/\S+", proc.stdout.readline())
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        yield f"http://127.0.0.1:{port}", links, proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _keys(uri: str) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    return [e for e in MlflowClient(uri).search_experiments(filter_string="tags.`metaopt.key` != ''", max_results=20)]
+
+
+@pytest.fixture(scope="session")
+def ui_server_process(recorded_search):
+    """`metaopt ui` serving the recorded store (``metaopt_ui``)."""
+    with metaopt_ui(recorded_search.uri) as served:
+        yield served

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -127,3 +128,151 @@ def test_the_registered_model_describes_itself(searched, ui, browser):
     base, _ = ui
     name = f"metaopt-{summary.key}"
     _page(browser, model_link(base, name), f"Champions of {summary.key}", "champion", shot="registered_model")
+
+
+# -- the landing page of three keys: regression, classification, RL with its exact limit --------------------------
+
+LANDING_JOBS = {
+    "regression": {"family": {"name": "sine", "shots": 5, "queries": 5}, "methods": ["maml", "fomaml"],
+                   "budget": {"trials": 3, "meta_iterations": 20, "eval_interval": 10, "val_tasks": 20,
+                              "test_tasks": 50}},
+    "classification": {"family": {"name": "glyphs", "ways": 3, "shots": 1, "queries": 3}, "methods": ["protonet"],
+                       "search_space": None, "backbone": {"name": "conv4", "hidden": 8}, "compile": "never",
+                       "space": {"protonet": {"outer_lr": 0.003, "meta_batch": 2}},
+                       "budget": {"trials": 1, "meta_iterations": 10, "eval_interval": 5, "val_tasks": 20,
+                                  "test_tasks": 60}},
+    # Bayes-optimal is the bandit's exact limit; ucb1 tried twice with one setting: a tie, broken toward the champion
+    "rl": {"family": {"name": "bandit", "arms": 5, "pulls": 10},
+           "methods": ["random", "greedy", "ucb1", "bayes_optimal"], "search_space": None,
+           "space": {"ucb1": {"c": {"type": "float", "low": 0.05, "high": 0.2}}},
+           "pruner": {"type": "median", "n_startup_trials": 2},
+           "enqueue": [{"method": "random"}, {"method": "ucb1", "c": 0.1}, {"method": "greedy"},
+                       {"method": "ucb1", "c": 0.1}],
+           "budget": {"trials": 5, "meta_iterations": 10, "eval_interval": 10, "val_tasks": 200, "test_tasks": 300}},
+}
+
+
+@pytest.fixture(scope="module")
+def landing(tmp_path_factory, empty_store):
+    """One store with a search of each kind of key, and `metaopt ui` on it: {kind: summary}, the UI's address."""
+    from metaopt.search import load_job
+    from metaopt.search.executors import InProcessExecutor
+    from metaopt.search.runner import run_search
+    from metaopt.tracking import MlflowSearchTracker
+    from tests.conftest import metaopt_ui
+    from tests.search.jobs import tiny_job, write_job
+
+    folder = tmp_path_factory.mktemp("landing")
+    shutil.copyfile(empty_store, folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    summaries = {}
+    for kind, job in LANDING_JOBS.items():
+        loaded = load_job(write_job(folder, tiny_job(name=kind, **job), f"{kind}.yaml"))
+        summaries[kind] = run_search(loaded, executor=InProcessExecutor(), tracker=MlflowSearchTracker(uri),
+                                     workdir=folder / "work")
+    with metaopt_ui(uri) as (base, links, _):
+        yield summaries, uri, base
+
+
+def _first_rows(driver, count: int) -> list[str]:
+    """The text of the runs table's first ``count`` rows, top to bottom (the grid draws a row's pinned and scrolled
+    columns as two elements with one ``row-index``)."""
+    cells: dict[int, list[str]] = {}
+    for row in driver.find_elements("css selector", ".ag-row[row-index]"):
+        cells.setdefault(int(row.get_attribute("row-index")), []).append(row.text.replace("\n", " "))
+    return [" ".join(cells[i]) for i in sorted(cells)[:count]]
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification", "rl"])
+def test_the_landing_page_says_who_won_by_how_much_and_with_which_settings(kind, landing, browser):
+    from metaopt.tracking.board import settings
+    from metaopt.tracking.store import experiment_link
+
+    summaries, uri, base = landing
+    summary = summaries[kind]
+    client = MlflowClient(uri)
+    champion = client.get_run(summary.decision.best.run_id)
+    metric = summary.metric
+    test = metric.show_ci(champion.data.metrics[f"test_{metric.name}"], champion.data.metrics[f"test_{metric.name}_ci95"])
+    if metric.percent:
+        assert test.endswith("%")
+    experiment = client.get_experiment_by_name(f"metaopt-{summary.key}")
+    shown = settings(champion.data.params)
+    needles = ["01 champion", test, shown[:40], f"Champion: {summary.decision.best.method}"]
+    if kind == "rl":
+        needles.append("02 limit (reference)")
+    _page(browser, experiment_link(base, experiment.experiment_id), *needles, shot=f"landing_{kind}")
+    first, *rest = _first_rows(browser, 2)
+    assert "01 champion" in first and test in first and summary.decision.best.method in first, first
+    if kind == "rl":  # the exact limit is a labelled reference row, second, and never the champion
+        assert summary.decision.best.method != "bayes_optimal"
+        assert "02 limit (reference)" in rest[0] and "bayes_optimal" in rest[0], rest
+
+
+def test_ties_put_the_scored_champion_first(landing):
+    from metaopt.tracking.store import RANK_TAG
+
+    summaries, uri, _ = landing
+    summary = summaries["rl"]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(f"metaopt-{summary.key}")
+    runs = client.search_runs([experiment.experiment_id], "tags.`metaopt.role` = 'trial'",
+                              order_by=[f"tags.`{RANK_TAG}` ASC"])
+    ucb1 = [r for r in runs if r.data.params["method"] == "ucb1"]
+    assert len(ucb1) == 2 and ucb1[0].data.metrics["val_reward"] == ucb1[1].data.metrics["val_reward"]  # a tie
+    ranked = [r for r in ucb1 if RANK_TAG in r.data.tags]
+    assert len(ranked) == 1 and "test_reward" in ranked[0].data.metrics  # the scored one of the two is ranked
+    assert runs[0].info.run_id == summary.decision.best.run_id and runs[0].data.tags[RANK_TAG] == "01 champion"
+
+
+SLOW = threading.Event()
+
+
+def test_a_running_search_shows_its_progress(landing, browser, tmp_path):
+    from metaopt.learners import LEARNERS
+    from metaopt.learners.maml import MAML
+    from metaopt.search import load_job
+    from metaopt.search.executors import InProcessExecutor
+    from metaopt.search.runner import run_search
+    from metaopt.tracking import MlflowSearchTracker
+    from tests.search.jobs import tiny_job, write_job
+
+    summaries, uri, base = landing
+
+    class Waits(MAML):
+        name = "waits-maml"
+
+        def meta_step(self, batch):
+            SLOW.wait(timeout=120)
+            return super().meta_step(batch)
+
+    LEARNERS.register(Waits)
+    job = tiny_job(name="progress", methods=["maml", "waits-maml"], search_space=None,
+                   enqueue=[{"method": "maml"}, {"method": "waits-maml"}],
+                   budget={"trials": 2, "meta_iterations": 10, "eval_interval": 5, "val_tasks": 10, "test_tasks": 20})
+    outcome = {}
+    search = threading.Thread(target=lambda: outcome.setdefault("summary", run_search(
+        load_job(write_job(tmp_path, job)), executor=InProcessExecutor(), tracker=MlflowSearchTracker(uri),
+        workdir=tmp_path / "work")))
+    SLOW.clear()
+    search.start()
+    try:
+        client = MlflowClient(uri)
+        deadline = time.monotonic() + 120
+        while True:
+            running = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                         "tags.`metaopt.role` = 'search' AND attributes.status = 'RUNNING' AND "
+                                         "tags.`metaopt.progress` != ''")
+            if running:
+                break
+            assert time.monotonic() < deadline and search.is_alive(), "the search never recorded its progress"
+            time.sleep(0.5)
+        (parent,) = running
+        text = _page(browser, run_link(base, parent.info.experiment_id, parent.info.run_id), "Running",
+                     "1 of 2 trials done", "best so far maml", shot="search_run_progress")
+        assert "about" in text and "left" in text  # the time left, from the pace so far
+    finally:
+        SLOW.set()
+        search.join(timeout=120)
+        LEARNERS.unregister("waits-maml")
+    assert outcome["summary"].parent_run_id == parent.info.run_id

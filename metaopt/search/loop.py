@@ -102,6 +102,7 @@ class TrialLoop:
         """
         ctx = self.ctx
         waited = False
+        started, told_before = time.monotonic(), len(results)
         with self.beats:
             try:
                 for frozen in unfinished:  # interrupted with the driver: same number, same record, from the checkpoint
@@ -127,12 +128,21 @@ class TrialLoop:
                     for done in ctx.wait(list(self.pending)):
                         results.append(self._told(done))
                         ctx.progress("trial", {"result": results[-1], "best": best_result(results, ctx.metric)})
+                        self._record_progress(results, started, told_before)
             except Interrupted as exc:
                 self._record_interrupted(str(exc))
                 raise
         if waited:  # the last trials were another driver's, which scores and decides
             raise Shared("another driver of this search finished its last trials: it scores the methods and "
                          "decides the champion")
+
+    def _record_progress(self, results: list[TrialResult], started: float, told_before: int) -> None:
+        """Trials done of planned, the best so far and the time left, on the search's record."""
+        done = sum(r.state in ("complete", "pruned", "failed") for r in results)
+        here = len(results) - told_before  # told by this loop: the pace of this run, not of an earlier driver's
+        left = max(self.budget_trials - done, 0)
+        eta = (time.monotonic() - started) / here * left if here else None
+        self.ctx.tracker.record_progress(results, self.budget_trials, self.ctx.metric, eta)
 
     def _ask(self) -> bool:
         """Ask a new trial and submit it; False when another driver asked the budget's last trial at the same time."""
@@ -209,3 +219,4 @@ def best_result(results: list[TrialResult], metric: Metric) -> TrialResult | Non
     if not complete:
         return None
     return max(complete, key=lambda r: r.value) if metric.higher_is_better else min(complete, key=lambda r: r.value)
+

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from metaopt.search.job import LoadedJob
     from metaopt.search.results import SearchSummary
     from metaopt.search.selection import Decision
+    from metaopt.search.trial import TrialResult
+    from metaopt.tasks.metrics import Metric
 
 
 class TrackingError(RuntimeError):
@@ -111,6 +113,10 @@ class SearchTracker(Protocol):
     def end_trial(self, run_id: str, state: str, reason: str) -> None:
         """Record how a trial ended that its worker could not record: ``interrupted`` (cancelled) or ``failed`` (lost)."""
 
+    def record_progress(self, results: list[TrialResult], planned: int, metric: Metric, eta_s: float | None) -> None:
+        """While the search runs, after each trial: where it stands (trials done of ``planned``, the best so far,
+        ``eta_s`` seconds left)."""
+
     def finish_search(self, summary: SearchSummary, status: str) -> None:
         """Record the leaderboard and the report, close the search's record (``SHARED``: leave it to the last driver)."""
 
@@ -143,6 +149,9 @@ class NullSearchTracker:
         return None
 
     def end_trial(self, run_id: str, state: str, reason: str) -> None:
+        pass
+
+    def record_progress(self, results: list[TrialResult], planned: int, metric: Metric, eta_s: float | None) -> None:
         pass
 
     def finish_search(self, summary: SearchSummary, status: str) -> None:
@@ -199,9 +208,10 @@ class Reporter:
         *,
         per_instance: bool = False,
         warmup: int = 0,
+        final_step: int | None = None,
     ) -> None:
         self.trial, self.log, self.checkpoint_path = trial, log, checkpoint_path
-        self.per_instance, self.warmup = per_instance, warmup
+        self.per_instance, self.warmup, self.final_step = per_instance, warmup, final_step
         self.last_step: int | None = None
         self.last_value: float | None = None
         self.has_checkpoint = False
@@ -282,5 +292,8 @@ class Reporter:
                     self.trial.report(value, step * len(instances) + i)
             else:
                 self.trial.report(metrics[objective], step)
-            if step >= self.warmup and self.trial.should_prune():
+            # The last report is never pruned: stopping then saves nothing, and a finished trial (a classic policy
+            # evaluated once, at its end) would read "pruned at iteration 400 of 400".
+            last = self.final_step is not None and step >= self.final_step
+            if step >= self.warmup and not last and self.trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at iteration {step} ({objective}={metrics[objective]:.4g})")

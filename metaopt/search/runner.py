@@ -140,7 +140,8 @@ def _drive(ctx: SearchContext, results: list[TrialResult], unfinished: list[optu
         rows = method_rows(results, metric, job.strategy)
         scores = score_best_per_method(ctx, rows, results)
         scored = [row for row in rows if row.best_val is not None]
-        champion = scored[0] if scored else None
+        # the family's exact limit is a reference, never a candidate
+        champion = next((row for row in scored if row.method != job.limit_method), None)
         found = verdict(scored, scores, metric, limit=job.limit_method)
         if champion is not None and champion.method in scores:
             best = Candidate(champion.method, champion.run_id, scores[champion.method], champion.trial_number)

@@ -216,7 +216,8 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
         log.log_dataset(*family_dataset(config.job))
         pruner = config.job.pruner
         reporter = Reporter(_optuna_trial(config), log, config.checkpoint_path,
-                            per_instance=pruner.type == "wilcoxon", warmup=pruner.n_warmup_steps)
+                            per_instance=pruner.type == "wilcoxon", warmup=pruner.n_warmup_steps,
+                            final_step=config.job.budget.meta_iterations)
         try:
             result.value = train(config, reporter)
             result.state = "complete"

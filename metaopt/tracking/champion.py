@@ -174,7 +174,7 @@ def select_champion(
     if board.legacy:
         raise LookupError(f"{name!r} is a legacy experiment (one per family, settings mixed, written before keys): "
                           "it stays readable with `metaopt leaderboard`; a new search records a key to select on")
-    run_ids = [row.run_id for row in board.rows if row.run_id]
+    run_ids = [row.run_id for row in board.rows if row.run_id and row.method != board.limit]  # a limit is no candidate
     if not run_ids:
         raise LookupError(f"no finished trial of {board.key!r} to select from in {uri}")
     record = read_champion(client, board.key)
@@ -204,6 +204,10 @@ def select_champion(
     if decision.moved and apply:
         selection.version = register(client, decision.best.run_id, board.key, decision.reason,
                                      metric=board.metric)
+    if apply:
+        from metaopt.tracking.board import write_board
+
+        write_board(client, board.key)  # the landing page: scores rescored here, the champion first
     return selection
 
 

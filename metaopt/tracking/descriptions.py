@@ -37,12 +37,32 @@ def trial_line(result: TrialResult, summary: SearchSummary, rank: int | None) ->
     return f"**{result.method}**, trial {result.number}: failed: {result.reason or 'unknown reason'}."
 
 
-def best_so_far(summary: SearchSummary) -> dict[str, list[tuple[int, float]]]:
+def progress_line(results: list[TrialResult], planned: int, metric: Metric, eta_s: float | None) -> str:
+    """Where a running search stands: ``5 of 16 trials done; best so far maml (trial 3), validation MSE 0.41;
+    about 2 min left``."""
+    done = sum(r.state in ("complete", "pruned", "failed") for r in results)
+    line = f"{done} of {planned} trials done"
+    finished = [r for r in results if r.state == "complete" and r.value is not None]
+    if finished:
+        best = finished[0]
+        for r in finished[1:]:
+            if metric.better(r.value, best.value):
+                best = r
+        line += f"; best so far {best.method} (trial {best.number}), validation {metric.label} {metric.show(best.value)}"
+    if eta_s is not None and done < planned:
+        line += f"; about {_duration(eta_s)} left"
+    return line
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def best_so_far(results: list[TrialResult], metric: Metric) -> dict[str, list[tuple[int, float]]]:
     """``best_val_<metric>`` (overall) and ``best_val_<metric>/<method>`` as (trial number, best so far) series."""
-    metric = summary.metric
     series: dict[str, list[tuple[int, float]]] = {}
     best: dict[str, float] = {}
-    done = sorted((r for r in summary.results if r.state == "complete" and r.value is not None), key=lambda r: r.number)
+    done = sorted((r for r in results if r.state == "complete" and r.value is not None), key=lambda r: r.number)
     for r in done:
         for name in (f"best_val_{metric.name}", f"best_val_{metric.name}/{r.method}"):
             if name not in best or metric.better(r.value, best[name]):

@@ -20,6 +20,7 @@ class Board:
     metrics: tuple[Metric, ...]  # the primary one first: what validation ranks by and the champion decision tests
     rows: list[MethodRow]
     legacy: bool = False  # a store written before keys: one experiment per family, settings mixed
+    limit: str | None = None  # the method that is the family's exact limit: a reference row, never the champion
 
     @property
     def metric(self) -> Metric:
@@ -65,7 +66,7 @@ def _board(client: MlflowClient, experiment: KeyExperiment, search_id: str | Non
             row.offer(metrics[val], metric, test=scored, trial_number=int(tags.get("metaopt.trial_number", -1)),
                       run_id=run.info.run_id, strategy=tags.get("metaopt.strategy"), hparams=dict(run.data.params))
     return Board(experiment.key, experiment.family, experiment.metrics, rank(list(rows.values()), metric),
-                 experiment.legacy)
+                 experiment.legacy, experiment.limit)
 
 
 def _all_runs(client: MlflowClient, experiment_id: str, query: str) -> list[Any]:

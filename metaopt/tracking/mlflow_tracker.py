@@ -8,6 +8,7 @@ import math
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -25,9 +26,18 @@ from metaopt.search.job import LoadedJob
 from metaopt.search.reporting import ChampionRecord, TrackingError
 from metaopt.search.results import SearchSummary
 from metaopt.search.selection import Decision
-from metaopt.search.trial import family_dataset
+from metaopt.search.trial import TrialResult, family_dataset
+from metaopt.tasks.metrics import Metric
+from metaopt.tracking.board import write_board
 from metaopt.tracking.champion import read_champion, record_scores, register
-from metaopt.tracking.descriptions import best_so_far, leaderboard_table, ranks, search_note, trial_line
+from metaopt.tracking.descriptions import (
+    best_so_far,
+    leaderboard_table,
+    progress_line,
+    ranks,
+    search_note,
+    trial_line,
+)
 from metaopt.tracking.store import (
     NOTE_TAG,
     get_or_create_experiment,
@@ -201,12 +211,14 @@ class MlflowSearchTracker:
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self.source: dict[str, str] = {}
+        self._logged_steps: dict[str, set[int]] = {}  # best-so-far series: steps the parent run holds
 
     def start_search(self, search_id: str, loaded: LoadedJob) -> str:
         """Create the parent run (in the experiment of the job's key) with the job's settings and files."""
         job = loaded.job
         key = job.family.key
-        self.experiment_id = get_or_create_experiment(self.client, key, job.family.name, job.family.primary_metric)
+        self.experiment_id = get_or_create_experiment(self.client, key, job.family.name, job.family.primary_metric,
+                                                      limit=job.limit_method)
         run = self.client.create_run(
             self.experiment_id,
             run_name=search_id,
@@ -307,6 +319,29 @@ class MlflowSearchTracker:
         self.client.set_tag(run_id, "metaopt.reason", reason[:5000])
         self.client.set_terminated(run_id, status="KILLED" if state == "interrupted" else "FAILED")
 
+    def record_progress(self, results: list[TrialResult], planned: int, metric: Metric, eta_s: float | None) -> None:
+        """The parent run's description and ``metaopt.progress`` tag say where the search stands, and its best-so-far
+        series grows as trials finish. A tracking hiccup here is a warning: the trials keep their own records."""
+        if self.parent_run_id is None:
+            return
+        line = progress_line(results, planned, metric, eta_s)
+        try:
+            self.client.set_tag(self.parent_run_id, "metaopt.progress", line)
+            self.client.set_tag(self.parent_run_id, NOTE_TAG, f"**Running**: {line}.")
+            self._log_series(best_so_far(results, metric))
+        except Exception as exc:  # noqa: BLE001 - progress is a courtesy, never a reason to stop
+            warnings.warn(f"progress not recorded in MLflow: {type(exc).__name__}: {str(exc)[:200]}", stacklevel=2)
+
+    def _log_series(self, series: dict[str, list[tuple[int, float]]]) -> None:
+        """The points of ``series`` the parent run does not hold yet (one point per step, whichever driver logs it)."""
+        for name, points in series.items():
+            if name not in self._logged_steps:
+                self._logged_steps[name] = {m.step for m in self.client.get_metric_history(self.parent_run_id, name)}
+            for step, value in points:
+                if step not in self._logged_steps[name]:
+                    self.client.log_metric(self.parent_run_id, name, value, step=step)
+                    self._logged_steps[name].add(step)
+
     def _search_id(self) -> str | None:
         return self.client.get_run(self.parent_run_id).data.tags.get("metaopt.search_id") if self.parent_run_id else None
 
@@ -320,9 +355,7 @@ class MlflowSearchTracker:
         counts = {state: sum(r.state == state for r in summary.results) for state in ("complete", "pruned", "failed")}
         tags = {f"metaopt.trials.{state}": str(n) for state, n in counts.items()}
         tags["metaopt.seconds"] = f"{summary.seconds:.1f}"
-        for name, points in best_so_far(summary).items():
-            for step, value in points:
-                self.client.log_metric(run_id, name, value, step=step)
+        self._log_series(best_so_far(summary.results, summary.metric))
         with tempfile.TemporaryDirectory() as tmp:
             board = Path(tmp) / "leaderboard.json"
             board.write_text(json.dumps([asdict(row) for row in summary.rows], indent=2, default=str))
@@ -351,6 +384,12 @@ class MlflowSearchTracker:
         for result in summary.results:
             if result.run_id:
                 self.client.set_tag(result.run_id, NOTE_TAG, trial_line(result, summary, rank.get(result.number)))
+        if status == "FINISHED" and summary.key:
+            try:  # the key's landing page: champion and limit labelled and first, scores with CIs, settings
+                write_board(self.client, summary.key)
+            except Exception as exc:  # noqa: BLE001 - the search's own record is whole without it
+                warnings.warn(f"the runs table of {summary.key} was not relabelled: {type(exc).__name__}: "
+                              f"{str(exc)[:200]} (metaopt select {summary.key} does it again)", stacklevel=2)
         self.client.set_terminated(run_id, status=status)
 
     def _log_report(self, summary: SearchSummary, out: Path) -> None:

@@ -58,8 +58,12 @@ def registered_model_name(key: str) -> str:
     return f"{PREFIX}{key}"
 
 
-def get_or_create_experiment(client: Any, key: str, family: str | None = None, metric: Metric | None = None) -> str:
-    """The key's experiment id, created (with the default artifact root) if missing; its tags and view kept current."""
+def get_or_create_experiment(client: Any, key: str, family: str | None = None, metric: Metric | None = None,
+                             limit: str | None = None) -> str:
+    """The key's experiment id, created (with the default artifact root) if missing; its tags and view kept current.
+
+    ``limit``: the method that is the family's exact limit (a reference row on every table, never the champion).
+    """
     name = experiment_name(key)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -77,11 +81,15 @@ def get_or_create_experiment(client: Any, key: str, family: str | None = None, m
     tags = {"metaopt.key": key, KIND_TAG: "custom_model_development"}  # MLflow's "model training" view
     if family is not None:
         tags["metaopt.family"] = family
+    current = {} if experiment is None else experiment.tags
+    if limit is not None:
+        tags[LIMIT_TAG] = limit
     if metric is not None:
         tags.update({"metaopt.metric": metric.name, "metaopt.direction": metric.direction,
                      "metaopt.metric_percent": "true" if metric.percent else "false",
-                     NOTE_TAG: _experiment_note(key, family, metric), VIEW_TAG + VIEW_KEY: json.dumps(runs_view(metric))})
-    current = {} if experiment is None else experiment.tags
+                     VIEW_TAG + VIEW_KEY: json.dumps(runs_view(metric))})
+        if not current.get(NOTE_TAG, "").endswith(key_note(key, family, metric)):  # the board's champion line stays
+            tags[NOTE_TAG] = key_note(key, family, metric)
     for tag, value in tags.items():
         if current.get(tag) != value:
             client.set_experiment_tag(experiment_id, tag, value)
@@ -92,18 +100,22 @@ KIND_TAG = "mlflow.experimentKind"
 NOTE_TAG = "mlflow.note.content"  # the description MLflow shows on an experiment, a run, a model
 VIEW_TAG = "mlflow.sharedViewState."  # a runs-table view a link opens (MLflow 3.17's shared-view format)
 VIEW_KEY = "metaopt"
+LIMIT_TAG = "metaopt.limit"  # the method that is the family's exact limit (a reference, never a candidate)
+RANK_TAG, TEST_TAG, SETTINGS_TAG = "metaopt.rank", "metaopt.test", "metaopt.settings"  # the landing page's columns
 
 
 def runs_view(metric: Metric) -> dict[str, Any]:
-    """The runs table a key's link opens: trials sorted by the primary metric, with method, state and scores shown.
+    """The runs table a key's link opens: the champion first, then the family's limit, then each method's best trial
+    (``metaopt.rank``, written by ``board.write_board``), with the test score ± CI, the settings and the validation score.
 
     The format is MLflow 3.17's saved view state (search facets and UI state, as its UI keeps
     them); ``tests/test_ui_browser.py`` checks that the UI still reads it.
     """
-    val, test = f"metrics.`val_{metric.name}`", f"metrics.`test_{metric.name}`"
-    return {"searchFilter": "", "orderByKey": val, "orderByAsc": not metric.higher_is_better, "startTime": "ALL",
+    val = f"metrics.`val_{metric.name}`"
+    return {"searchFilter": "", "orderByKey": f"tags.`{RANK_TAG}`", "orderByAsc": True, "startTime": "ALL",
             "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
-            "selectedColumns": ["params.`method`", "tags.`metaopt.state`", val, test, "attributes.`Models`"],
+            "selectedColumns": [f"tags.`{RANK_TAG}`", "params.`method`", f"tags.`{TEST_TAG}`", val,
+                                f"tags.`{SETTINGS_TAG}`", "tags.`metaopt.state`", "attributes.`Models`"],
             "groupBy": None}
 
 
@@ -128,7 +140,8 @@ def ui_base(tracking_uri: str) -> str:
     return tracking_uri if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
 
 
-def _experiment_note(key: str, family: str | None, metric: Metric) -> str:
+def key_note(key: str, family: str | None, metric: Metric) -> str:
+    """What a key's experiment holds (its description, after the champion line ``board.write_board`` puts first)."""
     better = "higher" if metric.higher_is_better else "lower"
     return (f"**{key}**: searches of the task family `{family}` with these settings. Each search is a parent run, "
             f"each trial a child run. Trials are ranked by validation {metric.label} (`val_{metric.name}`, {better} "
@@ -145,6 +158,7 @@ class KeyExperiment:
     experiment_id: str
     metrics: tuple[Metric, ...]
     legacy: bool = False
+    limit: str | None = None  # the method that is the family's exact limit
 
     @property
     def metric(self) -> Metric:
@@ -186,7 +200,7 @@ def _described(experiment: Any) -> KeyExperiment:
     else:
         name, direction = tags.get("metaopt.metric", "loss"), tags.get("metaopt.direction", "minimize")
         metrics = (Metric(name, direction, name, mse, percent=tags.get("metaopt.metric_percent") == "true"),)
-    return KeyExperiment(tags["metaopt.key"], family, experiment.experiment_id, metrics)
+    return KeyExperiment(tags["metaopt.key"], family, experiment.experiment_id, metrics, limit=tags.get(LIMIT_TAG))
 
 
 def check_tracking_uri(uri: str | None, *, create: bool, timeout: float | None = None, exists: bool = True) -> str:

@@ -28,10 +28,13 @@ def test_the_experiment_is_an_ml_experiment_with_a_description_and_a_preset_view
     tags = client.get_experiment(experiment_id).tags
     assert tags["mlflow.experimentKind"] == "custom_model_development"
     assert tags["metaopt.key"] == "sine-5shot" and tags["metaopt.metric"] == "loss"
-    assert tags["mlflow.note.content"].startswith("**sine-5shot**: searches of the task family `sine`")
+    note = tags["mlflow.note.content"]  # the champion line first, then what the key holds
+    assert note.startswith(f"**Champion: {summary.decision.best.method}**, test MSE ") and " ± " in note.split("\n")[0]
+    assert "**sine-5shot**: searches of the task family `sine`" in note
     view = json.loads(tags["mlflow.sharedViewState.metaopt"])
-    assert view["orderByKey"] == "metrics.`val_loss`" and view["orderByAsc"] is True
-    assert view["selectedColumns"][:3] == ["params.`method`", "tags.`metaopt.state`", "metrics.`val_loss`"]
+    assert view["orderByKey"] == "tags.`metaopt.rank`" and view["orderByAsc"] is True
+    assert view["selectedColumns"][:5] == ["tags.`metaopt.rank`", "params.`method`", "tags.`metaopt.test`",
+                                           "metrics.`val_loss`", "tags.`metaopt.settings`"]
 
 
 def test_the_search_run_tells_the_story_and_keeps_counts_out_of_its_charts(recorded):
