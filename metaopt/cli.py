@@ -160,8 +160,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         return 1
     for board in boards:
         legacy = " (legacy: one experiment per family, settings mixed)" if board.legacy else ""
-        title = f"{board.key}{legacy}: test tasks only; selection by validation {board.metric.label}"
-        render_leaderboard(board.rows, title, board.metrics)
+        title = f"{board.key}{legacy}: ranked by validation {board.metric.label}, scored on test tasks"
+        render_leaderboard(board.rows, title, board.metrics, limit=board.limit)
     return 0
 
 

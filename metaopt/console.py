@@ -18,35 +18,58 @@ from metaopt.tasks.metrics import REGRESSION, Metric
 def _console() -> Any:
     from rich.console import Console
 
-    # Logs and pipes get a 120-column table instead of rich's 80-column default.
-    return Console(width=None if sys.stdout.isatty() else 120)
+    # A terminal's own width; logs and pipes 80 columns, which every table fits.
+    return Console(width=None if sys.stdout.isatty() else 80)
 
 
 def render_leaderboard(rows: list[MethodRow], title: str, metrics: tuple[Metric, ...] | None = None,
                        limit: str | None = None) -> None:
-    """Print method rows as a table: the best validation score, the test mean ± 95% CI of each metric, trial counts.
+    """Print method rows as a table (80 columns): the best validation score, the test mean ± 95% CI of each metric
+    tables show, trial counts. The family's exact ``limit`` is a reference row, last and marked, never ranked.
 
     ``metrics``: the family's, the primary one first (what the validation column shows); default: MSE.
-    ``limit``: the method that is the family's exact limit, labelled so.
     """
     from rich.table import Table
 
     metrics = metrics or REGRESSION
     primary = metrics[0]
-    shown = [m for m in metrics if any(row.test_mean(m.name) is not None for row in rows)] or [primary]
-    table = Table(title=title, caption="done/pruned/failed: trials by outcome")
-    strategies = any(row.strategy for row in rows)
+    shown = [m for m in metrics if m.in_tables and any(row.test_mean(m.name) is not None for row in rows)] or [primary]
+    strategies = len({row.strategy for row in rows if row.strategy}) > 1
+    caption = "trials: finished/pruned/failed"
+    if any(row.method == limit for row in rows):
+        caption += "; * the family's exact limit, a reference and never the champion"
+    tied = _within_noise([r for r in rows if r.method != limit], primary)
+    if len(tied) > 1:
+        caption += f"; {', '.join(tied)}: within noise of each other (95% CIs overlap)"
+    table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
     columns = ["method", *(["strategy"] if strategies else []), f"val {primary.heading}",
-               *(f"test {m.heading} ± 95% CI" for m in shown), "done", "pruned", "failed", "run"]
+               *(f"test {m.heading} ± CI" for m in shown), "trials", "run"]
     for column in columns:
         table.add_column(column, justify="left" if column in {"method", "strategy", "run"} else "right")
-    for row in rows:
-        name = f"{row.method} (exact limit)" if row.method == limit else row.method
-        cells = [name, *([row.strategy or "-"] if strategies else []), primary.cell(row.best_val)]
+    candidates, references = [r for r in rows if r.method != limit], [r for r in rows if r.method == limit]
+    for i, row in enumerate(candidates + references):
+        cells = [f"{row.method}*" if row.method == limit else row.method, *([row.strategy or "-"] if strategies else []),
+                 primary.cell(row.best_val)]
         cells += [m.cell_ci(row.test_mean(m.name), row.test_ci(m.name)) for m in shown]
-        cells += [str(row.complete), str(row.pruned), str(row.failed), (row.run_id or "-")[:8]]
-        table.add_row(*cells)
+        cells += [f"{row.complete}/{row.pruned}/{row.failed}", (row.run_id or "-")[:8]]
+        table.add_row(*cells, end_section=bool(references) and i == len(candidates) - 1)  # a rule above the limit
     _console().print(table)
+
+
+def _within_noise(rows: list[MethodRow], metric: Metric) -> list[str]:
+    """The methods whose test interval overlaps the best one's (by ``metric``), the best first; one alone: none."""
+    scored = [r for r in rows if r.test_mean(metric.name) is not None]
+    if not scored:
+        return []
+    best = max(scored, key=lambda r: r.test_mean(metric.name) * (1 if metric.higher_is_better else -1))
+
+    def interval(row: MethodRow) -> tuple[float, float]:
+        mean, ci = row.test_mean(metric.name), row.test_ci(metric.name) or 0.0
+        return mean - ci, mean + ci
+
+    low, high = interval(best)
+    return [best.method] + [r.method for r in scored if r is not best and interval(r)[0] <= high
+                            and interval(r)[1] >= low]
 
 
 def render_selection(selection: Any, *, dry_run: bool) -> None:

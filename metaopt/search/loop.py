@@ -174,6 +174,14 @@ class TrialLoop:
             trial.set_user_attr(RUN_ATTR, run_id)
         return run_id
 
+    def _has_finished(self, method: str) -> bool:
+        """Whether a trial of ``method`` has finished in this search: until one has, its trials are not pruned (the
+        baselines and other methods' trials count toward a pruner's start-up, so timing alone could leave a method
+        with no finished trial and no test score)."""
+        complete = optuna.trial.TrialState.COMPLETE
+        return any(t.state == complete and t.params.get(METHOD_PARAM) == method
+                   for t in self.ctx.study.get_trials(deepcopy=False, states=(complete,)))
+
     def _submit(self, trial: optuna.Trial, number: int, method: str, hparams: dict[str, Any],
                 run_id: str | None) -> None:
         ctx = self.ctx
@@ -181,6 +189,7 @@ class TrialLoop:
             search_id=ctx.search_id, number=number, method=method, hparams=hparams, job=ctx.job,
             checkpoint_dir=str(ctx.workdir / "checkpoints" / ctx.search_id), cpus=ctx.job.resources.cpus_per_trial,
             study_name=ctx.search_id, storage=ctx.locator, trial_id=trial._trial_id, run_id=run_id,
+            prunable=self._has_finished(method),
         )
         self.running[number] = (trial, config)
         if heartbeat.enabled(ctx.study):

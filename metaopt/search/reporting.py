@@ -209,9 +209,10 @@ class Reporter:
         per_instance: bool = False,
         warmup: int = 0,
         final_step: int | None = None,
+        prunable: bool = True,
     ) -> None:
         self.trial, self.log, self.checkpoint_path = trial, log, checkpoint_path
-        self.per_instance, self.warmup, self.final_step = per_instance, warmup, final_step
+        self.per_instance, self.warmup, self.final_step, self.prunable = per_instance, warmup, final_step, prunable
         self.last_step: int | None = None
         self.last_value: float | None = None
         self.has_checkpoint = False
@@ -295,5 +296,5 @@ class Reporter:
             # The last report is never pruned: stopping then saves nothing, and a finished trial (a classic policy
             # evaluated once, at its end) would read "pruned at iteration 400 of 400".
             last = self.final_step is not None and step >= self.final_step
-            if step >= self.warmup and not last and self.trial.should_prune():
+            if self.prunable and step >= self.warmup and not last and self.trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at iteration {step} ({objective}={metrics[objective]:.4g})")

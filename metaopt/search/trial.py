@@ -53,6 +53,7 @@ class TrialConfig:
     storage: str | None = None  # the study's storage: a journal file path or a database URL
     trial_id: int | None = None
     run_id: str | None = None  # the trial's record, made by the driver: a retry or a resumed search reopens it
+    prunable: bool = True  # False for a method's first trials, until one of its trials has finished: each gets a score
 
     @property
     def checkpoint_path(self) -> Path:
@@ -217,7 +218,7 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
         pruner = config.job.pruner
         reporter = Reporter(_optuna_trial(config), log, config.checkpoint_path,
                             per_instance=pruner.type == "wilcoxon", warmup=pruner.n_warmup_steps,
-                            final_step=config.job.budget.meta_iterations)
+                            final_step=config.job.budget.meta_iterations, prunable=config.prunable)
         try:
             result.value = train(config, reporter)
             result.state = "complete"

@@ -35,6 +35,7 @@ class Metric:
     per_task: PerTask
     percent: bool = False
     digits: int = 4
+    in_tables: bool = True  # False: recorded, not repeated in tables (the primary one shifted by a constant)
 
     @property
     def heading(self) -> str:

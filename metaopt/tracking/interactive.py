@@ -20,6 +20,19 @@ import optuna
 from metaopt.search.results import SearchSummary
 
 MIN_IMPORTANCE_TRIALS = 10  # fewer finished trials than this make importances noise
+MIN_PARALLEL_TRIALS = 3  # fewer than this draw a line, not a relation
+
+
+def drawn_methods(study: optuna.Study, summary: SearchSummary, least: int) -> dict[str, optuna.Study]:
+    """Each method (never the family's exact limit) with at least ``least`` finished trials, as a study of its own:
+    the one rule every per-method figure follows, on this page and in the report's PNGs."""
+    found = {}
+    for method in dict.fromkeys(r.method for r in summary.results if r.state == "complete"):
+        per_method = method_study(study, method) if method != summary.limit else None
+        if per_method is not None and sum(t.state == optuna.trial.TrialState.COMPLETE
+                                          for t in per_method.trials) >= least:
+            found[method] = per_method
+    return found
 
 
 PAGE = "figures.html"
@@ -31,16 +44,13 @@ def write_interactive(summary: SearchSummary, study: optuna.Study | None, out: P
     figures: dict[str, Callable[[], object]] = {"optimization history": lambda: _history(summary)}
     target = f"validation {summary.metric.label}"
     if study is not None:
-        figures["validation curves (intermediate values)"] = lambda: optuna.visualization.plot_intermediate_values(study)
-        for method in dict.fromkeys(r.method for r in summary.results if r.state == "complete"):
-            per_method = method_study(study, method)
-            if per_method is None:
-                continue
+        figures["validation curves"] = lambda: _curves(summary, study)
+        for method, per_method in drawn_methods(study, summary, MIN_PARALLEL_TRIALS).items():
             figures[f"{method}: parallel coordinates"] = lambda s=per_method: \
                 optuna.visualization.plot_parallel_coordinate(s, target_name=target)
-            if sum(t.state == optuna.trial.TrialState.COMPLETE for t in per_method.trials) >= MIN_IMPORTANCE_TRIALS:
-                figures[f"{method}: parameter importances"] = lambda s=per_method: \
-                    optuna.visualization.plot_param_importances(s, target_name=target)
+        for method, per_method in drawn_methods(study, summary, MIN_IMPORTANCE_TRIALS).items():
+            figures[f"{method}: parameter importances"] = lambda s=per_method: \
+                optuna.visualization.plot_param_importances(s, target_name=target)
     parts = []
     for title, make in figures.items():
         try:
@@ -53,8 +63,9 @@ def write_interactive(summary: SearchSummary, study: optuna.Study | None, out: P
         parts.append(f"<h2>{title}</h2>\n{html}")
     if not parts:
         return []
-    note = (f"<p>Parameter importances are drawn for methods with at least {MIN_IMPORTANCE_TRIALS} finished "
-            "trials.</p>")
+    note = (f"<p>Per method: parallel coordinates from {MIN_PARALLEL_TRIALS} finished trials on, parameter "
+            f"importances from {MIN_IMPORTANCE_TRIALS} (fewer draw noise); the family's exact limit is a reference "
+            "line, not a candidate.</p>")
     page = out / PAGE
     page.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{summary.search_id}</title></head>"
                     f"<body><h1>{summary.search_id} ({summary.key})</h1>{note}{''.join(parts)}</body></html>")
@@ -93,6 +104,11 @@ def _history(summary: SearchSummary) -> object:
     if not shown:
         raise ValueError("no trial with a validation score")
     palette = qualitative.Plotly
+    limit = [r for r in shown if r.method == summary.limit and r.state == "complete"]
+    shown = [r for r in shown if r.method != summary.limit]
+    if limit:  # a reference, not a candidate: a line across the trials
+        figure.add_hline(y=limit[0].value, line_dash="dash", line_color="grey",
+                         annotation_text=f"{summary.limit}: the family's exact limit")
     for i, method in enumerate(dict.fromkeys(r.method for r in shown)):
         for state, symbol in (("complete", "circle"), ("pruned", "x")):
             points = sorted((r for r in shown if r.method == method and r.state == state), key=lambda r: r.number)
@@ -109,5 +125,38 @@ def _history(summary: SearchSummary) -> object:
     figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"shape": "hv", "color": "black"}, name="best so far"))
     figure.update_layout(title=f"{summary.search_id}: validation {metric.label} by trial (pruned: their last score)",
                          xaxis_title="trial", yaxis_title=f"validation {metric.label}",
+                         yaxis_type="linear" if metric.higher_is_better else "log")
+    return figure
+
+
+def _curves(summary: SearchSummary, study: optuna.Study) -> object:
+    """Each trial's validation curve (what the pruner compared), coloured by method, on the metric's own axis."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+
+    metric = summary.metric
+    by_number = {r.number: r for r in summary.results}
+    figure = go.Figure()
+    methods = list(dict.fromkeys(r.method for r in summary.results))
+    palette = qualitative.Plotly
+    seen: set[str] = set()
+    for t in study.trials:
+        result = by_number.get(t.number)
+        if result is None or not t.intermediate_values or result.method == summary.limit:
+            continue
+        steps = sorted(t.intermediate_values)
+        if len(steps) > 1000:  # per-episode values (the Wilcoxon pruner): not a curve
+            continue
+        colour = palette[methods.index(result.method) % len(palette)]
+        figure.add_trace(go.Scatter(
+            x=steps, y=[t.intermediate_values[s] for s in steps], mode="lines+markers", name=result.method,
+            legendgroup=result.method, showlegend=result.method not in seen,
+            line={"color": colour, "dash": "dot" if result.state == "pruned" else "solid"},
+            text=f"trial {t.number} ({result.state})"))
+        seen.add(result.method)
+    if not seen:
+        raise ValueError("no validation curve")
+    figure.update_layout(title=f"validation {metric.label} by meta-iteration, each trial (dotted: pruned)",
+                         xaxis_title="meta-iteration", yaxis_title=f"validation {metric.label}",
                          yaxis_type="linear" if metric.higher_is_better else "log")
     return figure

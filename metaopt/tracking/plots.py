@@ -14,7 +14,7 @@ import optuna
 from metaopt.figures import log_y
 from metaopt.search.results import SearchSummary
 from metaopt.tasks.metrics import Metric
-from metaopt.tracking.interactive import MIN_IMPORTANCE_TRIALS, write_interactive
+from metaopt.tracking.interactive import MIN_IMPORTANCE_TRIALS, drawn_methods, write_interactive
 
 Curves = Callable[[str], list[tuple[int, float]]]  # run id -> (iteration, validation score) points
 
@@ -30,9 +30,9 @@ def write_search_report(summary: SearchSummary, study: optuna.Study | None, curv
     if study is not None:
         figures["optimization_history.png"] = lambda: optuna.visualization.matplotlib.plot_optimization_history(
             study).figure
-        if sum(r.state == "complete" for r in summary.results) >= MIN_IMPORTANCE_TRIALS:
-            figures["param_importances.png"] = lambda: optuna.visualization.matplotlib.plot_param_importances(
-                study).figure
+        for method, per_method in drawn_methods(study, summary, MIN_IMPORTANCE_TRIALS).items():  # figures.html's rule
+            figures[f"param_importances_{method}.png"] = lambda s=per_method: \
+                optuna.visualization.matplotlib.plot_param_importances(s).figure
     for name, make in figures.items():
         try:
             with warnings.catch_warnings():  # Optuna's "experimental" and few-trials notes, on every search

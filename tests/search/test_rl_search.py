@@ -32,7 +32,8 @@ JOB = {
 }
 
 
-def test_rl2_maml_and_the_classic_policies_search_on_ray_with_a_pruner_and_land_in_mlflow(ray_session, tmp_path):
+def test_rl2_maml_and_the_classic_policies_search_on_ray_with_a_pruner_and_land_in_mlflow(ray_session, tmp_path,
+                                                                                       monkeypatch, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # One trial at a time: the first five (never pruned: start-up trials) finish before the sixth reports.
     with RayExecutor(cpus_per_trial=1, max_concurrent=1) as executor:
@@ -57,6 +58,13 @@ def test_rl2_maml_and_the_classic_policies_search_on_ray_with_a_pruner_and_land_
 
     played = learner.play(Bandit().sample(3, "test", torch.Generator().manual_seed(0)), torch.Generator())
     assert played["actions"].shape == (3, 10) and played["rewards"].shape == (3, 10)
+    from tests.test_cli_edges import _main
+
+    printed, _ = _main(["leaderboard", "bandit-10x5", "--tracking-uri", uri], tmp_path, monkeypatch, capsys)
+    lines = printed.stdout.splitlines()
+    assert printed.returncode == 0 and max(len(line) for line in lines) <= 80, printed.stdout  # a terminal's width
+    assert all(any(line.lstrip("│ ").startswith(f"{m} ") for line in lines) for m in JOB["methods"]), printed.stdout
+    assert "regret" not in printed.stdout  # the reward shifted by a constant: recorded, not repeated
     maml = next(run for run in runs if run.data.params["method"] == "maml")
     assert maml.data.tags["metaopt.state"] == "complete" and "val_reward" in maml.data.metrics
     policy = mlflow.pyfunc.load_model(client.get_run(rl2.info.run_id).data.tags["metaopt.model_uri"])
