@@ -401,10 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``metaopt`` command."""
-    from metaopt.environment import quiet_mlflow
+    from metaopt.environment import VERBOSE, quiet_libraries, quiet_mlflow
 
     quiet_mlflow()
     args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        os.environ[VERBOSE] = "1"
+    if args.command in ("search", "resume"):
+        quiet_libraries()
     return args.func(args)
 
 

@@ -210,11 +210,24 @@ def starter(family: str, options: dict[str, Any], name: str | None = None, *, tr
     return job, dict(space)
 
 
+def _relative_to(family: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The family's file and folder options relative to ``folder`` (where the job is written, and what a job's relative
+    paths are read against): the two files and the data move together, to another folder or machine."""
+    import os
+
+    from metaopt.tasks import FAMILIES
+
+    fields = FAMILIES[family["name"]].Options.path_fields if family["name"] in FAMILIES else ()
+    return {k: os.path.relpath(v, folder.resolve()) if k in fields and isinstance(v, str) else v
+            for k, v in family.items()}
+
+
 def write_starter(family: str, options: dict[str, Any], folder: Path, name: str | None = None, *,
                   force: bool = False, trials: int | None = None, meta_iterations: int | None = None) -> tuple[Path, Path]:
     """Write ``<name>.yaml`` and ``<name>-space.yaml`` into ``folder``; the two paths."""
     job, space = starter(family, options, name, trials=trials, meta_iterations=meta_iterations)
     folder.mkdir(parents=True, exist_ok=True)
+    job["family"] = _relative_to(job["family"], folder)
     job_path, space_path = folder / f"{job['name']}.yaml", folder / job["search_space"]
     for path in (job_path, space_path):
         if path.exists() and not force:

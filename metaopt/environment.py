@@ -16,6 +16,24 @@ MLFLOW_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGR
 WORKER_ENV = {**MLFLOW_ENV, "PYTHONWARNINGS": "ignore::UserWarning,ignore::FutureWarning"}
 
 
+VERBOSE = "METAOPT_VERBOSE"  # "1": Ray's, MLflow's and Optuna's own logs in the terminal (`metaopt -v`)
+
+
+def verbose() -> bool:
+    """Whether the user asked for third-party logs (``metaopt -v`` or ``METAOPT_VERBOSE=1``)."""
+    return os.environ.get(VERBOSE) == "1"
+
+
+def quiet_libraries() -> None:
+    """Optuna's per-trial INFO lines and Ray's start-up notes stay out of the terminal unless ``verbose()``: metaopt
+    prints its own line per trial."""
+    if verbose():
+        return
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def quiet_mlflow() -> None:
     """MLflow without telemetry or artifact progress bars, unless the user set those variables."""
     for name, value in MLFLOW_ENV.items():

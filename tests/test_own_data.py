@@ -45,6 +45,10 @@ def test_a_regression_table_from_init_to_a_champion_that_adapts_better_than_it_s
     made = metaopt_here("init", "--family", "tabular", f"path={table.name}", "task_column=user", "target=y",
                         "kind=regression", "--out", "jobs", "--trials", "3", "--meta-iterations", "300")
     assert "wrote jobs/tabular.yaml and jobs/tabular-space.yaml" in made
+    import yaml
+
+    written = yaml.safe_load((tmp_path / "jobs" / "tabular.yaml").read_text())
+    assert written["family"]["path"] == "../sales.csv"  # relative to the job: the folder moves as a whole
     out = _search(metaopt_here, tmp_path / "jobs" / "tabular.yaml", tmp_path)
     options = Tabular.Options(path=str(table), task_column="user", target="y", kind="regression")
     key = Tabular.key(options)

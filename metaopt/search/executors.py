@@ -6,6 +6,7 @@ hands back finished results (or the exception that ended them).
 
 from __future__ import annotations
 
+import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metaopt.environment import WORKER_ENV, ray_on_loopback
+from metaopt.environment import WORKER_ENV, ray_on_loopback, verbose
 from metaopt.search.interruption import children_ignore_sigint
 
 
@@ -102,7 +103,9 @@ class RayExecutor(Executor):
         self._owns = not ray.is_initialized()
         if self._owns:
             os.environ.update(WORKER_ENV)
-            kwargs: dict[str, Any] = {"runtime_env": {"env_vars": WORKER_ENV}, "log_to_driver": True}
+            # Workers' own output (MLflow's INFO lines, Ray's notes) only with -v: each trial is one line of ours.
+            kwargs: dict[str, Any] = {"runtime_env": {"env_vars": WORKER_ENV}, "log_to_driver": verbose(),
+                                      "logging_level": logging.INFO if verbose() else logging.ERROR}
             if address:
                 try:
                     ray.init(address=address, **kwargs)

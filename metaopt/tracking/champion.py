@@ -8,6 +8,8 @@ select``) re-scores only runs whose scores are missing or on fewer tasks.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -108,7 +110,14 @@ def register(client: MlflowClient, run_id: str, key: str, reason: str, *, metric
     # A driver killed between registering and aliasing left this run's version of this search: it is the one.
     earlier = [v for v in _versions(client, name) if v.tags.get("metaopt.run_id") == run_id
                and v.tags.get("metaopt.search_id") == version_tags["metaopt.search_id"]]
-    version = earlier[0] if earlier else mlflow.register_model(model_uri, name, tags=version_tags)
+    if earlier:
+        version = earlier[0]
+    else:
+        from metaopt.environment import verbose
+
+        # MLflow prints "Successfully registered model ..." to stderr itself; the search says it in its own line.
+        with contextlib.nullcontext() if verbose() else contextlib.redirect_stderr(io.StringIO()):
+            version = mlflow.register_model(model_uri, name, tags=version_tags)
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
     client.update_model_version(name, version.version, description=(
         f"{tags.get('metaopt.method', '?')} from search {version_tags['metaopt.search_id']}, test {metric.label} "
