@@ -35,25 +35,43 @@ def render_leaderboard(rows: list[MethodRow], title: str, metrics: tuple[Metric,
     primary = metrics[0]
     shown = [m for m in metrics if m.in_tables and any(row.test_mean(m.name) is not None for row in rows)] or [primary]
     strategies = len({row.strategy for row in rows if row.strategy}) > 1
-    caption = "trials: finished/pruned/failed"
+    caption = "± CI: 95% confidence interval over the test tasks; trials: finished/pruned/failed"
     if any(row.method == limit for row in rows):
         caption += "; * the family's exact limit, a reference and never the champion"
     tied = _within_noise([r for r in rows if r.method != limit], primary)
     if len(tied) > 1:
         caption += f"; {', '.join(tied)}: within noise of each other (95% CIs overlap)"
-    table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
-    columns = ["method", *(["strategy"] if strategies else []), f"val {primary.heading}",
-               *(f"test {m.heading} ± CI" for m in shown), "trials", "run"]
-    for column in columns:
-        table.add_column(column, justify="left" if column in {"method", "strategy", "run"} else "right")
     candidates, references = [r for r in rows if r.method != limit], [r for r in rows if r.method == limit]
-    for i, row in enumerate(candidates + references):
-        cells = [f"{row.method}*" if row.method == limit else row.method, *([row.strategy or "-"] if strategies else []),
-                 primary.cell(row.best_val)]
-        cells += [m.cell_ci(row.test_mean(m.name), row.test_ci(m.name)) for m in shown]
-        cells += [f"{row.complete}/{row.pruned}/{row.failed}", (row.run_id or "-")[:8]]
+    columns: dict[str, list[str]] = {"method": [f"{r.method}*" if r.method == limit else r.method
+                                                for r in candidates + references]}
+    if strategies:
+        columns["strategy"] = [r.strategy or "-" for r in candidates + references]
+    columns[f"val {primary.heading}"] = [primary.cell(r.best_val) for r in candidates + references]
+    for m in shown:
+        columns[f"test {m.heading} ± CI"] = [m.cell_ci(r.test_mean(m.name), r.test_ci(m.name))
+                                                 for r in candidates + references]
+    columns["trials"] = [f"{r.complete}/{r.pruned}/{r.failed}" for r in candidates + references]
+    columns["run"] = [(r.run_id or "-")[:8] for r in candidates + references]
+    console = _console()
+    while _width(columns) > console.width:  # what gives way: secondary scores, then the strategy, then the run
+        dropped = next((c for c in reversed(list(columns)) if c.startswith("test ") and c != f"test {primary.heading}"
+                        " ± CI"), next((c for c in ("strategy", "run") if c in columns), None))
+        if dropped is None:
+            break
+        del columns[dropped]
+        caption += f"; {dropped.removesuffix(' ± CI')} left out to fit {console.width} columns (MLflow has it)"
+    table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
+    for column in columns:
+        table.add_column(column, justify="left" if column in {"method", "strategy", "run"} else "right", no_wrap=True)
+    for i, cells in enumerate(zip(*columns.values())):
         table.add_row(*cells, end_section=bool(references) and i == len(candidates) - 1)  # a rule above the limit
-    _console().print(table)
+    console.print(table)
+
+
+def _width(columns: dict[str, list[str]]) -> int:
+    """The width rich draws ``columns`` in, headings unwrapped: each column's widest line plus its padding and rule."""
+    return 1 + sum(3 + max(len(part) for text in [name, *cells] for part in text.split("\n"))
+                   for name, cells in columns.items())
 
 
 def _within_noise(rows: list[MethodRow], metric: Metric) -> list[str]:

@@ -45,12 +45,17 @@ class Evaluation:
     val: dict[str, float]  # mean of each family metric on the validation tasks
     per_task: list[float]  # the primary metric on each validation task (paired pruners)
     learned: dict[str, float] = field(default_factory=dict)  # hyperparameters the learner tunes itself
-    extra: dict[str, float] = field(default_factory=dict)  # compile_seconds, ...
+    extra: dict[str, float] = field(default_factory=dict)  # compile_seconds, ...: one-off facts, not curves
 
     def metrics(self) -> dict[str, float]:
-        """What a trial logs: ``train_loss``, ``val_<metric>``, ``hyper/<name>``, and the extras."""
+        """What a trial charts: ``train_loss``, ``val_<metric>``, ``hyper/<name>`` (its curves, nothing else: a trial's
+        page opens on them)."""
         return {"train_loss": self.train_loss, **{f"val_{k}": v for k, v in self.val.items()},
-                **{f"hyper/{k}": v for k, v in self.learned.items()}, **self.extra}
+                **{f"hyper/{k}": v for k, v in self.learned.items()}}
+
+    def facts(self) -> dict[str, str]:
+        """One-off facts of this evaluation (``metaopt.compile_seconds``): tags, not single-point charts."""
+        return {f"metaopt.{k}": f"{v:.4g}" for k, v in self.extra.items()}
 
 
 @dataclass

@@ -246,6 +246,13 @@ class Reporter:
         except Exception as exc:  # noqa: BLE001 - tracking trouble must not end the trial
             warnings.warn(f"could not record the warning: {exc!r}", stacklevel=2)
 
+    def tag(self, tags: dict[str, str]) -> None:
+        """Facts of the trial as tags of its record; tracking trouble only warns."""
+        try:
+            self.log.set_tags(tags)
+        except Exception as exc:  # noqa: BLE001 - tracking trouble must not end the trial
+            warnings.warn(f"could not record {', '.join(tags)}: {exc!r}", stacklevel=2)
+
     def record_params(self, params: dict[str, Any]) -> None:
         """Record more of the trial's configuration (the defaults its learner used); tracking trouble only warns."""
         if not params:

@@ -157,6 +157,8 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
 
         if evaluation.learned:
             trajectory.append((evaluation.iteration, evaluation.learned))
+        if evaluation.facts():
+            reporter.tag(evaluation.facts())
         reporter.report(evaluation.iteration, evaluation.metrics(), objective, checkpoint, instances=evaluation.per_task)
 
     try:

@@ -54,8 +54,8 @@ def settings(params: dict[str, Any]) -> str:
         declared = LEARNERS[method].hyperparameters if method else {}
     except ValueError:  # a plugin not installed where the store is read
         declared = {}
-    shown = {k: v for k, v in sorted(params.items()) if k != "method"
-             and not (k in declared and str(v) == _logged(declared[k].default))}
+    shown = {k: _logged(v) for k, v in sorted(params.items()) if k != "method"
+             and not (k in declared and _logged(v) == _logged(declared[k].default))}
     line = " · ".join(f"{k}={v}" for k, v in shown.items())
     if declared and len(shown) < len(params) - 1:
         line = f"{line} (others default)" if line else "defaults"

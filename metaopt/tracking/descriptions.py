@@ -73,12 +73,14 @@ def best_so_far(results: list[TrialResult], metric: Metric) -> dict[str, list[tu
 
 def leaderboard_table(summary: SearchSummary) -> dict[str, list[Any]]:
     """The leaderboard as columns (MLflow's table artifact): rank, method, strategy, scores, trial counts, run."""
+    from metaopt.tracking.board import settings
+
     metric = summary.metric
     columns: dict[str, list[Any]] = {"rank": [], "method": [], "strategy": [], f"val {metric.label}": []}
     for m in summary.metrics:
         columns[f"test {m.label}"] = []
         columns[f"test {m.label} 95% CI"] = []
-    for name in ("finished", "pruned", "failed", "run"):
+    for name in ("settings", "finished", "pruned", "failed", "run"):
         columns[name] = []
     for i, row in enumerate(summary.rows, 1):
         columns["rank"].append(i if row.best_val is not None else None)
@@ -88,6 +90,7 @@ def leaderboard_table(summary: SearchSummary) -> dict[str, list[Any]]:
         for m in summary.metrics:
             columns[f"test {m.label}"].append(row.test_mean(m.name))
             columns[f"test {m.label} 95% CI"].append(row.test_ci(m.name))
+        columns["settings"].append(settings({"method": row.method, **row.hparams}) if row.run_id else None)
         columns["finished"].append(row.complete)
         columns["pruned"].append(row.pruned)
         columns["failed"].append(row.failed)
@@ -128,11 +131,16 @@ def search_note(summary: SearchSummary, *, run_url: Any, model_url: Any) -> str:
         lines.append(f"**Interrupted** ({summary.interrupted}): continue with `metaopt resume {summary.search_id}`.")
     lines += ["", f"| rank | method | val {metric.label} | " + " | ".join(f"test {m.label} ± 95% CI"
                                                                   for m in summary.metrics)
-              + " | finished / pruned / failed | best trial |",
-              "| --- | --- | --- | " + " | ".join("---" for _ in summary.metrics) + " | --- | --- |"]
-    for i, row in enumerate(summary.rows, 1):
+              + " | settings | finished / pruned / failed | best trial |",
+              "| --- | --- | --- | " + " | ".join("---" for _ in summary.metrics) + " | --- | --- | --- |"]
+    from metaopt.tracking.board import settings
+
+    candidates = [r for r in summary.rows if r.method != summary.limit]
+    for i, row in enumerate(candidates + [r for r in summary.rows if r.method == summary.limit], 1):
         trial = f"[{row.trial_number}]({run_url(row.run_id)})" if row.run_id else "-"
-        lines.append(f"| {i if row.best_val is not None else '-'} | {row.method} | {metric.show(row.best_val)} | "
+        place = "limit (reference)" if row.method == summary.limit else i if row.best_val is not None else "-"
+        lines.append(f"| {place} | {row.method} | {metric.show(row.best_val)} | "
                      + " | ".join(score(row, m) for m in summary.metrics)
+                     + f" | {settings({'method': row.method, **row.hparams}) if row.run_id else '-'}"
                      + f" | {row.complete} / {row.pruned} / {row.failed} | {trial} |")
     return "\n".join(lines)

@@ -58,7 +58,7 @@ def test_a_hit_rate_prints_in_percent_in_the_table_the_run_description_and_the_m
 
         assert main(["leaderboard", summary.key, "--tracking-uri", uri]) == 0
         table = capsys.readouterr().out
-        assert "test hit rate % ± 95%" in table and "val hit rate %" in table  # (the header wraps before "CI")
+        assert "test hit rate % ± CI" in table and "val hit rate %" in table
         assert f"{100 * rate:.2f} ± " in table
 
         client = MlflowClient(uri)
