@@ -95,6 +95,9 @@ class MetaLearner(ABC):
 
     name: ClassVar[str]
     hyperparameters: ClassVar[dict[str, HParam]]
+    # Hyperparameters whose default is a property of the family a trial trains on: name -> the family's attribute
+    # (SNAIL's RL ``horizon``: the task's length, ``steps``). A value the job gives wins.
+    family_defaults: ClassVar[dict[str, str]] = {}
     uses_head: ClassVar[bool] = True  # False for metric learners: the backbone is an embedding network
     task_kinds: ClassVar[tuple[TaskKind, ...]] = ("regression", "classification")  # the families' kinds it learns
     families: ClassVar[tuple[str, ...] | None] = None  # only these families (None: any of its kinds)

@@ -104,10 +104,15 @@ def build_family(job: Job) -> TaskFamily:
 
 def new_learner(job: Job, family: TaskFamily, method: str, hparams: dict[str, Any], device: torch.device) -> MetaLearner:
     """The learner a trial of ``method`` starts from: seeded by the job, shaped by the family."""
+    from metaopt.learners import LEARNERS
+
     torch.manual_seed(job.seed)
+    shaped = {name: max(2, int(getattr(family, attribute)))
+              for name, attribute in LEARNERS[method].for_task_kind(family.kind).family_defaults.items()
+              if hasattr(family, attribute)}
     return build_learner(
         method,
-        hparams,
+        {**shaped, **hparams},
         backbone=job.backbone_for(method),
         task_kind=family.kind,
         input_shape=family.input_shape,

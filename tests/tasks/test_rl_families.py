@@ -163,3 +163,17 @@ def test_the_snail_policy_reads_only_the_past_and_its_steps_equal_the_whole_hist
     for t in range(12):
         step_logits, step_value, state = policy.step(history[:, t], state)
         assert torch.allclose(step_logits, logits[:, t], atol=1e-5) and torch.allclose(step_value, values[:, t], atol=1e-5)
+
+
+@pytest.mark.parametrize("family, length", [({"name": "bandit", "arms": 5, "pulls": 10}, 10),
+                                            ({"name": "tabular-mdp", "states": 5, "actions": 5, "horizon": 10,
+                                              "episodes": 3}, 30)])
+def test_a_snail_trial_covers_the_tasks_length_unless_the_job_says(family, length):
+    from metaopt.search.config import Job
+    from metaopt.search.trial import new_learner
+
+    job = Job.model_validate({"name": "t", "family": family, "methods": ["snail"], "search_space": None,
+                              "budget": {"trials": 1, "meta_iterations": 2, "eval_interval": 1}})
+    built = job.family.build()
+    assert new_learner(job, built, "snail", {}, torch.device("cpu")).hparams["horizon"] == length
+    assert new_learner(job, built, "snail", {"horizon": 64}, torch.device("cpu")).hparams["horizon"] == 64
