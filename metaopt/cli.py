@@ -137,7 +137,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         return _code(problem)
     try:
         selection = select_champion(args.key, tracking_uri=args.tracking_uri, test_tasks=args.test_tasks,
-                                    apply=not args.dry_run)
+                                    apply=not args.dry_run, max_adapt_ms=args.max_adapt_ms)
     except LookupError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 1
@@ -373,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--test-tasks", type=int,
                         help="how many test tasks (default: the most any finalist was scored on)")
     select.add_argument("--dry-run", action="store_true", help="say what would happen, move nothing")
+    select.add_argument("--max-adapt-ms", type=float, metavar="MS",
+                        help="only methods that adapt to a new task within MS milliseconds (recorded median)")
     select.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
     select.set_defaults(func=cmd_select)
 

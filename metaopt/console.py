@@ -50,22 +50,33 @@ def render_leaderboard(rows: list[MethodRow], title: str, metrics: tuple[Metric,
     for m in shown:
         columns[f"test {m.heading} ± CI"] = [m.cell_ci(r.test_mean(m.name), r.test_ci(m.name))
                                                  for r in candidates + references]
+    if any(r.test.get("test_adapt_ms") is not None for r in rows):  # what adapting to one task costs, median
+        columns["adapt ms"] = [_ms(r.test.get("test_adapt_ms")) for r in candidates + references]
     columns["trials"] = [f"{r.complete}/{r.pruned}/{r.failed}" for r in candidates + references]
     columns["run"] = [(r.run_id or "-")[:8] for r in candidates + references]
     console = _console()
     while _width(columns) > console.width:  # what gives way: secondary scores, then the strategy, then the run
         dropped = next((c for c in reversed(list(columns)) if c.startswith("test ") and c != f"test {primary.heading}"
-                        " ± CI"), next((c for c in ("strategy", "run") if c in columns), None))
+                        " ± CI"), next((c for c in ("strategy", "run", "adapt ms") if c in columns), None))
         if dropped is None:
             break
         del columns[dropped]
         caption += f"; {dropped.removesuffix(' ± CI')} left out to fit {console.width} columns (MLflow has it)"
+    if "adapt ms" in columns:
+        caption += "; adapt ms: adapting to one new task and predicting its queries (median)"
     table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
     for column in columns:
         table.add_column(column, justify="left" if column in {"method", "strategy", "run"} else "right", no_wrap=True)
     for i, cells in enumerate(zip(*columns.values())):
         table.add_row(*cells, end_section=bool(references) and i == len(candidates) - 1)  # a rule above the limit
     console.print(table)
+
+
+def _ms(value: float | None) -> str:
+    """Milliseconds for a table: ``0.42``, ``14``, ``1,250``; ``-`` when not measured."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.2f}" if value < 1 else f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
 
 
 def _width(columns: dict[str, list[str]]) -> int:

@@ -53,6 +53,7 @@ class TaskScores:
     split: Split = "test"
     seed: int = TEST_SEED
     chunk: int = TaskFamily.EVAL_CHUNK
+    cost: dict[str, float] = field(default_factory=dict)  # what adapting costs (``adaptation_cost``), if measured
 
     @property
     def tasks(self) -> int:
@@ -72,6 +73,7 @@ class TaskScores:
         out: dict[str, float] = {f"{self.split}_tasks": float(self.tasks)}
         for name in self.per_task:
             out[f"{self.split}_{name}"], out[f"{self.split}_{name}_ci95"] = self.mean_ci(name)
+        out.update({f"{self.split}_{name}": value for name, value in self.cost.items()})
         return out
 
     def pairs_with(self, other: TaskScores) -> bool:
@@ -86,7 +88,7 @@ class TaskScores:
     def to_data(self) -> dict[str, Any]:
         """Plain data, for a tracker to store beside the run."""
         return {"format": FORMAT, "key": self.key, "split": self.split, "seed": self.seed, "chunk": self.chunk,
-                "tasks": self.tasks, "per_task": self.per_task}
+                "tasks": self.tasks, "per_task": self.per_task, "cost": self.cost}
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> TaskScores:
@@ -94,13 +96,49 @@ class TaskScores:
         if data.get("format") != FORMAT:
             raise ValueError(f"unsupported task-scores format {data.get('format')!r} (expected {FORMAT})")
         return cls(data["key"], {k: list(map(float, v)) for k, v in data["per_task"].items()}, data["split"],
-                   int(data["seed"]), int(data["chunk"]))
+                   int(data["seed"]), int(data["chunk"]), {k: float(v) for k, v in data.get("cost", {}).items()})
 
 
 def evaluate_test(
-    learner: MetaLearner, family: TaskFamily, key: str, n_tasks: int, steps: int | None = None
+    learner: MetaLearner, family: TaskFamily, key: str, n_tasks: int, steps: int | None = None, *,
+    cost: bool = True,
 ) -> TaskScores:
-    """``learner`` on the first ``n_tasks`` fixed test tasks of ``key`` (``family`` built from that key's options)."""
+    """``learner`` on the first ``n_tasks`` fixed test tasks of ``key`` (``family`` built from that key's options);
+    ``cost``: with what adapting to one of them costs (``adaptation_cost``)."""
     tasks = family.fixed_tasks(n_tasks, "test", seed=TEST_SEED)
     scores = score_tasks(learner, family, tasks, steps)
-    return TaskScores(key, {name: values.tolist() for name, values in scores.items()})
+    return TaskScores(key, {name: values.tolist() for name, values in scores.items()},
+                      cost=adaptation_cost(learner, family, steps=steps) if cost else {})
+
+
+COST_TASKS = 20  # single tasks timed, after one untimed warm-up
+
+
+def adaptation_cost(learner: MetaLearner, family: TaskFamily, *, tasks: int = COST_TASKS,
+                    steps: int | None = None) -> dict[str, float]:
+    """What adapting to one new task and predicting its queries costs, on the learner's device: ``adapt_ms`` (median
+    over ``tasks`` test tasks, one at a time), ``adapt_ms_p90``, and on a GPU ``adapt_peak_mb`` (the most memory
+    adapting took above what was held before). A metric learner embeds the support; MAML takes its inner steps; an
+    in-context model runs one forward pass; an RL policy plays the task."""
+    import time
+
+    generator = torch.Generator().manual_seed(TEST_SEED + 1)
+    cuda = learner.device.type == "cuda"
+    times = []
+    for i in range(tasks + 1):
+        batch = family.sample(1, "test", generator).to(learner.device)
+        if cuda:
+            torch.cuda.synchronize(learner.device)
+            held = torch.cuda.memory_allocated(learner.device)
+            torch.cuda.reset_peak_memory_stats(learner.device)
+        start = time.perf_counter()
+        family.score_learner(learner, batch, steps)
+        if cuda:
+            torch.cuda.synchronize(learner.device)
+        if i:  # the first: caches, lazy buffers
+            times.append(1000 * (time.perf_counter() - start))
+    ordered = torch.tensor(times, dtype=torch.float64)
+    cost = {"adapt_ms": ordered.median().item(), "adapt_ms_p90": ordered.quantile(0.9).item()}
+    if cuda:
+        cost["adapt_peak_mb"] = (torch.cuda.max_memory_allocated(learner.device) - held) / 2**20
+    return cost

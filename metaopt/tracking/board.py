@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from metaopt.search.results import MethodRow
 from metaopt.tasks.metrics import Metric
-from metaopt.tracking.store import RANK_TAG, SETTINGS_TAG, TEST_TAG
+from metaopt.tracking.store import ADAPT_TAG, RANK_TAG, SETTINGS_TAG, TEST_TAG
 
 CHAMPION, LIMIT = "champion", "limit (reference)"
 
@@ -83,14 +83,14 @@ def write_board(client: MlflowClient, key: str) -> None:
     for i, place in enumerate(places, 1):
         run = client.get_run(place.run_id)
         tags = {RANK_TAG: f"{i:02d} {place.label}".rstrip(), TEST_TAG: _test(run.data.metrics, metric),
-                SETTINGS_TAG: settings(run.data.params)}
+                SETTINGS_TAG: settings(run.data.params), ADAPT_TAG: adapt_cost(run.data.metrics)}
         for tag, value in tags.items():
             if run.data.tags.get(tag) != value:
                 client.set_tag(place.run_id, tag, value)
         keep.add(place.run_id)
     for run in client.search_runs([experiment.experiment_id], f"tags.`{RANK_TAG}` != ''", max_results=1000):
         if run.info.run_id not in keep:  # off the board now (beaten by a later trial of its method)
-            for tag in (RANK_TAG, TEST_TAG, SETTINGS_TAG):
+            for tag in (RANK_TAG, TEST_TAG, SETTINGS_TAG, ADAPT_TAG):
                 client.delete_tag(run.info.run_id, tag)
     lines = []
     if places and places[0].label == CHAMPION:
@@ -107,6 +107,14 @@ def write_board(client: MlflowClient, key: str) -> None:
     note = "\n\n".join([*lines, key_note(key, board.family, metric)])
     if experiment.tags.get(NOTE_TAG) != note:
         client.set_experiment_tag(experiment.experiment_id, NOTE_TAG, note)
+
+
+def adapt_cost(metrics: dict[str, float]) -> str:
+    """``14 ms (p90 26 ms)``: what adapting to one new task and predicting its queries costs; ``-`` unmeasured."""
+    median, p90 = metrics.get("test_adapt_ms"), metrics.get("test_adapt_ms_p90")
+    if median is None:
+        return "-"
+    return f"{median:.3g} ms" + (f" (p90 {p90:.3g} ms)" if p90 is not None else "")
 
 
 def _test(metrics: dict[str, float], metric: Metric) -> str:

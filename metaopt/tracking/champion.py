@@ -165,7 +165,8 @@ class Selection:
 
 
 def select_champion(
-    name: str, *, tracking_uri: str | None = None, test_tasks: int | None = None, apply: bool = True
+    name: str, *, tracking_uri: str | None = None, test_tasks: int | None = None, apply: bool = True,
+    max_adapt_ms: float | None = None,
 ) -> Selection:
     """Each method's best trial of key ``name`` and its champion, on the same test tasks; maybe move the alias.
 
@@ -184,9 +185,16 @@ def select_champion(
         raise LookupError(f"{name!r} is a legacy experiment (one per family, settings mixed, written before keys): "
                           "it stays readable with `metaopt leaderboard`; a new search records a key to select on")
     run_ids = [row.run_id for row in board.rows if row.run_id and row.method != board.limit]  # a limit is no candidate
+    if max_adapt_ms is not None:  # only what adapts within the budget (its recorded median); unmeasured runs are out
+        run_ids = [r for r in run_ids if _adapt_ms(client, r) <= max_adapt_ms]
+        if not run_ids:
+            raise LookupError(f"no method of {board.key!r} adapts within {max_adapt_ms:g} ms (the recorded median "
+                              f"`test_adapt_ms` of each method's best trial)")
     if not run_ids:
         raise LookupError(f"no finished trial of {board.key!r} to select from in {uri}")
     record = read_champion(client, board.key)
+    if record is not None and max_adapt_ms is not None and _adapt_ms(client, record.run_id) > max_adapt_ms:
+        record = None  # a champion over the budget is no champion here: the best within it takes the alias
     if record is not None and record.run_id not in run_ids:
         run_ids.append(record.run_id)
     recorded = {run_id: recorded_scores(client, run_id) for run_id in dict.fromkeys(run_ids)}
@@ -218,6 +226,11 @@ def select_champion(
 
         write_board(client, board.key)  # the landing page: scores rescored here, the champion first
     return selection
+
+
+def _adapt_ms(client: MlflowClient, run_id: str) -> float:
+    """The run's recorded median time to adapt to one task (infinite where it was never measured)."""
+    return client.get_run(run_id).data.metrics.get("test_adapt_ms", float("inf"))
 
 
 def _first(scores: TaskScores, n: int | None) -> TaskScores:
