@@ -321,6 +321,62 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_advise(args: argparse.Namespace) -> int:
+    """Before any trial: the methods and configurations the store's history recommends for a key, and whence."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+    from pydantic import ValidationError
+
+    from metaopt.search.config import FamilySpec
+    from metaopt.tracking import resolve_tracking_uri
+    from metaopt.tracking.board import settings
+    from metaopt.tracking.history import KIND_TAG, last_search, sources
+    from metaopt.tracking.store import key_experiments
+
+    if (problem := _store(args.tracking_uri)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return _code(problem)
+    client = MlflowClient(resolve_tracking_uri(args.tracking_uri))
+    if args.family:  # a key that may have no search yet, named by its family and options
+        options = {}
+        for item in args.family[1:]:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                print(f"error: advise: option {item!r}: expected NAME=VALUE, e.g. shots=20", file=sys.stderr)
+                return EXIT_USAGE
+            options[name] = yaml.safe_load(value) if value else value
+        try:
+            spec = FamilySpec.model_validate({"name": args.family[0], **options})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            print(f"error: advise: {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)
+            return EXIT_USAGE
+        family, kind, asked, key = spec.name, spec.build_kind(), spec.options.model_dump(), spec.key
+    else:
+        known = [e for e in key_experiments(client, args.key) if not e.legacy and e.key == args.key]
+        parent = last_search(client, known[0].experiment_id) if known else None
+        if parent is None:
+            print(f"error: advise: no key {args.key!r} in {client.tracking_uri}: name a new one with --family NAME "
+                  "OPTION=VALUE ...", file=sys.stderr)
+            return EXIT_USAGE
+        family, key = known[0].family, args.key
+        kind = parent.data.tags.get(KIND_TAG, "")
+        asked = {k.removeprefix("family."): v for k, v in parent.data.params.items() if k.startswith("family.")}
+    found = [s for s in sources(client, family, kind, asked) if s.key != key or not args.family]
+    if not found:
+        print(f"no history: {client.tracking_uri} has no finished search of a {family} family with {kind} tasks")
+        return 0
+    print(f"{key} ({family}, {kind} tasks): what {len(found)} key(s) of {client.tracking_uri} found best, nearest "
+          "first (validation scores on their own key)")
+    for source in found:
+        print(f"  {source.key}  distance {source.distance:.2g}")
+        for config in source.configs:
+            print(f"    {config.method:<10} val {source.metric} {config.val:.4g}  "
+                  f"{settings({'method': config.method, **config.hparams})}")
+    print("start from them: `warm_start: auto` in the job (or a list of keys)")
+    return 0
+
+
 def _parser_with(parent: argparse.ArgumentParser) -> type[argparse.ArgumentParser]:
     """An ``ArgumentParser`` class whose instances (the commands) also take ``parent``'s options."""
 
@@ -392,6 +448,13 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--meta-iterations", type=int,
                       help="meta-iterations per trial (default 400 on RL families, else 1000)")
     init.set_defaults(func=cmd_init)
+
+    advise = sub.add_parser("advise", help="before any trial: what the store's past searches recommend for a key")
+    advise.add_argument("key", help="a key of the store (sine-10shot), or a new key's name with --family")
+    advise.add_argument("--family", nargs="+", metavar="NAME [OPTION=VALUE",
+                        help="a new key: its family (see `metaopt families`) and options, e.g. --family sine shots=20")
+    advise.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    advise.set_defaults(func=cmd_advise)
 
     ui = sub.add_parser("ui", help="MLflow UI on 127.0.0.1 against the same store")
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")

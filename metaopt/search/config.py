@@ -220,6 +220,9 @@ class Job(_Strict):
         default="auto", description="torch.compile the meta-step: auto compiles when the trial is long enough to repay it"
     )
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="configurations to try first")
+    warm_start: Literal["off", "auto"] | list[str] = Field(
+        default="off", description="start from the store's history: auto (the nearest keys of this family and kind) "
+        "or a list of keys; their best configurations are tried after `enqueue`, at most a quarter of the budget")
     baselines: list[str] | None = Field(
         default=None, description="baselines searched beside the methods, each tried early at its defaults "
         "(default: scratch and pretrain on regression and classification families; [] for none)")

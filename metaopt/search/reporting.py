@@ -113,6 +113,9 @@ class SearchTracker(Protocol):
     def end_trial(self, run_id: str, state: str, reason: str) -> None:
         """Record how a trial ended that its worker could not record: ``interrupted`` (cancelled) or ``failed`` (lost)."""
 
+    def warm_start(self, loaded: LoadedJob) -> list[dict[str, Any]]:
+        """The configurations the store's history says to try first (``job.warm_start``), recorded with the search."""
+
     def record_progress(self, results: list[TrialResult], planned: int, metric: Metric, eta_s: float | None) -> None:
         """While the search runs, after each trial: where it stands (trials done of ``planned``, the best so far,
         ``eta_s`` seconds left)."""
@@ -153,6 +156,9 @@ class NullSearchTracker:
 
     def record_progress(self, results: list[TrialResult], planned: int, metric: Metric, eta_s: float | None) -> None:
         pass
+
+    def warm_start(self, loaded: LoadedJob) -> list[dict[str, Any]]:
+        return []  # no store, no history
 
     def finish_search(self, summary: SearchSummary, status: str) -> None:
         pass

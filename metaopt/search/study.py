@@ -85,9 +85,11 @@ def _settings(loaded: LoadedJob, chosen: Strategy, locator: str, tracker: Search
                 sampler=chosen.study_sampler(job.seed, loaded.space), pruner=make_pruner(job.pruner, job.budget))
 
 
-def record_start(study: optuna.Study, loaded: LoadedJob, parent_run_id: str | None) -> None:
-    """What a resumed or joining driver needs: the enqueued configurations, the job, the space, the parent run."""
-    for config in loaded.job.enqueue:
+def record_start(study: optuna.Study, loaded: LoadedJob, parent_run_id: str | None,
+                 warm: list[dict[str, Any]] | None = None) -> None:
+    """What a resumed or joining driver needs: the enqueued configurations (the job's, then the ``warm`` start's),
+    the job, the space, the parent run."""
+    for config in [*loaded.job.enqueue, *(warm or [])]:
         study.enqueue_trial(loaded.space.enqueue_params(config))
     study.set_user_attr("job", loaded.job.model_dump())
     study.set_user_attr("space", loaded.space.to_data())

@@ -38,7 +38,8 @@ def order(rows: list[MethodRow], champion_run_id: str | None, limit: str | None)
     if champion_run_id:
         row = next((r for r in rows if r.run_id == champion_run_id), None)
         places.append(Place(champion_run_id, CHAMPION, row))
-    places += [Place(r.run_id, LIMIT, r) for r in rows if r.method == limit and r.run_id and r.run_id != champion_run_id]
+    places += [Place(r.run_id, LIMIT, r) for r in rows
+               if r.method == limit and r.run_id and r.run_id != champion_run_id]
     places += [Place(r.run_id, "", r) for r in rows
                if r.run_id and r.method != limit and r.run_id != champion_run_id and r.best_val is not None]
     return places

@@ -223,7 +223,8 @@ class MlflowSearchTracker:
             self.experiment_id,
             run_name=search_id,
             tags={"metaopt.role": "search", "metaopt.search_id": search_id, "metaopt.family": job.family.name,
-                  "metaopt.key": key, "metaopt.strategy": job.strategy, **self._source(loaded),
+                  "metaopt.key": key, "metaopt.strategy": job.strategy, "metaopt.kind": job.family.build_kind(),
+                  **self._source(loaded),
                   NOTE_TAG: f"Search {search_id} of `{key}`: running ({job.budget.trials} trials planned)."},
         )
         self.parent_run_id, self.source = run.info.run_id, self._source(loaded)
@@ -318,6 +319,21 @@ class MlflowSearchTracker:
         self.client.set_tag(run_id, "metaopt.state", state)
         self.client.set_tag(run_id, "metaopt.reason", reason[:5000])
         self.client.set_terminated(run_id, status="KILLED" if state == "interrupted" else "FAILED")
+
+    def warm_start(self, loaded: LoadedJob) -> list[dict[str, Any]]:
+        """The nearest keys' best configurations (``history``), at most a quarter of the budget (a misleading source
+        costs a few trials, then the sampler goes its own way); the sources are the parent run's tag
+        ``metaopt.warm_start``."""
+        from metaopt.tracking.history import sources, warm_configs
+
+        job = loaded.job
+        keys = None if job.warm_start == "auto" else list(job.warm_start)
+        found = sources(self.client, job.family.name, job.family.build_kind(), job.family.options.model_dump(), keys)
+        chosen = warm_configs(found, loaded.space, limit=max(1, job.budget.trials // 4))
+        said = "; ".join(origin for _, origin in chosen) or f"no finished search of a near key in {self.tracking_uri}"
+        if self.parent_run_id is not None:
+            self.client.set_tag(self.parent_run_id, "metaopt.warm_start", said[:5000])
+        return [config for config, _ in chosen]
 
     def record_progress(self, results: list[TrialResult], planned: int, metric: Metric, eta_s: float | None) -> None:
         """The parent run's description and ``metaopt.progress`` tag say where the search stands, and its best-so-far

@@ -1,0 +1,86 @@
+"""Learning across searches: a new key starts from the nearest keys' best configurations (`warm_start`), recorded
+with the search; a key of another task kind is never a source; `metaopt advise` says what the history recommends,
+or in one line that there is none."""
+
+from __future__ import annotations
+
+import shutil
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from metaopt.search import load_job
+from metaopt.search.executors import InProcessExecutor
+from metaopt.search.runner import run_search
+from metaopt.search.storage import journal_storage
+from metaopt.tracking import MlflowSearchTracker
+from metaopt.tracking.history import distance
+from tests.search.jobs import tiny_job, write_job
+from tests.test_cli_edges import _main
+
+BANDIT = {"family": {"name": "bandit", "arms": 5, "pulls": 10}, "methods": ["random", "greedy"], "search_space": None,
+          "budget": {"trials": 2, "meta_iterations": 10, "eval_interval": 10, "val_tasks": 50, "test_tasks": 50}}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, recorded_search):
+    """The recorded sine-5shot search (MAML, first-order MAML) and a bandit search, in one store of its own."""
+    folder = tmp_path_factory.mktemp("history")
+    shutil.copyfile(recorded_search.uri.removeprefix("sqlite:///"), folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    run_search(load_job(write_job(folder, tiny_job(name="bandits", **BANDIT), "bandit.yaml")),
+               executor=InProcessExecutor(), tracker=MlflowSearchTracker(uri), workdir=folder / "work")
+    return folder, uri, recorded_search
+
+
+def test_distance_between_option_sets():
+    assert distance({"shots": 5, "queries": 5}, {"shots": 5, "queries": 5}) == 0
+    assert distance({"shots": 5}, {"shots": 10}) == pytest.approx(1.0)
+    assert distance({"function": "linear"}, {"function": "relu"}) == 1.0
+
+
+def test_a_warm_started_search_starts_from_the_nearest_key_and_records_it(store, tmp_path):
+    folder, uri, recorded = store
+    job = tiny_job(name="warm", family={"name": "sine", "shots": 10, "queries": 5}, methods=["maml", "fomaml"],
+                   warm_start="auto", budget={**tiny_job()["budget"], "trials": 8})
+    shutil.copyfile(folder / "mlflow.db", tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(),
+                         tracker=MlflowSearchTracker(uri), workdir=tmp_path / "work")
+    said = MlflowClient(uri).get_run(summary.parent_run_id).data.tags["metaopt.warm_start"]
+    assert said.startswith("sine-5shot (") and "bandit" not in said  # another kind of task is never a source
+    journal = journal_storage(tmp_path / "work" / "optuna.journal")
+    study = optuna.load_study(study_name=summary.search_id, storage=journal)
+    best = {row.method: row.hparams for row in recorded.summary.rows if row.best_val is not None}
+    first = study.trials[0].params  # at most 8 // 4 = 2 configurations, the nearest source's best first
+    method = first["method"]
+    assert {k.split(".", 1)[1]: v for k, v in first.items() if k != "method"} == pytest.approx(
+        {k: v for k, v in best[method].items() if f"{method}.{k}" in first})
+    assert len(said.split("; ")) <= 2
+
+
+def test_a_source_of_another_kind_is_never_used(store, tmp_path):
+    folder, _, _ = store
+    shutil.copyfile(folder / "mlflow.db", tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    job = tiny_job(name="only-bandits", warm_start=["bandit-10x5"], methods=["maml"])
+    summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(),
+                         tracker=MlflowSearchTracker(uri), workdir=tmp_path / "work")
+    said = MlflowClient(uri).get_run(summary.parent_run_id).data.tags["metaopt.warm_start"]
+    assert said.startswith("no finished search of a near key")
+
+
+def test_advise_recommends_from_history_or_says_there_is_none(store, empty_store, tmp_path, monkeypatch, capsys):
+    _, uri, _ = store
+    done, _ = _main(["advise", "sine-20shot", "--family", "sine", "shots=20", "queries=5", "--tracking-uri", uri],
+                    tmp_path, monkeypatch, capsys)
+    assert done.returncode == 0 and "sine-5shot  distance 2" in done.stdout and "maml" in done.stdout, done.stdout
+    assert "bandit" not in done.stdout
+    done, _ = _main(["advise", "sine-5shot", "--tracking-uri", uri], tmp_path, monkeypatch, capsys)  # a known key
+    assert done.returncode == 0 and "sine-5shot  distance 0" in done.stdout
+    shutil.copyfile(empty_store, tmp_path / "empty.db")
+    done, seconds = _main(["advise", "x", "--family", "glyphs", "--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}"],
+                          tmp_path, monkeypatch, capsys)
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode == 0 and len(lines) == 1 and lines[0].startswith("no history: "), done.stdout
