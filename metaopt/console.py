@@ -50,6 +50,8 @@ def render_leaderboard(rows: list[MethodRow], title: str, metrics: tuple[Metric,
     for m in shown:
         columns[f"test {m.heading} ± CI"] = [m.cell_ci(r.test_mean(m.name), r.test_ci(m.name))
                                                  for r in candidates + references]
+    if any(r.test.get(f"test_{primary.name}_seed_sd") is not None for r in rows):  # budget.seeds: the spread
+        columns["seed sd"] = [primary.cell(r.test.get(f"test_{primary.name}_seed_sd")) for r in candidates + references]
     if any(r.test.get("test_adapt_ms") is not None for r in rows):  # what adapting to one task costs, median
         columns["adapt ms"] = [_ms(r.test.get("test_adapt_ms")) for r in candidates + references]
     columns["trials"] = [f"{r.complete}/{r.pruned}/{r.failed}" for r in candidates + references]
@@ -62,6 +64,8 @@ def render_leaderboard(rows: list[MethodRow], title: str, metrics: tuple[Metric,
             break
         del columns[dropped]
         caption += f"; {dropped.removesuffix(' ± CI')} left out to fit {console.width} columns (MLflow has it)"
+    if "seed sd" in columns:
+        caption += "; test: the mean over the training seeds; seed sd: the spread of their means"
     if "adapt ms" in columns:
         caption += "; adapt ms: adapting to one new task and predicting its queries (median)"
     table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")

@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from metaopt.learners import is_baseline
-from metaopt.search.evaluation import TaskScores
+from metaopt.search.evaluation import TaskScores, across_seeds
 from metaopt.search.loop import SearchContext
 from metaopt.search.reporting import ChampionRecord, TrackingError
 from metaopt.search.results import MethodRow, rank
 from metaopt.search.selection import Candidate, Decision, pick, transfer_verdict
-from metaopt.search.trial import TrialResult, score_trial
+from metaopt.search.trial import TrialConfig, TrialResult, execute_trial, score_trial, trial_tags
 from metaopt.tasks.metrics import Metric
 
 
@@ -89,6 +89,59 @@ def score_best_per_method(ctx: SearchContext, rows: list[MethodRow], results: li
             if row.run_id:
                 ctx.tracker.record_test(row.run_id, done.value)
     return scores
+
+
+def retrain_seeds(ctx: SearchContext, rows: list[MethodRow], results: list[TrialResult],
+                  scores: dict[str, TaskScores]) -> dict[str, TaskScores]:
+    """With ``budget.seeds`` N > 1: each scored method's best configuration trained again with N - 1 other training
+    seeds (runs tagged ``metaopt.role=seed`` and ``metaopt.seed_of``, beside the search's trials and outside its
+    budget and its study), each scored on the same test tasks. A method's scores become the mean over its N seeds
+    task by task (``evaluation.across_seeds``: what the verdict and the champion decision pair), with the seeds'
+    spread; recorded with its best trial's run."""
+    job = ctx.job
+    if job.budget.seeds <= 1 or not scores:
+        return scores
+    by_number = {r.number: r for r in results}
+    training = {}
+    for row in rows:
+        if row.method not in scores or row.trial_number is None:
+            continue
+        for offset in range(1, job.budget.seeds):
+            tags = {**trial_tags(ctx.search_id, job, row.method, row.trial_number), "metaopt.role": "seed",
+                    "metaopt.seed_of": row.run_id or "", "metaopt.training_seed": str(job.seed + offset)}
+            run_id = ctx.tracker.create_trial_run(tags, f"{row.method}-{row.trial_number}-seed{offset}")
+            config = TrialConfig(search_id=ctx.search_id, number=row.trial_number, method=row.method,
+                                 hparams=by_number[row.trial_number].hparams, job=job,
+                                 checkpoint_dir=str(ctx.workdir / "checkpoints" / ctx.search_id),
+                                 cpus=job.resources.cpus_per_trial, run_id=run_id, prunable=False, seed_offset=offset)
+            training[ctx.submit(execute_trial, config, ctx.trial_tracker)] = row
+    ctx.progress("testing", {"methods": [f"{row.method} ({job.budget.seeds} seeds)" for row in rows
+                                         if row.method in scores]})
+    scoring, seeds = {}, {method: [score] for method, score in scores.items()}
+    while training:
+        for done in ctx.wait(list(training)):
+            row, result = training.pop(done.handle), done.value
+            if done.error is None and result.state == "complete":
+                scoring[ctx.submit(score_trial, result.checkpoint, result.run_id, job, ctx.trial_tracker,
+                                   job.resources.cpus_per_trial)] = (row, result.run_id)
+            else:
+                ctx.progress("warning", {"message": f"a seed of {row.method} did not finish: "
+                                                    f"{done.error!r}" if done.error else result.reason})
+    while scoring:
+        for done in ctx.wait(list(scoring)):
+            row, run_id = scoring.pop(done.handle)
+            if done.error is None:
+                seeds[row.method].append(done.value)
+                if run_id:
+                    ctx.tracker.record_test(run_id, done.value)
+    combined = {}
+    for row in rows:
+        if row.method in seeds:
+            combined[row.method] = across_seeds(seeds[row.method])
+            row.test = combined[row.method].summary()
+            if row.run_id:
+                ctx.tracker.record_test(row.run_id, combined[row.method])
+    return combined
 
 
 def champion_of_search(ctx: SearchContext, best: Candidate) -> tuple[Decision | None, str | None, list[str]]:

@@ -165,6 +165,8 @@ class Budget(_Strict):
                                     description="wall-clock limit for the whole search")
     trial_timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False,
                                           description="wall-clock limit per trial: then PRUNED")
+    seeds: PositiveInt = Field(default=1, le=20, description="training seeds of each method's best configuration: "
+                               "the leaderboard shows their mean and spread, the champion decision their mean")
 
 
 class PrunerSpec(_Strict):

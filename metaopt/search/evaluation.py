@@ -53,7 +53,8 @@ class TaskScores:
     split: Split = "test"
     seed: int = TEST_SEED
     chunk: int = TaskFamily.EVAL_CHUNK
-    cost: dict[str, float] = field(default_factory=dict)  # what adapting costs (``adaptation_cost``), if measured
+    # Figures beside the per-task scores: what adapting costs (``adaptation_cost``), the spread across training seeds
+    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def tasks(self) -> int:
@@ -73,7 +74,7 @@ class TaskScores:
         out: dict[str, float] = {f"{self.split}_tasks": float(self.tasks)}
         for name in self.per_task:
             out[f"{self.split}_{name}"], out[f"{self.split}_{name}_ci95"] = self.mean_ci(name)
-        out.update({f"{self.split}_{name}": value for name, value in self.cost.items()})
+        out.update({f"{self.split}_{name}": value for name, value in self.extra.items()})
         return out
 
     def pairs_with(self, other: TaskScores) -> bool:
@@ -88,7 +89,7 @@ class TaskScores:
     def to_data(self) -> dict[str, Any]:
         """Plain data, for a tracker to store beside the run."""
         return {"format": FORMAT, "key": self.key, "split": self.split, "seed": self.seed, "chunk": self.chunk,
-                "tasks": self.tasks, "per_task": self.per_task, "cost": self.cost}
+                "tasks": self.tasks, "per_task": self.per_task, "extra": self.extra}
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> TaskScores:
@@ -96,7 +97,7 @@ class TaskScores:
         if data.get("format") != FORMAT:
             raise ValueError(f"unsupported task-scores format {data.get('format')!r} (expected {FORMAT})")
         return cls(data["key"], {k: list(map(float, v)) for k, v in data["per_task"].items()}, data["split"],
-                   int(data["seed"]), int(data["chunk"]), {k: float(v) for k, v in data.get("cost", {}).items()})
+                   int(data["seed"]), int(data["chunk"]), {k: float(v) for k, v in data.get("extra", {}).items()})
 
 
 def evaluate_test(
@@ -108,7 +109,7 @@ def evaluate_test(
     tasks = family.fixed_tasks(n_tasks, "test", seed=TEST_SEED)
     scores = score_tasks(learner, family, tasks, steps)
     return TaskScores(key, {name: values.tolist() for name, values in scores.items()},
-                      cost=adaptation_cost(learner, family, steps=steps) if cost else {})
+                      extra=adaptation_cost(learner, family, steps=steps) if cost else {})
 
 
 COST_TASKS = 20  # single tasks timed, after one untimed warm-up
@@ -142,3 +143,17 @@ def adaptation_cost(learner: MetaLearner, family: TaskFamily, *, tasks: int = CO
     if cuda:
         cost["adapt_peak_mb"] = (torch.cuda.max_memory_allocated(learner.device) - held) / 2**20
     return cost
+
+
+def across_seeds(runs: list[TaskScores]) -> TaskScores:
+    """One candidate's scores over its training seeds: each task's score the mean over the seeds (the champion
+    decision pairs these), and beside them ``<metric>_seed_sd`` (the standard deviation of the seeds' mean scores:
+    how much a ranking depends on the training seed) and ``seeds``; the first run's adaptation cost."""
+    first = runs[0]
+    per_task = {name: torch.stack([r.values(name)[: first.tasks] for r in runs]).mean(0).tolist()
+                for name in first.per_task}
+    extra = {**first.extra, "seeds": float(len(runs))}
+    for name in first.per_task:
+        means = torch.tensor([r.values(name).mean().item() for r in runs], dtype=torch.float64)
+        extra[f"{name}_seed_sd"] = means.std(unbiased=True).item() if len(runs) > 1 else 0.0
+    return TaskScores(first.key, per_task, first.split, first.seed, first.chunk, extra)

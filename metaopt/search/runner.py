@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 
 from metaopt.search import heartbeat
-from metaopt.search.conclusion import champion_of_search, method_rows, score_best_per_method, verdict
+from metaopt.search.conclusion import champion_of_search, method_rows, retrain_seeds, score_best_per_method, verdict
 from metaopt.search.executors import Executor
 from metaopt.search.interruption import Interrupted, StopRequest
 from metaopt.search.job import LoadedJob
@@ -138,7 +138,7 @@ def _drive(ctx: SearchContext, results: list[TrialResult], unfinished: list[optu
         TrialLoop(ctx, budget_trials, deadline).run(results, unfinished)
         results = all_results(ctx.study, ctx.loaded, ctx.strategy, results)
         rows = method_rows(results, metric, job.strategy)
-        scores = score_best_per_method(ctx, rows, results)
+        scores = retrain_seeds(ctx, rows, results, score_best_per_method(ctx, rows, results))
         scored = [row for row in rows if row.best_val is not None]
         # the family's exact limit is a reference, never a candidate
         champion = next((row for row in scored if row.method != job.limit_method), None)

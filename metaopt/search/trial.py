@@ -54,11 +54,13 @@ class TrialConfig:
     trial_id: int | None = None
     run_id: str | None = None  # the trial's record, made by the driver: a retry or a resumed search reopens it
     prunable: bool = True  # False for a method's first trials, until one of its trials has finished: each gets a score
+    seed_offset: int = 0  # a retrain of a best configuration with another training seed (``budget.seeds``): 1, 2, ...
 
     @property
     def checkpoint_path(self) -> Path:
         """Where this trial's latest checkpoint is written."""
-        return Path(self.checkpoint_dir) / f"trial-{self.number:05d}.pt"
+        seed = f"-seed{self.seed_offset}" if self.seed_offset else ""
+        return Path(self.checkpoint_dir) / f"trial-{self.number:05d}{seed}.pt"
 
 
 @dataclass
@@ -102,11 +104,13 @@ def build_family(job: Job) -> TaskFamily:
         return job.family.build()
 
 
-def new_learner(job: Job, family: TaskFamily, method: str, hparams: dict[str, Any], device: torch.device) -> MetaLearner:
-    """The learner a trial of ``method`` starts from: seeded by the job, shaped by the family."""
+def new_learner(job: Job, family: TaskFamily, method: str, hparams: dict[str, Any], device: torch.device,
+                seed_offset: int = 0) -> MetaLearner:
+    """The learner a trial of ``method`` starts from: seeded by the job (and a retrain's ``seed_offset``), shaped by
+    the family."""
     from metaopt.learners import LEARNERS
 
-    torch.manual_seed(job.seed)
+    torch.manual_seed(job.seed + seed_offset)
     shaped = {name: max(2, int(getattr(family, attribute)))
               for name, attribute in LEARNERS[method].for_task_kind(family.kind).family_defaults.items()
               if hasattr(family, attribute)}
@@ -129,12 +133,12 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
     job, budget = config.job, config.job.budget
     family = build_family(job)
     device = trial_device(job)
-    learner = new_learner(job, family, config.method, config.hparams, device)
+    learner = new_learner(job, family, config.method, config.hparams, device, config.seed_offset)
     reporter.record_params({k: v for k, v in learner.hparams.items() if k not in config.hparams})  # the defaults used
     deadline = time.monotonic() + budget.trial_timeout_s if budget.trial_timeout_s else math.inf
     val_tasks = family.fixed_tasks(budget.val_tasks, "val", seed=job.seed + VAL_SEED_OFFSET)
     reporter.example = family.model_example(val_tasks[0].slice(0, 1))  # the logged model's input example
-    generator = torch.Generator().manual_seed(job.seed)
+    generator = torch.Generator().manual_seed(job.seed + config.seed_offset)
     objective = objective_name(job)
     start, value = 0, math.nan
     try:
@@ -143,8 +147,8 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
         damaged = config.checkpoint_path.with_name(config.checkpoint_path.name + ".damaged")
         config.checkpoint_path.replace(damaged)
         reporter.warn(f"checkpoint could not be restored, the trial starts over (kept as {damaged.name}): {exc}")
-        learner = new_learner(job, family, config.method, config.hparams, device)
-        generator, resumed = torch.Generator().manual_seed(job.seed), None
+        learner = new_learner(job, family, config.method, config.hparams, device, config.seed_offset)
+        generator, resumed = torch.Generator().manual_seed(job.seed + config.seed_offset), None
     if resumed is not None:
         start, value = resumed
         reporter.resumed(start, value)
@@ -217,7 +221,8 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
     start = time.monotonic()
     result = TrialResult(config.number, config.method, dict(config.hparams), state="failed")
     tags = trial_tags(config.search_id, config.job, config.method, config.number)
-    with tracker.open_trial(tags, run_name=f"{config.method}-{config.number}", run_id=config.run_id) as log:
+    seed = f"-seed{config.seed_offset}" if config.seed_offset else ""
+    with tracker.open_trial(tags, run_name=f"{config.method}-{config.number}{seed}", run_id=config.run_id) as log:
         result.run_id = log.run_id
         log.log_params({"method": config.method, **config.hparams})
         log.set_tags({"metaopt.debug.node": _where(), "metaopt.debug.pid": str(os.getpid())})

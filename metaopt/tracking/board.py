@@ -119,4 +119,8 @@ def adapt_cost(metrics: dict[str, float]) -> str:
 
 
 def _test(metrics: dict[str, float], metric: Metric) -> str:
-    return metric.show_ci(metrics.get(f"test_{metric.name}"), metrics.get(f"test_{metric.name}_ci95"))
+    shown = metric.show_ci(metrics.get(f"test_{metric.name}"), metrics.get(f"test_{metric.name}_ci95"))
+    spread = metrics.get(f"test_{metric.name}_seed_sd")
+    if spread is not None and metrics.get("test_seeds", 1) > 1:  # budget.seeds: the mean over seeds, and their spread
+        shown += f" ({int(metrics['test_seeds'])} seeds, sd {metric.show(spread)})"
+    return shown
