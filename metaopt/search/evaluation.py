@@ -109,10 +109,15 @@ def evaluate_test(
     tasks = family.fixed_tasks(n_tasks, "test", seed=TEST_SEED)
     scores = score_tasks(learner, family, tasks, steps)
     return TaskScores(key, {name: values.tolist() for name, values in scores.items()},
-                      extra=adaptation_cost(learner, family, steps=steps) if cost else {})
+                      extra=adaptation_cost(learner, family, tasks=_timed(n_tasks), steps=steps) if cost else {})
 
 
 COST_TASKS = 20  # single tasks timed, after one untimed warm-up
+
+
+def _timed(n_tasks: int) -> int:
+    """How many single tasks to time: 20, but never more than a fifth of the tasks scored (at least 3)."""
+    return max(3, min(COST_TASKS, n_tasks // 5))
 
 
 def adaptation_cost(learner: MetaLearner, family: TaskFamily, *, tasks: int = COST_TASKS,
