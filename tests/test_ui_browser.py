@@ -28,20 +28,20 @@ pytestmark = [pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
               pytest.mark.xdist_group("ui")]  # one test process builds the stores and the servers these tests share
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def searched(recorded_search):
     """The shared tiny search with finished and pruned trials (``conftest.recorded_search``)."""
     return recorded_search.summary, recorded_search.uri, recorded_search.experiment_id
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ui(ui_server_process):
     """`metaopt ui` on that store (``conftest.ui_server_process``): its address and the links it printed."""
     address, links, _ = ui_server_process
     return address, links
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
@@ -153,7 +153,7 @@ LANDING_JOBS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def landing(tmp_path_factory, empty_store):
     """One store with a search of each kind of key, and `metaopt ui` on it: {kind: summary}, the UI's address."""
     from metaopt.search import load_job
