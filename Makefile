@@ -18,7 +18,7 @@ demo: setup
 	$(BIN)/metaopt search jobs/quickstart.yaml
 
 test: setup
-	$(BIN)/python -m pytest -m "not slow" -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -m "not slow" -q -n 2
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow -q

@@ -5,10 +5,6 @@ from __future__ import annotations
 import subprocess
 import urllib.request
 
-import pytest
-
-pytestmark = pytest.mark.xdist_group("ui")  # beside the browser tests: one UI server for both
-
 
 def test_ui_server_answers_on_loopback(ui_server_process):
     address, links, proc = ui_server_process

@@ -23,9 +23,8 @@ from tests.search.jobs import REPO
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 ARTIFACTS = Path(os.environ.get("METAOPT_TEST_ARTIFACTS", REPO / "test-artifacts")) / "ui"
 
-pytestmark = [pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                 reason="no chromium and chromedriver here (Debian: apt-get install chromium chromium-driver)"),
-              pytest.mark.xdist_group("ui")]  # one test process builds the stores and the servers these tests share
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                                reason="no chromium and chromedriver here (Debian: apt-get install chromium chromium-driver)")
 
 
 @pytest.fixture(scope="session")
