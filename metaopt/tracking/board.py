@@ -1,11 +1,12 @@
 """The key's landing page in the MLflow UI: the runs table a ``metaopt ui`` link opens answers who won, by how much
 and with which settings without a click.
 
-Each method's best trial (the key's leaderboard, across searches) gets three tags the table shows: ``metaopt.rank``
+Each method's best trial (the key's leaderboard, across searches) gets the tags the table shows: ``metaopt.rank``
 (``01 champion`` first, then ``02 limit (reference)`` where the family has an exact limit, then the others by
-validation; the table sorts by it), ``metaopt.test`` (test score ± 95% CI in the family's format) and
-``metaopt.settings`` (the trial's hyperparameters in one column). Runs that left the board lose them. The key's
-description leads with the champion line.
+validation; the table sorts by it), ``metaopt.test`` (test score ± 95% CI in the family's format, and the spread
+across training seeds where there are several), ``metaopt.settings`` (the trial's hyperparameters in one column)
+and ``metaopt.adapt`` (what adapting to one task costs). Runs that left the board lose them. The key's description
+leads with the champion line.
 """
 
 from __future__ import annotations
