@@ -297,20 +297,30 @@ def _described(lines: list[str], broken: list[str]) -> int:
     return 1 if broken else 0
 
 
-def cmd_init(args: argparse.Namespace) -> int:
-    """Write a starter job and search space for a family."""
+def _family_options(items: list[str], command: str) -> dict[str, Any]:
+    """A family's ``NAME=VALUE`` options from the command line, values read as YAML (``ways=5``, ``standardize=false``);
+    ``ValueError`` (one line) for an item that is not one."""
     import yaml
 
+    options: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"{command}: option {item!r}: expected NAME=VALUE, e.g. shots=20")
+        options[name] = yaml.safe_load(value) if value else value
+    return options
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a starter job and search space for a family."""
     from metaopt.discovery import write_starter
     from metaopt.plugins import PluginError
 
-    options = {}
-    for item in args.options:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"error: init: option {item!r}: expected NAME=VALUE, e.g. root=photos", file=sys.stderr)
-            return EXIT_USAGE
-        options[key] = yaml.safe_load(value) if value else value
+    try:
+        options = _family_options(args.options, "init")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         job_path, space_path = write_starter(args.family, options, Path(args.out), args.name, force=args.force,
                                              trials=args.trials, meta_iterations=args.meta_iterations)
@@ -323,7 +333,6 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_advise(args: argparse.Namespace) -> int:
     """Before any trial: the methods and configurations the store's history recommends for a key, and whence."""
-    import yaml
     from mlflow.tracking import MlflowClient
     from pydantic import ValidationError
 
@@ -338,18 +347,14 @@ def cmd_advise(args: argparse.Namespace) -> int:
         return _code(problem)
     client = MlflowClient(resolve_tracking_uri(args.tracking_uri))
     if args.family:  # a key that may have no search yet, named by its family and options
-        options = {}
-        for item in args.family[1:]:
-            name, sep, value = item.partition("=")
-            if not sep or not name:
-                print(f"error: advise: option {item!r}: expected NAME=VALUE, e.g. shots=20", file=sys.stderr)
-                return EXIT_USAGE
-            options[name] = yaml.safe_load(value) if value else value
         try:
-            spec = FamilySpec.model_validate({"name": args.family[0], **options})
+            spec = FamilySpec.model_validate({"name": args.family[0], **_family_options(args.family[1:], "advise")})
         except ValidationError as exc:
             first = exc.errors()[0]
             print(f"error: advise: {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)
+            return EXIT_USAGE
+        except ValueError as exc:  # an option that is not NAME=VALUE
+            print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         family, kind, asked, key = spec.name, spec.build_kind(), spec.options.model_dump(), spec.key
     else:

@@ -84,3 +84,14 @@ def test_advise_recommends_from_history_or_says_there_is_none(store, empty_store
                           tmp_path, monkeypatch, capsys)
     lines = done.stdout.strip().splitlines()
     assert done.returncode == 0 and len(lines) == 1 and lines[0].startswith("no history: "), done.stdout
+
+
+def test_advise_of_a_bad_option_is_one_line(store, tmp_path, monkeypatch, capsys):
+    from tests.test_cli_edges import _one_line_error
+
+    _, uri, _ = store
+    for options, says in ((["shots"], "advise: option 'shots': expected NAME=VALUE"),
+                          (["shots=0"], "advise: shots: Input should be greater than")):
+        done, _ = _main(["advise", "x", "--family", "sine", *options, "--tracking-uri", uri], tmp_path, monkeypatch,
+                        capsys)
+        assert done.returncode == 2 and says in _one_line_error(done)
