@@ -94,8 +94,8 @@ def score_best_per_method(ctx: SearchContext, rows: list[MethodRow], results: li
 def retrain_seeds(ctx: SearchContext, rows: list[MethodRow], results: list[TrialResult],
                   scores: dict[str, TaskScores]) -> dict[str, TaskScores]:
     """With ``budget.seeds`` N > 1: each scored method's best configuration trained again with N - 1 other training
-    seeds (runs tagged ``metaopt.role=seed`` and ``metaopt.seed_of``, beside the search's trials and outside its
-    budget and its study), each scored on the same test tasks. A method's scores become the mean over its N seeds
+    seeds (runs tagged ``metaopt.role=seed`` and ``metaopt.seed_of``, nested under that trial's run, outside the
+    search's budget and its study), each scored on the same test tasks. A method's scores become the mean over its N seeds
     task by task (``evaluation.across_seeds``: what the verdict and the champion decision pair), with the seeds'
     spread; recorded with its best trial's run."""
     job = ctx.job
@@ -109,6 +109,8 @@ def retrain_seeds(ctx: SearchContext, rows: list[MethodRow], results: list[Trial
         for offset in range(1, job.budget.seeds):
             tags = {**trial_tags(ctx.search_id, job, row.method, row.trial_number), "metaopt.role": "seed",
                     "metaopt.seed_of": row.run_id or "", "metaopt.training_seed": str(job.seed + offset)}
+            if row.run_id:  # MLflow nests the seeds under the trial whose configuration they retrain
+                tags["mlflow.parentRunId"] = row.run_id
             run_id = ctx.tracker.create_trial_run(tags, f"{row.method}-{row.trial_number}-seed{offset}")
             config = TrialConfig(search_id=ctx.search_id, number=row.trial_number, method=row.method,
                                  hparams=by_number[row.trial_number].hparams, job=job,

@@ -264,7 +264,7 @@ class MlflowSearchTracker:
     def create_trial_run(self, tags: dict[str, str], run_name: str) -> str:
         """A child run for a trial about to start, so a retry or a resumed search reopens the same one."""
         assert self.experiment_id is not None and self.parent_run_id is not None, "start_search first"
-        tags = {**tags, "mlflow.parentRunId": self.parent_run_id, **self.source}
+        tags = {"mlflow.parentRunId": self.parent_run_id, **tags, **self.source}  # a seed run names its trial's run
         return self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
 
     def resume_search(self, search_id: str, parent_run_id: str, loaded: LoadedJob) -> str:

@@ -25,6 +25,7 @@ def test_two_seeds_give_two_runs_per_method_and_a_spread(tmp_path):
     rows = {row.method: row for row in summary.rows}
     assert sorted(r.data.tags["metaopt.seed_of"] for r in seeds) == sorted(row.run_id for row in rows.values())
     assert all(r.info.status == "FINISHED" and "test_loss" in r.data.metrics for r in seeds)
+    assert all(r.data.tags["mlflow.parentRunId"] == r.data.tags["metaopt.seed_of"] for r in seeds)  # nested
     for method, row in rows.items():
         seed = next(r for r in seeds if r.data.tags["metaopt.seed_of"] == row.run_id)
         own = recorded_scores(client, seed.info.run_id).mean_ci("loss")[0]
