@@ -155,21 +155,14 @@ LANDING_JOBS = {
 @pytest.fixture(scope="session")
 def landing(tmp_path_factory, empty_store):
     """One store with a search of each kind of key, and `metaopt ui` on it: {kind: summary}, the UI's address."""
-    from metaopt.search import load_job
-    from metaopt.search.executors import InProcessExecutor
-    from metaopt.search.runner import run_search
-    from metaopt.tracking import MlflowSearchTracker
     from tests.conftest import metaopt_ui
-    from tests.search.jobs import tiny_job, write_job
+    from tests.search.jobs import search_in, tiny_job
 
     folder = tmp_path_factory.mktemp("landing")
     shutil.copyfile(empty_store, folder / "mlflow.db")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    summaries = {}
-    for kind, job in LANDING_JOBS.items():
-        loaded = load_job(write_job(folder, tiny_job(name=kind, **job), f"{kind}.yaml"))
-        summaries[kind] = run_search(loaded, executor=InProcessExecutor(), tracker=MlflowSearchTracker(uri),
-                                     workdir=folder / "work")
+    summaries = {kind: search_in(folder, tiny_job(name=kind, **job), f"{kind}.yaml")
+                 for kind, job in LANDING_JOBS.items()}
     with metaopt_ui(uri) as (base, links, _):
         yield summaries, uri, base
 

@@ -127,8 +127,8 @@ def retrain_seeds(ctx: SearchContext, rows: list[MethodRow], results: list[Trial
                 scoring[ctx.submit(score_trial, result.checkpoint, result.run_id, job, ctx.trial_tracker,
                                    job.resources.cpus_per_trial)] = (row, result.run_id)
             else:
-                ctx.progress("warning", {"message": f"a seed of {row.method} did not finish: "
-                                                    f"{done.error!r}" if done.error else result.reason})
+                why = repr(done.error) if done.error is not None else result.reason
+                ctx.progress("warning", {"message": f"a seed of {row.method} did not finish: {why}"})
     while scoring:
         for done in ctx.wait(list(scoring)):
             row, run_id = scoring.pop(done.handle)

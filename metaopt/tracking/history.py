@@ -103,12 +103,14 @@ def last_search(client: MlflowClient, experiment_id: str) -> Any:
 
 
 def _number(value: Any) -> float | None:
+    """``value`` as a finite number (an option as a job or MLflow's text gives it); None for anything else."""
+    if isinstance(value, bool):
+        return None
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    return number if math.isfinite(number) and not isinstance(value, bool) and str(value) not in ("True", "False") \
-        else None
+    return number if math.isfinite(number) else None
 
 
 def _value(text: Any) -> Any:

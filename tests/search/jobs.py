@@ -32,3 +32,15 @@ def write_job(directory: Path, job: dict, name: str = "job.yaml") -> Path:
     path = directory / name
     path.write_text(yaml.safe_dump(job, sort_keys=False))
     return path
+
+
+def search_in(folder: Path, job: dict, name: str = "job.yaml"):
+    """Run ``job`` (written to ``folder/name``) in this process, recorded in the sqlite store ``folder/mlflow.db``
+    (a test copies ``empty_store`` there first), its journal under ``folder/work``; its ``SearchSummary``."""
+    from metaopt.search import load_job
+    from metaopt.search.executors import InProcessExecutor
+    from metaopt.search.runner import run_search
+    from metaopt.tracking import MlflowSearchTracker
+
+    return run_search(load_job(write_job(folder, job, name)), executor=InProcessExecutor(),
+                      tracker=MlflowSearchTracker(f"sqlite:///{folder / 'mlflow.db'}"), workdir=folder / "work")

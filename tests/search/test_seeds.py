@@ -5,20 +5,16 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from metaopt.search import load_job
-from metaopt.search.executors import InProcessExecutor
-from metaopt.search.runner import run_search
-from metaopt.tracking import MlflowSearchTracker, leaderboard
+from metaopt.tracking import leaderboard
 from metaopt.tracking.champion import recorded_scores
-from tests.search.jobs import tiny_job, write_job
+from tests.search.jobs import search_in, tiny_job
 
 
 def test_two_seeds_give_two_runs_per_method_and_a_spread(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     job = tiny_job(methods=["maml", "fomaml"], budget={**tiny_job()["budget"], "trials": 2, "seeds": 2},
                    enqueue=[{"method": "maml"}, {"method": "fomaml"}])
-    summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(),
-                         tracker=MlflowSearchTracker(uri), workdir=tmp_path / "work")
+    summary = search_in(tmp_path, job)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("metaopt-sine-5shot").experiment_id
     seeds = client.search_runs([experiment], "tags.`metaopt.role` = 'seed'")

@@ -6,12 +6,8 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from metaopt.search import load_job
-from metaopt.search.executors import InProcessExecutor
-from metaopt.search.runner import run_search
-from metaopt.tracking import MlflowSearchTracker
 from metaopt.tracking.champion import recorded_scores, select_champion
-from tests.search.jobs import tiny_job, write_job
+from tests.search.jobs import search_in, tiny_job
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +22,7 @@ def searched(tmp_path_factory, empty_store):
                    search_space=None, backbone={"name": "conv4", "hidden": 8}, compile="never",
                    space={"protonet": {"meta_batch": 2}, "maml": {"inner_steps": 1, "test_steps": 5, "meta_batch": 2}},
                    budget={"trials": 2, "meta_iterations": 6, "eval_interval": 3, "val_tasks": 10, "test_tasks": 30})
-    summary = run_search(load_job(write_job(folder, job)), executor=InProcessExecutor(),
-                         tracker=MlflowSearchTracker(uri), workdir=folder / "work")
-    return summary, uri
+    return search_in(folder, job), uri
 
 
 def test_every_method_records_what_adapting_costs_and_a_metric_learner_costs_less_than_maml(searched):

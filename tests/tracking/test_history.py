@@ -10,13 +10,9 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from metaopt.search import load_job
-from metaopt.search.executors import InProcessExecutor
-from metaopt.search.runner import run_search
 from metaopt.search.storage import journal_storage
-from metaopt.tracking import MlflowSearchTracker
 from metaopt.tracking.history import distance
-from tests.search.jobs import tiny_job, write_job
+from tests.search.jobs import search_in, tiny_job
 from tests.test_cli_edges import _main
 
 BANDIT = {"family": {"name": "bandit", "arms": 5, "pulls": 10}, "methods": ["random", "greedy"], "search_space": None,
@@ -29,8 +25,7 @@ def store(tmp_path_factory, recorded_search):
     folder = tmp_path_factory.mktemp("history")
     shutil.copyfile(recorded_search.uri.removeprefix("sqlite:///"), folder / "mlflow.db")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    run_search(load_job(write_job(folder, tiny_job(name="bandits", **BANDIT), "bandit.yaml")),
-               executor=InProcessExecutor(), tracker=MlflowSearchTracker(uri), workdir=folder / "work")
+    search_in(folder, tiny_job(name="bandits", **BANDIT), "bandit.yaml")
     return folder, uri, recorded_search
 
 
@@ -46,8 +41,7 @@ def test_a_warm_started_search_starts_from_the_nearest_key_and_records_it(store,
                    warm_start="auto", budget={**tiny_job()["budget"], "trials": 8})
     shutil.copyfile(folder / "mlflow.db", tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(),
-                         tracker=MlflowSearchTracker(uri), workdir=tmp_path / "work")
+    summary = search_in(tmp_path, job)
     said = MlflowClient(uri).get_run(summary.parent_run_id).data.tags["metaopt.warm_start"]
     assert said.startswith("sine-5shot (") and "bandit" not in said  # another kind of task is never a source
     journal = journal_storage(tmp_path / "work" / "optuna.journal")
@@ -65,8 +59,7 @@ def test_a_source_of_another_kind_is_never_used(store, tmp_path):
     shutil.copyfile(folder / "mlflow.db", tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     job = tiny_job(name="only-bandits", warm_start=["bandit-10x5"], methods=["maml"])
-    summary = run_search(load_job(write_job(tmp_path, job)), executor=InProcessExecutor(),
-                         tracker=MlflowSearchTracker(uri), workdir=tmp_path / "work")
+    summary = search_in(tmp_path, job)
     said = MlflowClient(uri).get_run(summary.parent_run_id).data.tags["metaopt.warm_start"]
     assert said.startswith("no finished search of a near key")
 

@@ -20,7 +20,7 @@ from metaopt.tasks import Glyphs
 from metaopt.tracking import MlflowSearchTracker, leaderboards, load_learner
 from metaopt.tracking.champion import recorded_scores, select_champion
 from metaopt.search.selection import FIRST_CHAMPION
-from tests.search.jobs import GOOD, tiny_job, write_job
+from tests.search.jobs import GOOD, search_in, tiny_job, write_job
 
 KEYS = {5: "glyphs-5w1s-q5", 20: "glyphs-20w1s-q5"}
 
@@ -42,11 +42,7 @@ def two_keys(tmp_path_factory, empty_store):
     tmp = tmp_path_factory.mktemp("keys")
     shutil.copyfile(empty_store, tmp / "mlflow.db")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    summaries = {}
-    for ways in KEYS:
-        loaded = load_job(write_job(tmp, _glyphs_job(ways, f"g{ways}"), f"g{ways}.yaml"))
-        summaries[ways] = run_search(loaded, executor=InProcessExecutor(), tracker=MlflowSearchTracker(uri),
-                                     workdir=tmp / "work")
+    summaries = {ways: search_in(tmp, _glyphs_job(ways, f"g{ways}"), f"g{ways}.yaml") for ways in KEYS}
     return summaries, uri, tmp
 
 
