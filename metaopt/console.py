@@ -138,6 +138,13 @@ def print_summary(summary: SearchSummary, tracker: Any) -> None:
 
     render_leaderboard(summary.rows, f"{summary.key}: search {summary.search_id} ({summary.seconds:.0f}s)",
                        summary.metrics, limit=summary.limit)
+    if summary.pareto:
+        from metaopt.search.trial import ADAPT_MS
+
+        print(f"Pareto front (validation {summary.metric.label} against ms to adapt to a validation task), "
+              f"{len(summary.pareto)} trials:")
+        for r in summary.pareto:
+            print(f"  {f'{r.method}-{r.number}':<24}{summary.metric.show(r.value):>10}  {_ms(r.extra[ADAPT_MS]):>7} ms")
     decision = summary.decision
     where = f"models:/{registered_model_name(summary.key)}@champion"
     if decision is not None and decision.moved:

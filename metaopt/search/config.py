@@ -225,6 +225,11 @@ class Job(_Strict):
     warm_start: Literal["off", "auto"] | list[str] = Field(
         default="off", description="start from the store's history: auto (the nearest keys of this family and kind) "
         "or a list of keys; their best configurations are tried after `enqueue`, at most a quarter of the budget")
+    objectives: list[Literal["primary", "adapt_ms"]] = Field(
+        default=["primary"], min_length=1, max_length=2,
+        description="what Optuna optimises: [primary] (the family's primary metric on validation tasks), or "
+        "[primary, adapt_ms] for two objectives (also the median ms to adapt to a validation task): the report "
+        "draws the Pareto front")
     baselines: list[str] | None = Field(
         default=None, description="baselines searched beside the methods, each tried early at its defaults "
         "(default: scratch and pretrain on regression and classification families; [] for none)")
@@ -284,6 +289,27 @@ class Job(_Strict):
             if method not in {config.get("method") for config in self.enqueue}:
                 self.enqueue = [*self.enqueue, {"method": method}]
         return self
+
+    @model_validator(mode="after")
+    def _two_objectives(self) -> Job:
+        if self.objectives[0] != "primary" or len(set(self.objectives)) != len(self.objectives):
+            raise ValueError("objectives: the first is primary, then optionally adapt_ms (allowed: [primary], "
+                             "[primary, adapt_ms])")
+        if not self.multi_objective:
+            return self
+        if not STRATEGIES[self.strategy].multi_objective:
+            allowed = ", ".join(n for n, s in STRATEGIES.items() if s.multi_objective)
+            raise ValueError(f"strategy: {self.strategy} cannot search two objectives (allowed: {allowed})")
+        if "pruner" in self.model_fields_set and self.pruner.type != "none":
+            raise ValueError(f"pruner: {self.pruner.type} cannot prune a search of two objectives (Optuna prunes "
+                             "single-objective studies only; allowed: none)")
+        self.pruner = PrunerSpec(type="none")
+        return self
+
+    @property
+    def multi_objective(self) -> bool:
+        """Whether the search optimises the adaptation cost beside the primary metric (a Pareto front)."""
+        return len(self.objectives) > 1
 
     @model_validator(mode="after")
     def _methods_fit_the_family(self) -> Job:

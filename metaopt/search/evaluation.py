@@ -109,30 +109,31 @@ def evaluate_test(
     tasks = family.fixed_tasks(n_tasks, "test", seed=TEST_SEED)
     scores = score_tasks(learner, family, tasks, steps)
     return TaskScores(key, {name: values.tolist() for name, values in scores.items()},
-                      extra=adaptation_cost(learner, family, tasks=_timed(n_tasks), steps=steps) if cost else {})
+                      extra=adaptation_cost(learner, family, tasks=timed(n_tasks), steps=steps) if cost else {})
 
 
 COST_TASKS = 20  # single tasks timed, after one untimed warm-up
 
 
-def _timed(n_tasks: int) -> int:
+def timed(n_tasks: int) -> int:
     """How many single tasks to time: 20, but never more than a fifth of the tasks scored (at least 3)."""
     return max(3, min(COST_TASKS, n_tasks // 5))
 
 
 def adaptation_cost(learner: MetaLearner, family: TaskFamily, *, tasks: int = COST_TASKS,
-                    steps: int | None = None) -> dict[str, float]:
+                    steps: int | None = None, split: Split = "test") -> dict[str, float]:
     """What adapting to one new task and predicting its queries costs, on the learner's device: ``adapt_ms`` (median
-    over ``tasks`` test tasks, one at a time), ``adapt_ms_p90``, and on a GPU ``adapt_peak_mb`` (the most memory
-    adapting took above what was held before). A metric learner embeds the support; MAML takes its inner steps; an
-    in-context model runs one forward pass; an RL policy plays the task."""
+    over ``tasks`` tasks of ``split``, one at a time), ``adapt_ms_p90``, and on a GPU ``adapt_peak_mb`` (the most
+    memory adapting took above what was held before). A metric learner embeds the support; MAML takes its inner
+    steps; an in-context model runs one forward pass; an RL policy plays the task. (A search of two objectives times
+    validation tasks: a trial never sees a test task.)"""
     import time
 
     generator = torch.Generator().manual_seed(TEST_SEED + 1)
     cuda = learner.device.type == "cuda"
     times = []
     for i in range(tasks + 1):
-        batch = family.sample(1, "test", generator).to(learner.device)
+        batch = family.sample(1, split, generator).to(learner.device)
         if cuda:
             torch.cuda.synchronize(learner.device)
             held = torch.cuda.memory_allocated(learner.device)

@@ -227,6 +227,7 @@ class Reporter:
         self.warned = False
         self.example: dict[str, Any] | None = None  # one task's arrays, for the logged model's signature
         self.last_metrics: dict[str, float] = {}  # the last evaluation's scores, to link to the logged model
+        self.extra: dict[str, float] = {}  # figures the trial measured beside its curve (``TrialResult.extra``)
 
     def _log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.unsent.append((metrics, step))

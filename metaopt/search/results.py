@@ -105,3 +105,23 @@ class SearchSummary:
     def metric(self) -> Metric:
         """The family's primary metric: what the search optimised and ranked by."""
         return self.metrics[0]
+
+    @property
+    def pareto(self) -> list[TrialResult]:
+        """A search of two objectives: its finished trials no other beats on both validation score and adaptation
+        cost, cheapest first (empty for a search of one)."""
+        return pareto_front(self.results, self.metric)
+
+
+def pareto_front(results: list[TrialResult], metric: Metric) -> list[TrialResult]:
+    """The finished trials with an adaptation cost (``val_adapt_ms``) that no other trial dominates, cheapest first."""
+    from metaopt.search.trial import ADAPT_MS
+
+    done = [r for r in results if r.state == "complete" and r.value is not None and ADAPT_MS in r.extra]
+
+    def dominates(a: TrialResult, b: TrialResult) -> bool:
+        at_least = not metric.better(b.value, a.value) and a.extra[ADAPT_MS] <= b.extra[ADAPT_MS]
+        return at_least and (metric.better(a.value, b.value) or a.extra[ADAPT_MS] < b.extra[ADAPT_MS])
+
+    front = [r for r in done if not any(dominates(o, r) for o in done if o is not r)]
+    return sorted(front, key=lambda r: (r.extra[ADAPT_MS], r.number))

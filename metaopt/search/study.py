@@ -28,7 +28,7 @@ from metaopt.search.pruners import make_pruner
 from metaopt.search.reporting import SearchTracker
 from metaopt.search.storage import describe, heartbeat_grace_s, open_storage, readable_storage, storage_locator
 from metaopt.search.strategies import Strategy
-from metaopt.search.trial import TrialResult
+from metaopt.search.trial import ADAPT_MS, TrialResult
 from metaopt.text import short
 
 RUN_ATTR = "mlflow_run_id"
@@ -67,10 +67,14 @@ def open_study(search_id: str, loaded: LoadedJob, chosen: Strategy, locator: str
     job = loaded.job
     settings = _settings(loaded, chosen, locator, tracker)
     try:
-        return optuna.create_study(study_name=search_id, direction=job.family.primary_metric.direction,
-                                   **settings), True
+        return optuna.create_study(study_name=search_id, directions=directions(job), **settings), True
     except optuna.exceptions.DuplicatedStudyError:
         return optuna.load_study(study_name=search_id, **settings), False
+
+
+def directions(job: Job) -> list[str]:
+    """The study's directions: the primary metric's, then (a search of two objectives) the adaptation cost's."""
+    return [job.family.primary_metric.direction, *(["minimize"] if job.multi_objective else [])]
 
 
 def load_study(search_id: str, loaded: LoadedJob, chosen: Strategy, locator: str,
@@ -122,7 +126,7 @@ def recorded_job(search_id: str, *, workdir: str | Path = ".metaopt", storage: s
     study = optuna.load_study(study_name=search_id, storage=open_storage(locator))
     loaded = loaded_from_data(study.user_attrs["job"], study.user_attrs["space"], Path(describe(locator)))
     metric = loaded.job.family.primary_metric
-    if study.direction.name.lower() != metric.direction:
+    if study.directions[0].name.lower() != metric.direction:
         raise LookupError(f"search {search_id!r} was started by an older metaopt that optimised the validation loss; "
                           f"{loaded.job.family.key} now optimises validation {metric.label}: start a new search")
     return loaded
@@ -176,7 +180,9 @@ def tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> None:
         trial.set_user_attr(RUN_ATTR, result.run_id)
     trial.set_user_attr("outcome", {"value": result.value, "iterations": result.iterations,
                                     "seconds": result.seconds, "checkpoint": result.checkpoint})
-    if result.state == "complete":
+    if result.state == "complete" and len(study.directions) > 1:
+        study.tell(trial, [result.value, result.extra[ADAPT_MS]])
+    elif result.state == "complete":
         study.tell(trial, result.value)
     else:
         study.tell(trial, state=OPTUNA_STATES[result.state])

@@ -31,6 +31,7 @@ from metaopt.tasks.base import TaskFamily
 
 TrialState = Literal["complete", "pruned", "failed"]
 VAL_SEED_OFFSET = 1  # validation tasks are drawn with seed job.seed + 1
+ADAPT_MS = "val_adapt_ms"  # a search of two objectives: the second, what adapting to a validation task costs
 
 
 def objective_name(job: Job) -> str:
@@ -176,6 +177,10 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
             on_eval=report, device=device)
     except TimeLimit as exc:
         raise TrialTimeLimit(f"time limit of {budget.trial_timeout_s:g}s reached at iteration {exc.iteration}") from None
+    if job.multi_objective:
+        cost = evaluation.adaptation_cost(learner, family, tasks=evaluation.timed(budget.val_tasks), split="val")
+        reporter.extra[ADAPT_MS] = cost["adapt_ms"]
+        reporter.log.log_metrics({ADAPT_MS: cost["adapt_ms"]}, step=reporter.last_step or 0)
     if trajectory:
         from metaopt.figures import plot_learned_values
 
@@ -228,7 +233,8 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
         log.set_tags({"metaopt.debug.node": _where(), "metaopt.debug.pid": str(os.getpid())})
         log.log_dataset(*family_dataset(config.job))
         pruner = config.job.pruner
-        reporter = Reporter(_optuna_trial(config), log, config.checkpoint_path,
+        optuna_trial = None if config.job.multi_objective else _optuna_trial(config)  # Optuna prunes one objective
+        reporter = Reporter(optuna_trial, log, config.checkpoint_path,
                             per_instance=pruner.type == "wilcoxon", warmup=pruner.n_warmup_steps,
                             final_step=config.job.budget.meta_iterations, prunable=config.prunable)
         try:
@@ -245,6 +251,7 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
             own = (optuna.TrialPruned, Diverged, TrialTimeLimit)
             result.reason = str(exc) if isinstance(exc, own) else _describe(exc)
         reporter.flush()
+        result.extra.update(reporter.extra)
         if reporter.resumed_from is not None:
             result.extra["resumed_at"] = reporter.resumed_from
         result.iterations = reporter.last_step or 0

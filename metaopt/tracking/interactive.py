@@ -3,6 +3,8 @@ artifact viewer shows (plotly, its script inline once, so the page works offline
 
 - the optimization history: every trial's validation score by trial number, pruned ones
   included (their last score), coloured by method, with the best so far;
+- a search of two objectives (``objectives: [primary, adapt_ms]``): Optuna's Pareto front of
+  validation score against adaptation cost;
 - each trial's validation curve (Optuna's intermediate values);
 - per method (the space is conditional on it), with the parameter names MLflow shows: parallel
   coordinates (log axes for log-scaled parameters) and, from ``MIN_IMPORTANCE_TRIALS`` finished
@@ -43,6 +45,9 @@ def write_interactive(summary: SearchSummary, study: optuna.Study | None, out: P
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Callable[[], object]] = {"optimization history": lambda: _history(summary)}
     target = f"validation {summary.metric.label}"
+    if study is not None and len(study.directions) > 1:
+        figures["Pareto front: validation score against adaptation cost"] = lambda: \
+            optuna.visualization.plot_pareto_front(study, target_names=pareto_names(summary))
     if study is not None:
         figures["validation curves"] = lambda: _curves(summary, study)
         for method, per_method in drawn_methods(study, summary, MIN_PARALLEL_TRIALS).items():
@@ -72,6 +77,11 @@ def write_interactive(summary: SearchSummary, study: optuna.Study | None, out: P
     return [page]
 
 
+def pareto_names(summary: SearchSummary) -> list[str]:
+    """The axes of a two-objective search's Pareto front."""
+    return [f"validation {summary.metric.label}", "ms to adapt to a validation task (median)"]
+
+
 def method_study(study: optuna.Study, method: str) -> optuna.Study | None:
     """The trials of ``method`` as a study of their own, parameters named as in MLflow (``inner_lr``, not ``maml.inner_lr``)."""
     prefix = f"{method}."
@@ -79,11 +89,11 @@ def method_study(study: optuna.Study, method: str) -> optuna.Study | None:
             and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     if not kept or not any(name.startswith(prefix) for name in kept[0].params):
         return None
-    copy = optuna.create_study(directions=study.directions)
+    copy = optuna.create_study(direction=study.directions[0])  # the primary metric (of two objectives, the first)
     for t in kept:
         try:
             copy.add_trial(optuna.trial.create_trial(
-                state=t.state, value=t.value if t.state == optuna.trial.TrialState.COMPLETE else None,
+                state=t.state, value=t.values[0] if t.state == optuna.trial.TrialState.COMPLETE else None,
                 params={k[len(prefix):]: v for k, v in t.params.items() if k.startswith(prefix)},
                 distributions={k[len(prefix):]: d for k, d in t.distributions.items() if k.startswith(prefix)},
                 intermediate_values=t.intermediate_values, user_attrs={"number": t.number},

@@ -13,8 +13,9 @@ import optuna
 
 from metaopt.figures import log_y
 from metaopt.search.results import SearchSummary
+from metaopt.search.trial import ADAPT_MS
 from metaopt.tasks.metrics import Metric
-from metaopt.tracking.interactive import MIN_IMPORTANCE_TRIALS, drawn_methods, write_interactive
+from metaopt.tracking.interactive import MIN_IMPORTANCE_TRIALS, drawn_methods, pareto_names, write_interactive
 
 Curves = Callable[[str], list[tuple[int, float]]]  # run id -> (iteration, validation score) points
 
@@ -27,7 +28,12 @@ def write_search_report(summary: SearchSummary, study: optuna.Study | None, curv
         "best_so_far_per_method.png": lambda: _best_so_far(summary),
         "val_curves_top5.png": lambda: _top_curves(summary, curves),
     }
-    if study is not None:
+    if study is not None and len(study.directions) > 1:  # two objectives: the history of the first, the front
+        figures["optimization_history.png"] = lambda: optuna.visualization.matplotlib.plot_optimization_history(
+            study, target=lambda t: t.values[0], target_name=pareto_names(summary)[0]).figure
+        figures["pareto_front.png"] = lambda: optuna.visualization.matplotlib.plot_pareto_front(
+            study, target_names=pareto_names(summary)).figure
+    elif study is not None:
         figures["optimization_history.png"] = lambda: optuna.visualization.matplotlib.plot_optimization_history(
             study).figure
         for method, per_method in drawn_methods(study, summary, MIN_IMPORTANCE_TRIALS).items():  # figures.html's rule
@@ -50,11 +56,11 @@ def write_search_report(summary: SearchSummary, study: optuna.Study | None, curv
 def _trial_table(summary: SearchSummary, path: Path) -> Path:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["number", "method", "state", f"val_{summary.metric.name}", "iterations", "seconds", "reason",
-                         "hparams", "run_id"])
+        writer.writerow(["number", "method", "state", f"val_{summary.metric.name}", ADAPT_MS, "iterations", "seconds",
+                         "reason", "hparams", "run_id"])
         for r in sorted(summary.results, key=lambda r: r.number):
-            writer.writerow([r.number, r.method, r.state, r.value, r.iterations, f"{r.seconds:.1f}", r.reason or "",
-                             json.dumps(r.hparams, sort_keys=True), r.run_id or ""])
+            writer.writerow([r.number, r.method, r.state, r.value, r.extra.get(ADAPT_MS, ""), r.iterations,
+                             f"{r.seconds:.1f}", r.reason or "", json.dumps(r.hparams, sort_keys=True), r.run_id or ""])
     return path
 
 

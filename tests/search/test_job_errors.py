@@ -57,7 +57,7 @@ BAD_JOBS = {
     ),
     "unknown field": (tiny_job(budgett={}), "budgett: Extra inputs are not permitted"),
     "zero trials": (tiny_job(budget={"trials": 0, "meta_iterations": 1, "eval_interval": 1}), "budget.trials: Input should be greater than 0"),
-    "bad strategy": (tiny_job(strategy="bayes"), "strategy: Input should be 'tpe', 'random', 'cmaes', 'gp', 'grid', 'hypergrad' or 'tpe+hypergrad'"),
+    "bad strategy": (tiny_job(strategy="bayes"), "strategy: Input should be 'tpe', 'random', 'nsga2', 'cmaes', 'gp', 'grid', 'hypergrad' or 'tpe+hypergrad'"),
     "grid over a continuous range": (
         tiny_job(strategy="grid", methods=["maml"]),
         "space.maml.inner_lr: strategy grid needs a step for every float range",

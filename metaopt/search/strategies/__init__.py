@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from metaopt.search.strategies.base import Strategy
 from metaopt.search.strategies.hypergrad import HyperGradient, TPEHyperGradient
-from metaopt.search.strategies.samplers import TPE, CmaEs, GaussianProcess, Grid, Random, grid_size
+from metaopt.search.strategies.samplers import NSGA2, TPE, CmaEs, GaussianProcess, Grid, Random, grid_size
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "tpe": TPE,
     "random": Random,
+    "nsga2": NSGA2,
     "cmaes": CmaEs,
     "gp": GaussianProcess,
     "grid": Grid,
@@ -25,5 +26,5 @@ def strategy(name: str) -> Strategy:
     return STRATEGIES[name]()
 
 
-__all__ = ["STRATEGIES", "CmaEs", "GaussianProcess", "Grid", "HyperGradient", "Random", "Strategy", "TPE",
+__all__ = ["NSGA2", "STRATEGIES", "CmaEs", "GaussianProcess", "Grid", "HyperGradient", "Random", "Strategy", "TPE",
            "TPEHyperGradient", "grid_size", "strategy"]

@@ -34,6 +34,8 @@ class Strategy(ABC):
     name: ClassVar[str]
     # Float ranges are not sampled but start mid-range: the learner tunes them as it trains.
     learned_floats: ClassVar[bool] = False
+    # Its sampler takes a study of two objectives (the primary metric and the adaptation cost).
+    multi_objective: ClassVar[bool] = False
 
     @abstractmethod
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:

@@ -1,4 +1,4 @@
-"""The strategies that are an Optuna sampler and nothing more: TPE, random, CMA-ES, Gaussian process, grid.
+"""The strategies that are an Optuna sampler and nothing more: TPE, random, NSGA-II, CMA-ES, Gaussian process, grid.
 
 CMA-ES and the Gaussian process model the parameters every trial shares (with one
 method: all of them); the conditional ones fall to a TPE sampler. ``grid``
@@ -24,6 +24,7 @@ class TPE(Strategy):
     """Multivariate TPE with ``group=True``; 5 random start-up trials."""
 
     name = "tpe"
+    multi_objective = True
 
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         """Optuna's ``TPESampler``."""
@@ -34,10 +35,22 @@ class Random(Strategy):
     """Uniform over the space."""
 
     name = "random"
+    multi_objective = True
 
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         """Optuna's ``RandomSampler``."""
         return optuna.samplers.RandomSampler(seed=seed)
+
+
+class NSGA2(Strategy):
+    """NSGA-II, the evolutionary sampler for two objectives (also takes one)."""
+
+    name = "nsga2"
+    multi_objective = True
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        """Optuna's ``NSGAIISampler``."""
+        return optuna.samplers.NSGAIISampler(seed=seed)
 
 
 class CmaEs(Strategy):
