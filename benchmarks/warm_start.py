@@ -25,6 +25,7 @@ p < 0.05) over the seeds at 25 and 50 trials: a significant win, loss or neither
 
     python benchmarks/warm_start.py --evaluate [--configs 60] [--workers 2]   # the table (about an hour on 2 cores)
     python benchmarks/warm_start.py [--trials 50] [--seeds 10]               # the replay (minutes)
+    python benchmarks/warm_start.py --real [--real-trials 20 --real-seeds 3]  # real searches, warm against cold
 """
 
 from __future__ import annotations
@@ -476,6 +477,77 @@ def run_replay(args: argparse.Namespace) -> None:
     print(f"\nwrote {args.json}")
 
 
+# ---- a real search of a held-out key, warm against cold -----------------------------------------------------------
+
+REAL_SOURCES = [{"shots": 5}, {"shots": 20}]
+REAL_TARGET = {"shots": 10}
+
+
+def real_job(options: dict[str, Any], seed: int, warm: str, trials: int) -> dict[str, Any]:
+    """A real sine search (the table's methods and space, a longer budget) of one key."""
+    family = FAMILIES[0]
+    return {**job_data(family, options), "name": f"sine-{options['shots']}shot-{warm}-seed{seed}", "seed": seed,
+            "budget": {"trials": trials, "meta_iterations": 2000, "eval_interval": 1000, "val_tasks": 200,
+                       "test_tasks": 500},
+            "pruner": {"type": "none"}, "warm_start": warm}
+
+
+def run_real(args: argparse.Namespace) -> None:
+    """Search two source keys into a fresh store, then the held-out key cold and warm (``warm_start: auto``), several
+    seeds each; report the trials each warm search took to reach its cold twin's final best."""
+    from metaopt.api import run
+
+    torch.set_num_threads(1)
+    folder = Path(args.store)
+    folder.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+
+    def search(options: dict[str, Any], seed: int, warm: str) -> Any:
+        start = time.perf_counter()
+        summary = run(real_job(options, seed, warm, args.real_trials), in_process=True, tracking_uri=uri,
+                      workdir=folder / "work", progress=False)
+        print(f"  {summary.search_id}: best validation {summary.metric.show(_best(summary))} "
+              f"({time.perf_counter() - start:.0f}s)", flush=True)
+        return summary
+
+    for options in REAL_SOURCES:
+        search(options, 0, "off")
+    rows = []
+    for seed in range(args.real_seeds):
+        cold, warm = search(REAL_TARGET, seed, "off"), search(REAL_TARGET, seed, "auto")
+        target = _best(cold)
+        curve = _curve(warm)
+        reached = next((i for i, v in enumerate(curve, 1) if v is not None and not cold.metric.better(target, v)),
+                       None)
+        cold_at = _curve(cold).index(target) + 1
+        rows.append({"seed": seed, "cold_best": target, "cold_best_at": cold_at, "warm_best": _best(warm),
+                     "warm_reaches_cold_best_at": reached, "cold_curve": _curve(cold), "warm_curve": curve})
+    print(f"\nheld-out key {key_of(FAMILIES[0], REAL_TARGET)}, sources {', '.join(key_of(FAMILIES[0], o) for o in REAL_SOURCES)}"
+          f"; {args.real_trials} trials x 2,000 meta-iterations, validation MSE")
+    print(f"{'seed':>4}  {'cold best':>10}  {'at trial':>8}  {'warm best':>10}  {'warm reaches cold best at':>26}")
+    for r in rows:
+        at_trial = r["warm_reaches_cold_best_at"] or f"never (> {args.real_trials})"
+        print(f"{r['seed']:>4}  {r['cold_best']:>10.4f}  {r['cold_best_at']:>8}  {r['warm_best']:>10.4f}  {at_trial!s:>26}")
+    out = RESULTS / "warm_start_real.json"
+    out.write_text(json.dumps({"benchmark": "warm_start_real", "trials": args.real_trials, "rows": rows}, indent=1))
+    print(f"\nwrote {out}")
+
+
+def _curve(summary: Any) -> list[float | None]:
+    """The best validation score after each trial, by trial number."""
+    best, out = None, []
+    for r in sorted(summary.results, key=lambda r: r.number):
+        if r.state == "complete" and r.value is not None and (best is None or summary.metric.better(r.value, best)):
+            best = r.value
+        out.append(best)
+    return out
+
+
+def _best(summary: Any) -> float:
+    """The search's best validation score."""
+    return [v for v in _curve(summary) if v is not None][-1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--evaluate", action="store_true", help="train the table's configurations (step 1)")
@@ -485,8 +557,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--json", default=str(RESULTS / "warm_start.json"))
+    parser.add_argument("--real", action="store_true", help="real searches of a held-out key, warm against cold")
+    parser.add_argument("--real-trials", type=int, default=20)
+    parser.add_argument("--real-seeds", type=int, default=3)
+    parser.add_argument("--store", default="/tmp/metaopt-warm-start-real", help="--real: the store's folder")
     args = parser.parse_args()
-    if args.evaluate:
+    if args.real:
+        run_real(args)
+    elif args.evaluate:
         run_evaluate(args)
     else:
         run_replay(args)

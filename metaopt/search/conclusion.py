@@ -95,7 +95,8 @@ def retrain_seeds(ctx: SearchContext, rows: list[MethodRow], results: list[Trial
                   scores: dict[str, TaskScores]) -> dict[str, TaskScores]:
     """With ``budget.seeds`` N > 1: each scored method's best configuration trained again with N - 1 other training
     seeds (runs tagged ``metaopt.role=seed`` and ``metaopt.seed_of``, nested under that trial's run, outside the
-    search's budget and its study), each scored on the same test tasks. A method's scores become the mean over its N seeds
+    search's budget and its study), each scored on the same test tasks (a resumed search reuses the seeds scored before
+    its driver stopped). A method's scores become the mean over its N seeds
     task by task (``evaluation.across_seeds``: what the verdict and the champion decision pair), with the seeds'
     spread; recorded with its best trial's run."""
     job = ctx.job
@@ -103,10 +104,15 @@ def retrain_seeds(ctx: SearchContext, rows: list[MethodRow], results: list[Trial
         return scores
     by_number = {r.number: r for r in results}
     training = {}
+    seeds = {method: [score] for method, score in scores.items()}
     for row in rows:
         if row.method not in scores or row.trial_number is None:
             continue
         for offset in range(1, job.budget.seeds):
+            recorded = ctx.tracker.seed_scores(row.run_id, job.seed + offset) if row.run_id else None
+            if recorded is not None:  # a resumed search: this seed was trained and scored before its driver stopped
+                seeds[row.method].append(recorded)
+                continue
             tags = {**trial_tags(ctx.search_id, job, row.method, row.trial_number), "metaopt.role": "seed",
                     "metaopt.seed_of": row.run_id or "", "metaopt.training_seed": str(job.seed + offset)}
             if row.run_id:  # MLflow nests the seeds under the trial whose configuration they retrain
@@ -119,7 +125,7 @@ def retrain_seeds(ctx: SearchContext, rows: list[MethodRow], results: list[Trial
             training[ctx.submit(execute_trial, config, ctx.trial_tracker)] = row
     ctx.progress("testing", {"methods": [f"{row.method} ({job.budget.seeds} seeds)" for row in rows
                                          if row.method in scores]})
-    scoring, seeds = {}, {method: [score] for method, score in scores.items()}
+    scoring = {}
     while training:
         for done in ctx.wait(list(training)):
             row, result = training.pop(done.handle), done.value

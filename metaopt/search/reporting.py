@@ -104,6 +104,10 @@ class SearchTracker(Protocol):
     def record_test(self, run_id: str, scores: TaskScores) -> None:
         """Attach test-task scores (the summary and every task's) to a trial's record."""
 
+    def seed_scores(self, seed_of: str, training_seed: int) -> TaskScores | None:
+        """The recorded test scores of a finished retrain of ``seed_of``'s configuration with ``training_seed`` (a
+        resumed search reuses them); None where there is none. Its earlier unfinished runs are ended, said why."""
+
     def champion(self, key: str) -> ChampionRecord | None:
         """The key's champion; None only when there is none yet (any other failure: ``TrackingError``)."""
 
@@ -144,6 +148,9 @@ class NullSearchTracker:
 
     def record_test(self, run_id: str, scores: TaskScores) -> None:
         pass
+
+    def seed_scores(self, seed_of: str, training_seed: int) -> TaskScores | None:
+        return None
 
     def champion(self, key: str) -> ChampionRecord | None:
         return None

@@ -29,7 +29,7 @@ from metaopt.search.selection import Decision
 from metaopt.search.trial import TrialResult, family_dataset
 from metaopt.tasks.metrics import Metric
 from metaopt.tracking.board import write_board
-from metaopt.tracking.champion import read_champion, record_scores, register
+from metaopt.tracking.champion import read_champion, record_scores, recorded_scores, register
 from metaopt.tracking.descriptions import (
     best_so_far,
     leaderboard_table,
@@ -296,6 +296,24 @@ class MlflowSearchTracker:
     def record_test(self, run_id: str, scores: TaskScores) -> None:
         """Test-task scores on the trial's run: the summary as metrics, every task's score as ``test/scores.json``."""
         record_scores(self.client, run_id, scores)
+
+    def seed_scores(self, seed_of: str, training_seed: int) -> TaskScores | None:
+        """A finished seed run's recorded test scores; a run of that seed left unfinished or unscored by a stopped
+        driver ends FAILED (trained again), said why."""
+        if self.experiment_id is None:
+            return None
+        runs = self.client.search_runs([self.experiment_id], "tags.`metaopt.role` = 'seed' and "
+                                       f"tags.`metaopt.seed_of` = '{seed_of}' and "
+                                       f"tags.`metaopt.training_seed` = '{training_seed}'")
+        found = None
+        for run in runs:
+            scores = recorded_scores(self.client, run.info.run_id) if run.info.status == "FINISHED" else None
+            if scores is not None and found is None:
+                found = scores
+            elif run.info.status in ("RUNNING", "FINISHED"):
+                self.end_trial(run.info.run_id, "failed", "its search's driver stopped before this seed was scored; "
+                                                          "resume trained it again")
+        return found
 
     def champion(self, key: str) -> ChampionRecord | None:
         """The key's champion (``metaopt-<key>@champion``) and its recorded scores; None if there is none yet."""
