@@ -76,10 +76,11 @@ def sources(client: MlflowClient, family: str, kind: str, options: dict[str, Any
 
 
 def warm_configs(found: list[Source], space: SearchSpace, limit: int) -> list[tuple[dict[str, Any], str]]:
-    """Up to ``limit`` configurations to try first, nearest source first, each as the job's space can take it (its
-    methods, the hyperparameters the space searches or fixes, values it could give), with where it came from."""
+    """Up to ``limit`` configurations to try first, nearest source first, one per method that has more than one
+    configuration, each as the job's space can take it (its methods, the hyperparameters the space searches or
+    fixes, values it could give), with where it came from."""
     chosen: list[tuple[dict[str, Any], str]] = []
-    seen: set[str] = set()
+    seen: set[str] = set(space.fixed_methods())  # one configuration each: tried once anyway (a baseline, enqueued)
     for source in found:
         for config in source.configs:
             if len(chosen) >= limit or config.method not in space.methods or config.method in seen:

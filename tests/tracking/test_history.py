@@ -11,7 +11,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from metaopt.search.storage import journal_storage
-from metaopt.tracking.history import distance
+from metaopt.search.ranges import FloatRange
+from metaopt.search.space import SearchSpace
+from metaopt.tracking.history import Config, Source, distance, warm_configs
 from tests.search.jobs import search_in, tiny_job
 from tests.test_cli_edges import _main
 
@@ -33,6 +35,22 @@ def test_distance_between_option_sets():
     assert distance({"shots": 5, "queries": 5}, {"shots": 5, "queries": 5}) == 0
     assert distance({"shots": 5}, {"shots": 10}) == pytest.approx(1.0)
     assert distance({"function": "linear"}, {"function": "relu"}) == 1.0
+
+
+def test_warm_configurations_are_one_per_searched_method_nearest_source_first():
+    space = SearchSpace(["maml", "fomaml", "scratch"], {"maml": {"inner_lr": FloatRange(type="float", low=0.001, high=0.1)},
+                                                        "fomaml": {"inner_lr": FloatRange(type="float", low=0.001, high=0.1)}})
+    near = Source("sine-5shot", 1.0, "MSE", [Config("scratch", {}, 0.1), Config("maml", {"inner_lr": 0.01}, 0.2),
+                                            Config("maml", {"inner_lr": 0.05}, 0.3)])
+    far = Source("sine-40shot", 3.0, "MSE", [Config("fomaml", {"inner_lr": 0.02}, 0.1),
+                                             Config("maml", {"inner_lr": 0.09}, 0.1),
+                                             Config("fomaml", {"inner_lr": 0.5}, 0.2)])  # 0.5: outside this space
+    chosen = warm_configs([near, far], space, limit=5)
+    # scratch has one configuration (a baseline the job tries anyway): never a warm start's
+    assert [config for config, _ in chosen] == [{"method": "maml", "inner_lr": 0.01},
+                                                {"method": "fomaml", "inner_lr": 0.02}]
+    assert chosen[0][1] == "sine-5shot (maml, distance 1)"
+    assert len(warm_configs([near, far], space, limit=1)) == 1
 
 
 def test_a_warm_started_search_starts_from_the_nearest_key_and_records_it(store, tmp_path):
