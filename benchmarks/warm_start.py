@@ -25,7 +25,7 @@ p < 0.05) over the seeds at 25 and 50 trials: a significant win, loss or neither
 
     python benchmarks/warm_start.py --evaluate [--configs 60] [--workers 2]   # the table (about an hour on 2 cores)
     python benchmarks/warm_start.py [--trials 50] [--seeds 10]               # the replay (minutes)
-    python benchmarks/warm_start.py --real [--real-trials 20 --real-seeds 3]  # real searches, warm against cold
+    python benchmarks/warm_start.py --real [--real-family sine|functions --real-trials 20 --real-seeds 3]
 """
 
 from __future__ import annotations
@@ -479,16 +479,21 @@ def run_replay(args: argparse.Namespace) -> None:
 
 # ---- a real search of a held-out key, warm against cold -----------------------------------------------------------
 
-REAL_SOURCES = [{"shots": 5}, {"shots": 20}]
-REAL_TARGET = {"shots": 10}
+# Per family: the source keys searched once, the held-out key, the trials' meta-iterations.
+REAL = {
+    "sine": ([{"shots": 5}, {"shots": 20}], {"shots": 10}, 2000),
+    "functions": ([{"function": "linear", "points": 20}, {"function": "sparse-linear", "points": 10}],
+                  {"function": "linear", "points": 10}, 1000),
+}
 
 
-def real_job(options: dict[str, Any], seed: int, warm: str | list[str], trials: int) -> dict[str, Any]:
-    """A real sine search (the table's methods and space, a longer budget) of one key."""
-    family = FAMILIES[0]
-    return {**job_data(family, options), "name": f"sine-{options['shots']}shot-{'cold' if warm == 'off' else 'warm'}-seed{seed}", "seed": seed,
-            "budget": {"trials": trials, "meta_iterations": 2000, "eval_interval": 1000, "val_tasks": 200,
-                       "test_tasks": 500},
+def real_job(family: Family, options: dict[str, Any], seed: int, warm: str | list[str], trials: int,
+             iterations: int) -> dict[str, Any]:
+    """A real search of one key (the table's methods and space, a longer budget)."""
+    name = f"{family.name}-{'cold' if warm == 'off' else 'warm'}-seed{seed}"
+    return {**job_data(family, options), "name": name, "seed": seed,
+            "budget": {"trials": trials, "meta_iterations": iterations, "eval_interval": iterations // 2,
+                       "val_tasks": 200, "test_tasks": 500},
             "pruner": {"type": "none"}, "warm_start": warm}
 
 
@@ -498,13 +503,16 @@ def run_real(args: argparse.Namespace) -> None:
     from metaopt.api import run
 
     torch.set_num_threads(1)
-    folder = Path(args.store)
+    family = next(f for f in FAMILIES if f.name == args.real_family)
+    source_options, target, iterations = REAL[family.name]
+    folder = Path(args.store) / family.name
     folder.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
 
     def search(options: dict[str, Any], seed: int, warm: str | list[str]) -> Any:
         start = time.perf_counter()
-        summary = run(real_job(options, seed, warm, args.real_trials), in_process=True, tracking_uri=uri,
+        summary = run(real_job(family, options, seed, warm, args.real_trials, iterations), in_process=True,
+                      tracking_uri=uri,
                       workdir=folder / "work", progress=False)
         print(f"  {summary.search_id}: best validation {summary.metric.show(_best(summary))} "
               f"({time.perf_counter() - start:.0f}s)", flush=True)
@@ -515,8 +523,8 @@ def run_real(args: argparse.Namespace) -> None:
     from metaopt.tracking.history import last_search
 
     client = MlflowClient(uri)
-    sources = [key_of(FAMILIES[0], options) for options in REAL_SOURCES]
-    for options, key in zip(REAL_SOURCES, sources):
+    sources = [key_of(family, options) for options in source_options]
+    for options, key in zip(source_options, sources):
         experiment = client.get_experiment_by_name(f"metaopt-{key}")
         if experiment is None or last_search(client, experiment.experiment_id) is None:  # searched once per store
             search(options, 0, "off")
@@ -524,22 +532,24 @@ def run_real(args: argparse.Namespace) -> None:
     for seed in range(args.real_seeds):
         # The sources named: the store also holds the held-out key's own searches (the cold twins), which
         # `warm_start: auto` would take first (distance 0); a held-out key has no history of its own.
-        cold, warm = search(REAL_TARGET, seed, "off"), search(REAL_TARGET, seed, sources)
-        target = _best(cold)
+        cold, warm = search(target, seed, "off"), search(target, seed, sources)
+        cold_best = _best(cold)
         curve = _curve(warm)
-        reached = next((i for i, v in enumerate(curve, 1) if v is not None and not cold.metric.better(target, v)),
-                       None)
-        cold_at = _curve(cold).index(target) + 1
-        rows.append({"seed": seed, "cold_best": target, "cold_best_at": cold_at, "warm_best": _best(warm),
+        reached = next((i for i, v in enumerate(curve, 1)
+                        if v is not None and not cold.metric.better(cold_best, v)), None)
+        cold_at = _curve(cold).index(cold_best) + 1
+        rows.append({"seed": seed, "cold_best": cold_best, "cold_best_at": cold_at, "warm_best": _best(warm),
                      "warm_reaches_cold_best_at": reached, "cold_curve": _curve(cold), "warm_curve": curve})
-    print(f"\nheld-out key {key_of(FAMILIES[0], REAL_TARGET)}, sources {', '.join(key_of(FAMILIES[0], o) for o in REAL_SOURCES)}"
-          f"; {args.real_trials} trials x 2,000 meta-iterations, validation MSE")
+    print(f"\nheld-out key {key_of(family, target)}, sources {', '.join(sources)}; {args.real_trials} trials x "
+          f"{iterations} meta-iterations, validation {cold.metric.label}")
     print(f"{'seed':>4}  {'cold best':>10}  {'at trial':>8}  {'warm best':>10}  {'warm reaches cold best at':>26}")
     for r in rows:
         at_trial = r["warm_reaches_cold_best_at"] or f"never (> {args.real_trials})"
         print(f"{r['seed']:>4}  {r['cold_best']:>10.4f}  {r['cold_best_at']:>8}  {r['warm_best']:>10.4f}  {at_trial!s:>26}")
-    out = RESULTS / "warm_start_real.json"
-    out.write_text(json.dumps({"benchmark": "warm_start_real", "trials": args.real_trials, "rows": rows}, indent=1))
+    out = RESULTS / f"warm_start_real_{family.name}.json"
+    out.write_text(json.dumps({"benchmark": "warm_start_real", "family": family.name, "target": key_of(family, target),
+                               "sources": sources, "trials": args.real_trials, "iterations": iterations, "rows": rows},
+                              indent=1))
     print(f"\nwrote {out}")
 
 
@@ -570,6 +580,7 @@ def main() -> None:
     parser.add_argument("--real", action="store_true", help="real searches of a held-out key, warm against cold")
     parser.add_argument("--real-trials", type=int, default=20)
     parser.add_argument("--real-seeds", type=int, default=3)
+    parser.add_argument("--real-family", choices=list(REAL), default="sine")
     parser.add_argument("--store", default="/tmp/metaopt-warm-start-real", help="--real: the store's folder")
     args = parser.parse_args()
     if args.real:
