@@ -124,22 +124,27 @@ class MetaPrompt(EpisodicLearner):
                 loss = ((predictions - targets) ** 2).flatten(2).mean(-1)
         return loss.view(tasks, q, s)
 
-    def training_loss(self, meta: Params, batch: TaskBatch) -> Tensor:
-        """The policy-gradient surrogate: minus each sampled context's advantage (its reward, minus the frozen loss,
-        against the mean of the query's other samples) times its log-probability."""
+    def policy_loss(self, meta: Params, batch: TaskBatch) -> tuple[Tensor, Tensor]:
+        """The policy-gradient surrogate — minus each sampled context's advantage (its reward, minus the frozen
+        loss, against the mean of the query's other samples) times its log-probability — and the frozen model's
+        mean query loss on the sampled contexts."""
         s = self.hparams["samples"]
         indices, log_prob = self.choose(meta, batch, s, greedy=False, generator=self.generator)
         loss = self.frozen_loss(batch, indices)
-        self.last_frozen_loss = loss.mean().detach()
         others = (loss.sum(-1, keepdim=True) - loss) / (s - 1)
         advantage = others - loss  # reward -loss against the leave-one-out mean reward
         advantage = advantage / advantage.std().clamp(min=1e-8)
-        return -(advantage.detach() * log_prob).mean()
+        return -(advantage.detach() * log_prob).mean(), loss.mean()
+
+    def training_loss(self, meta: Params, batch: TaskBatch) -> Tensor:
+        """The policy-gradient surrogate (``policy_loss``)."""
+        return self.policy_loss(meta, batch)[0]
 
     def meta_step(self, batch: TaskBatch) -> dict[str, Tensor]:
         """One policy-gradient step; reports the frozen model's mean query loss on the sampled contexts."""
-        self.outer.step(loss=self.training_loss(self.meta_parameters(), batch))
-        return {"loss": self.last_frozen_loss}
+        surrogate, frozen = self.policy_loss(self.meta_parameters(), batch)
+        self.outer.step(loss=surrogate)
+        return {"loss": frozen}
 
     def batch_predictions(self, meta: Params, batch: TaskBatch) -> Tensor:
         """The frozen model's predictions of every query with its greedily chosen context (its target unread)."""

@@ -240,6 +240,12 @@ class Reporter:
         self.unsent.append((metrics, step))
         self.flush()
 
+    def measured(self, name: str, value: float) -> None:
+        """A figure the trial measured once, beside its curve (a two-objective search's ``val_adapt_ms``): kept for
+        its result (``TrialResult.extra``) and logged at its last step, held back like every metric on trouble."""
+        self.extra[name] = value
+        self._log_metrics({name: value}, self.last_step or 0)
+
     def flush(self) -> None:
         """Send held-back metrics, oldest first; what the tracker refuses (unreachable past its own retries) waits."""
         while self.unsent:

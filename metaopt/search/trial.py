@@ -58,10 +58,14 @@ class TrialConfig:
     seed_offset: int = 0  # a retrain of a best configuration with another training seed (``budget.seeds``): 1, 2, ...
 
     @property
+    def seed_suffix(self) -> str:
+        """``-seed1`` for a retrain with another training seed, else nothing: in its run's and checkpoint's names."""
+        return f"-seed{self.seed_offset}" if self.seed_offset else ""
+
+    @property
     def checkpoint_path(self) -> Path:
         """Where this trial's latest checkpoint is written."""
-        seed = f"-seed{self.seed_offset}" if self.seed_offset else ""
-        return Path(self.checkpoint_dir) / f"trial-{self.number:05d}{seed}.pt"
+        return Path(self.checkpoint_dir) / f"trial-{self.number:05d}{self.seed_suffix}.pt"
 
 
 @dataclass
@@ -179,8 +183,7 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
         raise TrialTimeLimit(f"time limit of {budget.trial_timeout_s:g}s reached at iteration {exc.iteration}") from None
     if job.multi_objective:
         cost = evaluation.adaptation_cost(learner, family, tasks=evaluation.timed(budget.val_tasks), split="val")
-        reporter.extra[ADAPT_MS] = cost["adapt_ms"]
-        reporter.log.log_metrics({ADAPT_MS: cost["adapt_ms"]}, step=reporter.last_step or 0)
+        reporter.measured(ADAPT_MS, cost["adapt_ms"])
     if trajectory:
         from metaopt.figures import plot_learned_values
 
@@ -226,8 +229,8 @@ def execute_trial(config: TrialConfig, tracker: TrialTracker) -> TrialResult:
     start = time.monotonic()
     result = TrialResult(config.number, config.method, dict(config.hparams), state="failed")
     tags = trial_tags(config.search_id, config.job, config.method, config.number)
-    seed = f"-seed{config.seed_offset}" if config.seed_offset else ""
-    with tracker.open_trial(tags, run_name=f"{config.method}-{config.number}{seed}", run_id=config.run_id) as log:
+    with tracker.open_trial(tags, run_name=f"{config.method}-{config.number}{config.seed_suffix}",
+                            run_id=config.run_id) as log:
         result.run_id = log.run_id
         log.log_params({"method": config.method, **config.hparams})
         log.set_tags({"metaopt.debug.node": _where(), "metaopt.debug.pid": str(os.getpid())})
