@@ -92,8 +92,21 @@ def get_or_create_experiment(client: Any, key: str, family: str | None = None, m
             tags[NOTE_TAG] = key_note(key, family, metric)
     for tag, value in tags.items():
         if current.get(tag) != value:
-            client.set_experiment_tag(experiment_id, tag, value)
+            _set_experiment_tag(client, experiment_id, tag, value)
     return experiment_id
+
+
+def _set_experiment_tag(client: Any, experiment_id: str, tag: str, value: str) -> None:
+    """Set one experiment tag; a second driver that inserted the same tag a moment before (the store's unique
+    constraint) makes this write an update of theirs."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_experiment_tag(experiment_id, tag, value)
+    except MlflowException:
+        if tag not in client.get_experiment(experiment_id).tags:
+            raise
+        client.set_experiment_tag(experiment_id, tag, value)
 
 
 KIND_TAG = "mlflow.experimentKind"
