@@ -13,8 +13,8 @@ through ``fit()`` on ``--context``-shot sine tasks (``--iterations``).
     python benchmarks/metaprompt_table.py [--family sine|functions --pool 40 --context 5 --tasks 1000 --iterations 5000]
 
 ``metaprompt`` (``metaopt.incontext.metaprompt``) is meta-trained here with ``fit()`` on training tasks of the same
-pool family (``--selector-iterations``) and chooses greedily at test. Next (issue 27): the ``functions`` family, the
-text family with a language model over HTTP, ``metaprompt`` as a job's method.
+pool family (``--selector-iterations``) and chooses greedily at test. Next (issue 27): the text family
+(``movie-genres``) with a language model over HTTP (``metaopt.incontext.http_model``), ``metaprompt`` as a job's method.
 """
 
 from __future__ import annotations

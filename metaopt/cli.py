@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 
@@ -202,7 +203,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        _stop_group(server)
+        _stop_group(server, lambda: _port_taken(args.host, args.port) is None)
 
 
 def _port_taken(host: str, port: int) -> str | None:
@@ -232,20 +233,26 @@ def _answers(server: subprocess.Popen, url: str, timeout: float) -> bool:
     return False
 
 
-def _stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM to ``process``'s group, SIGKILL after 10 s."""
+def _stop_group(process: subprocess.Popen, released: Callable[[], bool] | None = None) -> None:
+    """SIGTERM to ``process``'s group, SIGKILL after 10 s; with ``released``, done only once it holds too (the
+    server's port free: a worker of the group can outlive its leader for a while)."""
     import signal
+    import time
 
     for signum, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        deadline = time.monotonic() + wait
         try:
             os.killpg(process.pid, signum)
         except ProcessLookupError:
-            break
+            pass
         try:
             process.wait(timeout=wait)
-            break
         except subprocess.TimeoutExpired:
             continue
+        while released is not None and not released() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if released is None or released():
+            break
     process.poll()
 
 

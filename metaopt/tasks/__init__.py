@@ -16,6 +16,7 @@ from metaopt.tasks.glyphs import Glyphs, GlyphsCrossFont
 from metaopt.tasks.image_folders import MiniImageNet, Omniglot
 from metaopt.tasks.imagefolder import ImageFolder
 from metaopt.tasks.metrics import Metric
+from metaopt.tasks.movie_genres import MovieGenres
 from metaopt.tasks.movielens import MovieLens
 from metaopt.tasks.sine import Sine
 from metaopt.tasks.tabular import Tabular
@@ -33,6 +34,7 @@ FAMILIES: Registry[TaskFamily] = Registry("metaopt.families", {
     "bandit": Bandit,
     "tabular-mdp": TabularMDP,
     "movielens": MovieLens,
+    "movie-genres": MovieGenres,
 }, TaskFamily, "family")
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "ImageFolder",
     "Metric",
     "MiniImageNet",
+    "MovieGenres",
     "MovieLens",
     "Omniglot",
     "Sine",

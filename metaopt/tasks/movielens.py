@@ -123,25 +123,46 @@ def _atomic(path: Path) -> tuple[dict[str, int], list[list[str]]]:
     return {name.split(":")[0]: i for i, name in enumerate(rows[0])}, rows[1:]
 
 
+def _items(layout: str, path: Path) -> list[tuple[str, str, int, list[str]]]:
+    """Each movie's id, title (with its year in brackets, as GroupLens writes it), year (0: unknown) and genres."""
+    if layout == "grouplens":
+        return [(r[0], r[1], _year(r[2]), [GENRES[i] for i, flag in enumerate(r[-len(GENRES):]) if flag.strip() == "1"])
+                for r in _rows(path, "|", encoding="latin-1")]
+    cols, rows = _atomic(path)
+    out = []
+    for r in rows:
+        year = _year(r[cols["release_year"]]) if "release_year" in cols else 0
+        title = r[cols["movie_title"]] if "movie_title" in cols else ""
+        out.append((r[cols["item_id"]], f"{title} ({year})" if title and year else title, year,
+                    r[cols["class"]].split() if "class" in cols else []))
+    return out
+
+
+def read_items(root: str | Path) -> list[tuple[str, str, int, list[str]]]:
+    """The movies under ``root`` (either layout): id, title with its year, year, genres."""
+    folder = Path(root).expanduser()
+    if (folder / "u.item").is_file():
+        return _items("grouplens", folder / "u.item")
+    found = sorted(folder.glob("*.item"))
+    if not found:
+        raise FileNotFoundError(f"{folder} holds neither u.item (GroupLens) nor a .item file (RecBole); fetch ML-100K "
+                                f"with benchmarks/data/movielens100k.py")
+    return _items("recbole", found[0])
+
+
 def read_ratings(root: str | Path) -> Ratings:
     """The ratings and features under ``root`` in either layout; ``ValueError`` naming the file for bad content."""
     layout, files = _layout(Path(root).expanduser())
     if layout == "grouplens":
         inter = [(r[0], r[1], r[2], r[3]) for r in _rows(files["inter"], "\t")]
         users = {r[0]: (r[1], r[2], r[3]) for r in _rows(files["user"], "|")}
-        items = {}
-        for r in _rows(files["item"], "|", encoding="latin-1"):
-            flags = r[-len(GENRES):]
-            items[r[0]] = (_year(r[2]), [GENRES[i] for i, flag in enumerate(flags) if flag.strip() == "1"])
     else:
         cols, rows = _atomic(files["inter"])
         inter = [(r[cols["user_id"]], r[cols["item_id"]], r[cols["rating"]], r[cols.get("timestamp", cols["rating"])])
                  for r in rows]
         cols, rows = _atomic(files["user"])
         users = {r[cols["user_id"]]: (r[cols["age"]], r[cols["gender"]], r[cols["occupation"]]) for r in rows}
-        cols, rows = _atomic(files["item"])
-        items = {r[cols["item_id"]]: (_year(r[cols["release_year"]]) if "release_year" in cols else 0,
-                                      r[cols["class"]].split() if "class" in cols else []) for r in rows}
+    items = {item: (year, genres) for item, _, year, genres in _items(layout, files["item"])}
     if not inter:
         raise ValueError(f"{files['inter']}: no ratings")
     user_ids, item_ids = sorted(users), sorted(items)

