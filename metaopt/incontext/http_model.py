@@ -96,6 +96,14 @@ class CompletionsClient:
             shown = raw[:80].decode(errors="replace").replace("\n", " ")
             raise EndpointError(f"{self.endpoint}: malformed answer ({exc}): {shown!r}") from None
 
+    def _choices(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The answer's choices in prompt order, one object with a text for each prompt of ``body``."""
+        choices = self._post(body)["choices"]
+        if len(choices) != len(body["prompt"]) or not all(isinstance(c, dict) and isinstance(c.get("text"), str)
+                                                          for c in choices):
+            raise EndpointError(f"{self.endpoint}: malformed answer (expected {len(body['prompt'])} choices with text)")
+        return sorted(choices, key=lambda c: c.get("index", 0))
+
     def label_logprobs(self, prompts: Sequence[str], labels: Sequence[str]) -> Tensor:
         """``[prompts, labels]``: the log-probability of each label's tokens after each prompt (the label follows
         the prompt after one space); a server without log-probabilities: 0 for the label it generates, -inf else."""
@@ -112,14 +120,11 @@ class CompletionsClient:
 
     def _echo_logprobs(self, prompts: Sequence[str], labels: Sequence[str]) -> Tensor:
         texts = [f"{prompt} {label}" for prompt in prompts for label in labels]
-        data = self._post({"prompt": texts, "max_tokens": 0, "echo": True, "logprobs": 0, "temperature": 0})
-        choices = sorted(data["choices"], key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
-        if len(choices) != len(texts):
-            raise EndpointError(f"{self.endpoint}: malformed answer ({len(choices)} choices for {len(texts)} prompts)")
+        choices = self._choices({"prompt": texts, "max_tokens": 0, "echo": True, "logprobs": 0, "temperature": 0})
         scores = []
         for text, prompt, choice in zip(texts, [p for p in prompts for _ in labels], choices, strict=True):
-            logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
-            if not logprobs or not logprobs.get("token_logprobs"):
+            logprobs = choice.get("logprobs")
+            if not isinstance(logprobs, dict) or not logprobs.get("token_logprobs"):
                 raise _NoLogprobs
             try:
                 offsets, values = logprobs["text_offset"], logprobs["token_logprobs"]
@@ -130,11 +135,7 @@ class CompletionsClient:
         return torch.tensor(scores, dtype=torch.float64).view(len(prompts), len(labels))
 
     def _generated(self, prompts: Sequence[str], labels: Sequence[str]) -> Tensor:
-        data = self._post({"prompt": list(prompts), "max_tokens": 8, "temperature": 0, "stop": ["\n"]})
-        choices = sorted(data["choices"], key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
-        if len(choices) != len(prompts) or not all(isinstance(c, dict) and isinstance(c.get("text"), str)
-                                                   for c in choices):
-            raise EndpointError(f"{self.endpoint}: malformed answer (expected {len(prompts)} choices with text)")
+        choices = self._choices({"prompt": list(prompts), "max_tokens": 8, "temperature": 0, "stop": ["\n"]})
         scores = torch.zeros((len(prompts), len(labels)), dtype=torch.float64)  # no label said: all alike
         for row, choice in enumerate(choices):
             said = choice["text"].strip().lower()
