@@ -211,6 +211,8 @@ def _port_taken(host: str, port: int) -> str | None:
     import socket
 
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # as servers bind: a closed connection's TIME_WAIT on the port (60 s after a server stops) is no listener
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:

@@ -46,6 +46,7 @@ def test_ui_on_a_taken_port_is_one_line_and_sigterm_leaves_no_server(recorded_se
     deadline = time.monotonic() + 15
     while True:  # the server it started is gone: the port is free again
         with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT of closed connections is no server
             try:
                 probe.bind(("127.0.0.1", port))
                 break

