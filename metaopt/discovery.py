@@ -77,8 +77,9 @@ def _fits(method: str, family: str, kind: str, options: Any) -> bool:
         cls = LEARNERS[method]
     except (KeyError, PluginError, ValueError):
         return False
+    # A selector needs a frozen model the starter job cannot know (README: "Choosing what an in-context model sees").
     return kind in cls.task_kinds and (cls.families is None or family in cls.families) and \
-        cls.unfit_for(family, options) is None
+        cls.unfit_for(family, options) is None and not getattr(cls, "chooses_context", False)
 
 
 def _default(field: Any) -> str:

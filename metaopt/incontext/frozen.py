@@ -8,13 +8,17 @@ chooses), run as one batch of single-query tasks.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from metaopt.learners.base import MetaLearner
 from metaopt.tasks.base import TaskBatch
+
+if TYPE_CHECKING:  # the learners' package registers the selectors, which use this module
+    from metaopt.learners.base import MetaLearner
 
 
 class FrozenModel(ABC):
@@ -55,4 +59,41 @@ class TrainedModel(FrozenModel):
         device = self.learner.device
         batch = TaskBatch(context_x.to(device), context_y.to(device), query_x.to(device), unknown.to(device))
         with torch.no_grad():
-            return self.learner.predict(batch)
+            return self.learner.predict(batch).to(query_x.device)
+
+
+def open_frozen(reference: str | None, checkpoint: dict | None = None) -> FrozenModel:
+    """The frozen model a selector's ``frozen`` hyperparameter names: a trained model's ``checkpoint`` where one is
+    kept (what a saved selector holds), else the model at ``reference`` (``models:/...``, a run id, a file), or a
+    language model server (``reference`` a JSON object: ``url``, ``model``, ``family``... as the job's ``frozen``
+    block writes it)."""
+    if checkpoint is not None:
+        from metaopt.learners.checkpoint import learner_from_checkpoint
+
+        return TrainedModel(learner_from_checkpoint(checkpoint, f"the frozen model {reference or ''}".strip()))
+    if not reference:
+        raise ValueError("no frozen model to choose a context for: name one in the job's `frozen:` (a model "
+                         "reference, or a language model server's url)")
+    if reference.lstrip().startswith("{"):
+        return server_model(json.loads(reference))
+    return TrainedModel.load(reference)
+
+
+def server_model(spec: dict[str, Any]) -> FrozenModel:
+    """A language model over HTTP reading a text family's tasks (``spec``: the job's ``frozen`` block, with the
+    family's name and options under ``family``)."""
+    from metaopt.incontext.http_model import CompletionsClient, PromptTemplate, TextModel
+    from metaopt.tasks import FAMILIES
+
+    block = dict(spec["family"])
+    family_class = FAMILIES[block.pop("name")]
+    family = family_class.from_options(family_class.Options.model_validate(block))
+    if not hasattr(family, "decode") or not hasattr(family, "label_names"):
+        raise ValueError(f"frozen.url: a language model reads text, and {family_class.name} tasks are not text "
+                         "(a text family: movie-genres)")
+    client = CompletionsClient(spec["url"], spec["model"], api_key_env=spec.get("api_key_env"),
+                               timeout=float(spec.get("timeout", 30.0)))
+    template = PromptTemplate(**spec.get("template", {}))
+    return TextModel(client, family.decode, family.label_names, template,
+                     queries_per_request=int(spec.get("queries_per_request", 16)),
+                     calibration=spec.get("calibration", "N/A"))

@@ -104,6 +104,10 @@ class CompletionsClient:
             raise EndpointError(f"{self.endpoint}: malformed answer (expected {len(body['prompt'])} choices with text)")
         return sorted(choices, key=lambda c: c.get("index", 0))
 
+    def check(self) -> None:
+        """``EndpointError`` (one line) unless the server answers a one-token completion for ``model``."""
+        self._choices({"prompt": ["Hello"], "max_tokens": 1, "temperature": 0})
+
     def label_logprobs(self, prompts: Sequence[str], labels: Sequence[str]) -> Tensor:
         """``[prompts, labels]``: the log-probability of each label's tokens after each prompt (the label follows
         the prompt after one space); a server without log-probabilities: 0 for the label it generates, -inf else."""

@@ -1,4 +1,4 @@
-"""``metaprompt``: a learned selector of what a frozen in-context model sees (issue 27; not yet a job's method).
+"""``metaprompt``: a learned selector of what a frozen in-context model sees.
 
 For each query, a scorer rates every example of the task's pool against the query (an MLP over the query, the
 example, its target and their difference), and ``context`` examples are chosen one after another: the score of an
@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metaopt.incontext.frozen import FrozenModel
-from metaopt.incontext.selection import gather_context
+from metaopt.incontext.selectors import SELECTION_HPARAMS, ContextChooser
 from metaopt.learners.base import POSITIVE_FLOAT, HParam
 from metaopt.learners.context import mlp
 from metaopt.learners.core import Params
@@ -28,7 +27,7 @@ from metaopt.learners.episodic import EPISODIC_HPARAMS, EpisodicLearner
 from metaopt.tasks.base import TaskBatch, TaskKind
 
 
-class MetaPrompt(EpisodicLearner):
+class MetaPrompt(ContextChooser, EpisodicLearner):
     """Scores a task's pool against each query and picks the frozen model's context, trained by policy gradient."""
 
     name: ClassVar[str] = "metaprompt"
@@ -36,14 +35,12 @@ class MetaPrompt(EpisodicLearner):
     batched = True
     hyperparameters: ClassVar[dict[str, HParam]] = {
         **EPISODIC_HPARAMS,
-        "context": HParam(type=int, default=5, minimum=1, help="examples the frozen model sees for each query"),
+        **SELECTION_HPARAMS,
         "samples": HParam(type=int, default=4, minimum=2, help="contexts sampled per query in training"),
         "width": HParam(type=int, default=64, minimum=4, help="the scorer's width"),
         "layers": HParam(type=int, default=2, minimum=1, help="the scorer's hidden layers"),
         "temperature": HParam(default=1.0, help="divides the scores when sampling in training", **POSITIVE_FLOAT),
     }
-    frozen: FrozenModel | None = None  # set by whoever builds the learner: the model whose context is chosen
-
     @classmethod
     def build_network(cls, backbone: dict[str, Any], *, input_shape: tuple[int, ...], output_size: int,
                       hparams: dict[str, Any]) -> nn.Module:
@@ -58,11 +55,6 @@ class MetaPrompt(EpisodicLearner):
         """The weight of the log-distance to the examples already chosen (0 at the start: no preference)."""
         probe = next(iter(self.params.values()))
         return {"spread": nn.Parameter(torch.zeros((), dtype=probe.dtype, device=probe.device))}
-
-    def _frozen(self) -> FrozenModel:
-        if self.frozen is None:
-            raise ValueError("metaprompt: no frozen model to choose a context for (set learner.frozen)")
-        return self.frozen
 
     def ratings(self, meta: Params, pool_x: Tensor, pool_y: Tensor, query_x: Tensor) -> Tensor:
         """Every pool example's rating for every query: ``[tasks, Q, N]``."""
@@ -81,11 +73,8 @@ class MetaPrompt(EpisodicLearner):
                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Contexts ``[tasks, Q, samples, k]`` (indices into the pool, in the order chosen) and their log-probability
         under the policy ``[tasks, Q, samples]``; greedy: the most likely choice at each step."""
-        k = self.hparams["context"]
+        k = self.check_context(batch)
         pool = batch.support_x.flatten(2)
-        if k > pool.shape[1]:
-            raise ValueError(f"context: {k} examples cannot be chosen from a pool of {pool.shape[1]} "
-                             f"(allowed: 1 to {pool.shape[1]})")
         base = self.ratings(meta, batch.support_x, batch.support_y, batch.query_x)
         base = base[:, :, None].expand(-1, -1, samples, -1) / (1.0 if greedy else self.hparams["temperature"])
         between = torch.cdist(pool, pool)  # [tasks, N, N]
@@ -112,17 +101,10 @@ class MetaPrompt(EpisodicLearner):
         """The frozen model's loss on each query with each of its contexts ``indices [tasks, Q, S, k]``: ``[tasks,
         Q, S]`` (squared error per value, or cross-entropy)."""
         tasks, q, s, k = indices.shape
-        flat = indices.flatten(1, 2)  # [tasks, Q S, k]
-        query_x = batch.query_x.repeat_interleave(s, 1)
-        with torch.no_grad():
-            predictions = self._frozen().predict_each(gather_context(batch.support_x, flat),
-                                                      gather_context(batch.support_y, flat), query_x)
-            targets = batch.query_y.repeat_interleave(s, 1)
-            if self.task_kind == "classification":
-                loss = F.cross_entropy(predictions.transpose(1, -1), targets.long(), reduction="none")
-            else:
-                loss = ((predictions - targets) ** 2).flatten(2).mean(-1)
-        return loss.view(tasks, q, s)
+        repeated = TaskBatch(batch.support_x, batch.support_y, batch.query_x.repeat_interleave(s, 1),
+                             batch.query_y.repeat_interleave(s, 1))
+        predictions = self.context_predictions(repeated, indices.flatten(1, 2))  # [tasks, Q S, ...]
+        return self.query_losses(predictions, repeated.query_y).view(tasks, q, s)
 
     def policy_loss(self, meta: Params, batch: TaskBatch) -> tuple[Tensor, Tensor]:
         """The policy-gradient surrogate — minus each sampled context's advantage (its reward, minus the frozen
@@ -146,12 +128,15 @@ class MetaPrompt(EpisodicLearner):
         self.outer.step(loss=surrogate)
         return {"loss": frozen}
 
+    def select(self, batch: TaskBatch) -> Tensor:
+        """Each query's greedily chosen context ``[tasks, Q, k]`` (its target unread)."""
+        with torch.no_grad():
+            return self.choose(self.meta_parameters(), batch, 1, greedy=True)[0][:, :, 0]
+
     def batch_predictions(self, meta: Params, batch: TaskBatch) -> Tensor:
         """The frozen model's predictions of every query with its greedily chosen context (its target unread)."""
         indices, _ = self.choose(meta, batch, 1, greedy=True)
-        flat = indices[:, :, 0]
-        return self._frozen().predict_each(gather_context(batch.support_x, flat),
-                                           gather_context(batch.support_y, flat), batch.query_x)
+        return self.context_predictions(batch, indices[:, :, 0])
 
     def episode_predictions(self, meta: Params, support_x: Tensor, support_y: Tensor, query_x: Tensor,
                             n_way: int | None) -> Tensor:

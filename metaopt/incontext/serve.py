@@ -56,20 +56,54 @@ class CausalLM:
         return encoded["input_ids"], [start for start, _ in encoded["offset_mapping"]]
 
     def echo(self, texts: list[str]) -> list[dict[str, Any]]:
-        """Each text's tokens, their offsets and log-probabilities (the first token's is None), as one batch."""
+        """Each text's tokens, their offsets and log-probabilities (the first token's is None).
+
+        Consecutive texts that share a prefix of tokens (one prompt followed by each label, as a client scoring
+        labels sends them) read it once: the prefixes run as one batch, and their cache serves every text's own
+        ending, so a prompt with four labels costs about one prompt's forward pass, not four. Exact: the tokens
+        are each text's own."""
         encoded = [self._encode(text) for text in texts]
-        width = max(len(ids) for ids, _ in encoded)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.tensor([row + [pad] * (width - len(row)) for row, _ in encoded])
-        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row, _ in encoded])
+        rows = [ids for ids, _ in encoded]
         with self.lock, torch.no_grad():
-            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
-        logprobs = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
-        out = []
-        for row, (tokens, offsets) in enumerate(encoded):
-            values = [None] + [float(v) for v in logprobs[row, : len(tokens) - 1]]
-            out.append({"tokens": [self.tokenizer.decode([t]) for t in tokens], "token_logprobs": values,
-                        "text_offset": offsets, "top_logprobs": None})
+            logprobs = self._shared_logprobs(rows, _shared_prefix_groups(rows))
+        return [{"tokens": [self.tokenizer.decode([t]) for t in tokens], "token_logprobs": values,
+                 "text_offset": offsets, "top_logprobs": None}
+                for (tokens, offsets), values in zip(encoded, logprobs, strict=True)]
+
+    def _shared_logprobs(self, rows: list[list[int]], groups: list[list[int]]) -> list[list[float | None]]:
+        """Token log-probabilities of ``rows``: each group's shared prefix once (left-padded, one batch), then every
+        row's ending (right-padded, one batch) on its group's cache."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        group_of = {row: g for g, members in enumerate(groups) for row in members}
+        lengths = [min(_common_prefix([rows[i] for i in members]), min(len(rows[i]) for i in members) - 1)
+                   for members in groups]
+        longest = max(lengths)
+        endings = [rows[i][lengths[group_of[i]]:] for i in range(len(rows))]
+        width = max(len(e) for e in endings)
+        tail_ids = torch.tensor([e + [pad] * (width - len(e)) for e in endings])
+        tail_mask = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in endings])
+        owner = torch.tensor([group_of[i] for i in range(len(rows))])
+        start = torch.tensor([lengths[group_of[i]] for i in range(len(rows))])
+        if longest:
+            head_ids = torch.tensor([[pad] * (longest - n) + rows[members[0]][:n] for members, n in zip(groups, lengths)])
+            head_mask = torch.tensor([[0] * (longest - n) + [1] * n for n in lengths])
+            positions = (head_mask.cumsum(1) - 1).clamp(min=0)
+            head = self.model(input_ids=head_ids, attention_mask=head_mask, position_ids=positions, use_cache=True)
+            cache = head.cache
+            cache.batch_select_indices(owner)
+            tail = self.model(input_ids=tail_ids, attention_mask=torch.cat([head_mask[owner], tail_mask], 1),
+                              position_ids=start[:, None] + torch.arange(width), cache=cache,
+                              use_cache=False).logits
+            head_logits = head.logits[owner]
+        else:
+            tail = self.model(input_ids=tail_ids, attention_mask=tail_mask).logits
+        out: list[list[float | None]] = []
+        for r, row in enumerate(rows):
+            n = int(start[r])
+            parts = [head_logits[r, longest - n:]] if n else []
+            logits = torch.cat([*parts, tail[r, : len(row) - n]]).float()  # position k predicts token k + 1
+            scored = logits[:-1].log_softmax(-1).gather(-1, torch.tensor(row[1:])[:, None])[:, 0]
+            out.append([None, *(float(v) for v in scored)])
         return out
 
     def generate(self, prompt: str, max_tokens: int, stop: list[str]) -> str:
@@ -83,6 +117,26 @@ class CausalLM:
         for end in stop:
             text = text.split(end)[0]
         return text
+
+
+def _common_prefix(rows: list[list[int]]) -> int:
+    """How many first tokens every row shares."""
+    shortest = min(len(row) for row in rows)
+    for position in range(shortest):
+        if any(row[position] != rows[0][position] for row in rows[1:]):
+            return position
+    return shortest
+
+
+def _shared_prefix_groups(rows: list[list[int]], least: int = 8) -> list[list[int]]:
+    """Consecutive rows grouped while they share at least ``least`` first tokens (or are alone)."""
+    groups: list[list[int]] = []
+    for index, row in enumerate(rows):
+        if groups and _common_prefix([rows[i] for i in groups[-1]] + [row]) >= least:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
 
 
 def completions(lm: CausalLM, body: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,8 @@ from metaopt.learners.rl2 import RL2
 from metaopt.learners.scratch import Scratch
 from metaopt.learners.siamese import Siamese
 from metaopt.plugins import Registry
+from metaopt.incontext.metaprompt import MetaPrompt
+from metaopt.incontext.selectors import SELECTION_BASELINES
 
 LEARNERS: Registry[MetaLearner] = Registry("metaopt.learners", {
     "maml": MAML,
@@ -58,6 +60,8 @@ LEARNERS: Registry[MetaLearner] = Registry("metaopt.learners", {
     "mann": MANN,
     "metanet": MetaNet,
     "anp": ANP,
+    "metaprompt": MetaPrompt,
+    **{baseline.name: baseline for baseline in SELECTION_BASELINES},
     **{baseline.name: baseline for baseline in RATING_BASELINES},
     **{policy.name: policy for policy in CLASSIC_POLICIES},
     **{estimator.name: estimator for estimator in ESTIMATORS},

@@ -44,6 +44,10 @@ class HParam:
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be true or false, got {value!r}")
             return value
+        if self.type is str:  # a reference, never searched (a selector's frozen model)
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be a string, got {value!r}")
+            return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{name} must be a number, got {value!r}")
         if self.type is int and value != int(value):
@@ -64,6 +68,8 @@ class HParam:
             return "one of " + ", ".join(map(str, self.choices))
         if self.type is bool:
             return "true or false"
+        if self.type is str:
+            return "a string"
         bound = "" if self.minimum is None else f" {'>' if self.exclusive_minimum else '>='} {self.minimum}"
         top = "" if self.maximum is None else f" <= {self.maximum}"
         return f"{self.type.__name__}{bound}{top}"

@@ -96,7 +96,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Met
     A file holding pickled Python objects is refused (``ValueError``, one line): loading it
     could run any code. A truncated or damaged file is a ``ValueError`` too.
     """
-    ckpt = read_checkpoint(path, device)
+    return learner_from_checkpoint(read_checkpoint(path, device), str(path), device)
+
+
+def learner_from_checkpoint(ckpt: Any, source: str, device: str | torch.device = "cpu") -> MetaLearner:
+    """The learner a checkpoint's plain data describes (``source`` names it in errors: a file, or where it is kept)."""
+    path = source
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path}: not a metaopt checkpoint (it holds a {type(ckpt).__name__}, not a checkpoint's "
                          "mapping)")

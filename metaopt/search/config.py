@@ -5,6 +5,7 @@ Files are data: read with ``yaml.safe_load``; nothing in them is imported or eva
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -200,6 +201,52 @@ class Resources(_Strict):
 MAX_NAME = 80  # a search id adds a time stamp and a suffix; a checkpoint's file name adds the trial: under 255 bytes
 
 
+class PromptSpec(_Strict):
+    """How a language model's prompt shows a context and a query (``metaopt.incontext.http_model.PromptTemplate``)."""
+
+    instruction: str = ""
+    input_prefix: str = "Input: "
+    label_prefix: str = "\nLabel:"
+    separator: str = "\n\n"
+
+
+class FrozenSpec(_Strict):
+    """The frozen in-context model the job's selectors choose a context for: a model metaopt trained
+    (``model: models:/metaopt-<key>@champion``, a run id or a checkpoint file), or a language model server
+    (``url`` of an OpenAI-compatible API and its ``model`` name; the key read from ``api_key_env``)."""
+
+    model: str = Field(min_length=1, description="a trained model's reference, or (with url) the served model's name")
+    url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$",
+                            description="an OpenAI-compatible API's base URL, http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="the environment variable that holds the server's key")
+    timeout: float = Field(default=30.0, gt=0, le=3600, description="seconds a request may take")
+    calibration: str | None = Field(default="N/A", description="the content-free query of contextual calibration "
+                                    "(null: raw label scores)")
+    queries_per_request: int = Field(default=16, ge=1, le=1024)
+    template: PromptSpec = Field(default_factory=PromptSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"model": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _server_settings_need_a_url(self) -> FrozenSpec:
+        if self.url is None:
+            given = sorted(self.model_fields_set - {"model"})
+            if given:
+                raise ValueError(f"{given[0]} applies to a language model server: set url too (or leave {given[0]} out)")
+        return self
+
+    def reference(self, family: FamilySpec) -> str:
+        """What a selector's ``frozen`` hyperparameter holds: the model's reference, or the server's settings and the
+        (text) family it reads, as JSON."""
+        if self.url is None:
+            return self.model
+        return json.dumps({**self.model_dump(), "family": family._flat()}, sort_keys=True)
+
+
 class Job(_Strict):
     """One search a user can launch: ``metaopt search JOB.yaml``."""
 
@@ -232,8 +279,13 @@ class Job(_Strict):
         "draws the Pareto front")
     baselines: list[str] | None = Field(
         default=None, description="baselines searched beside the methods, each tried early at its defaults "
-        "(default: scratch and pretrain on regression and classification families; [] for none)")
+        "(default: scratch and pretrain on regression and classification families, the selection baselines where "
+        "the job has a frozen model; [] for none)")
+    frozen: FrozenSpec | None = Field(
+        default=None, description="the frozen in-context model whose context the selectors (metaprompt, "
+        "random_context...) choose: a trained model's reference, or {url, model} of a language model server")
     _registered: dict[str, dict[str, type]] = PrivateAttr(default_factory=dict)
+    _frozen_checkpoint: dict | None = PrivateAttr(default=None)
 
     @field_validator("strategy")
     @classmethod
@@ -269,7 +321,8 @@ class Job(_Strict):
         # (after the job's own enqueued configurations) at its defaults.
         if self.baselines is None:
             supervised = self.family.build_kind() in SUPERVISED
-            self.baselines = list(DEFAULT_BASELINES) if supervised else []
+            self.baselines = (list(SELECTION_BASELINES) if self.frozen is not None else list(DEFAULT_BASELINES)
+                              if supervised else [])
         for name in self.baselines:
             if name not in LEARNERS:
                 raise ValueError(f"baselines: unknown method {short(name)} (allowed: "
@@ -327,6 +380,34 @@ class Job(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _frozen_model_for_selectors(self) -> Job:
+        selectors = [m for m in self.methods if chooses_context(m)]
+        if selectors and self.frozen is None:
+            raise ValueError(f"frozen: {', '.join(selectors)} {'chooses' if len(selectors) == 1 else 'choose'} what a "
+                             "frozen model sees: name it (frozen: "
+                             "models:/metaopt-<key>@champion, a run id or a file; or frozen: {url: ..., model: ...} "
+                             "for a language model server)")
+        if self.frozen is not None and not selectors:
+            raise ValueError("frozen: no method of the job chooses a context for it (allowed with: "
+                             f"{', '.join(m for m in LEARNERS if chooses_context(m))})")
+        if self.frozen is not None and self.frozen.url is not None and not hasattr(self.family.family, "decode"):
+            raise ValueError(f"frozen.url: a language model reads text, and {self.family.name} tasks are not text "
+                             f"(text families: {', '.join(n for n in FAMILIES if hasattr(FAMILIES[n], 'decode'))})")
+        return self
+
+    def frozen_checkpoint(self, tracking_uri: str | None = None) -> dict | None:
+        """The trained frozen model's checkpoint (read once: the driver's copy travels with the job to the trials);
+        None for a language model server or no frozen model."""
+        if self.frozen is None or self.frozen.url is not None:
+            return None
+        if self._frozen_checkpoint is None:
+            from metaopt.learners.checkpoint import read_checkpoint
+            from metaopt.tracking.models import checkpoint_file
+
+            self._frozen_checkpoint = read_checkpoint(checkpoint_file(self.frozen.model, tracking_uri=tracking_uri))
+        return self._frozen_checkpoint
+
+    @model_validator(mode="after")
     def _carry_registered_classes(self) -> Job:
         # Classes registered in this process (a notebook's) travel with the job, so a Ray worker knows them.
         self._registered = {
@@ -355,6 +436,17 @@ class Job(_Strict):
 
 
 DEFAULT_BASELINES = ("scratch", "pretrain")
+# What a learned selector must beat (metaopt.incontext.selectors): random, nearest, diverse, best of 20, whole pool.
+SELECTION_BASELINES = ("random_context", "nearest_context", "diverse_context", "best_of_contexts", "whole_pool")
+
+
+def chooses_context(method: str) -> bool:
+    """Whether ``method`` chooses what a frozen in-context model sees (a selector); False for one that does not
+    load."""
+    try:
+        return getattr(LEARNERS[method], "chooses_context", False)
+    except ValueError:
+        return False
 
 
 def _learns(method: str, kind: str) -> bool:

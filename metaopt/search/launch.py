@@ -50,7 +50,11 @@ class Launch:
                             in_process=self.in_process, workdir=self.workdir, workdir_exists=resuming)
         if problem is not None:
             raise (EnvironmentFault if isinstance(problem, Fault) else ConfigError)(str(problem))
-        return [] if loaded is None else check_family(loaded)
+        if loaded is None:
+            return []
+        warned = check_family(loaded)
+        check_frozen(loaded, self.tracking_uri)
+        return warned
 
     def start(self, loaded: LoadedJob, *, tracker: Any = None, progress: Callable[[str, dict[str, Any]], None] | None
               = None, search_id: str | None = None, resume: bool = False,
@@ -82,6 +86,35 @@ def check_family(loaded: LoadedJob) -> list[str]:
         except (ValueError, FileNotFoundError, OSError) as exc:
             raise ConfigError(f"{loaded.path}: family: {exc}") from None
     return [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+
+
+def check_frozen(loaded: LoadedJob, tracking_uri: str | None) -> None:
+    """Read the job's trained frozen model once (it travels with the job to the trials) and check that it reads the
+    family's tasks; ``ConfigError`` in one line where it is not there or does not fit."""
+    job = loaded.job
+    try:
+        checkpoint = job.frozen_checkpoint(tracking_uri)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        raise ConfigError(f"{loaded.path}: frozen.model: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - MLflow's errors for a model, alias or run the store does not have
+        raise ConfigError(f"{loaded.path}: frozen.model: {job.frozen.model}: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:300]}") from None
+    if job.frozen is not None and job.frozen.url is not None:
+        from metaopt.incontext.http_model import CompletionsClient, EndpointError
+        from metaopt.preflight import connect_timeout
+
+        try:
+            CompletionsClient(job.frozen.url, job.frozen.model, api_key_env=job.frozen.api_key_env,
+                              timeout=min(job.frozen.timeout, connect_timeout())).check()
+        except EndpointError as exc:
+            raise ConfigError(f"{loaded.path}: frozen.url: {exc}") from None
+    if checkpoint is None:
+        return
+    family = job.family.build()
+    shape, kind = tuple(checkpoint.get("input_shape", ())), checkpoint.get("task_kind")
+    if shape != tuple(family.input_shape) or kind != family.kind:
+        raise ConfigError(f"{loaded.path}: frozen.model: {job.frozen.model} reads {kind} tasks of inputs {list(shape)}; "
+                          f"family {job.family.name}'s are {family.kind} of {list(family.input_shape)}")
 
 
 class EnvironmentFault(ConfigError):

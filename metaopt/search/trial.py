@@ -116,10 +116,12 @@ def new_learner(job: Job, family: TaskFamily, method: str, hparams: dict[str, An
     from metaopt.learners import LEARNERS
 
     torch.manual_seed(job.seed + seed_offset)
-    shaped = {name: max(2, int(getattr(family, attribute)))
-              for name, attribute in LEARNERS[method].for_task_kind(family.kind).family_defaults.items()
-              if hasattr(family, attribute)}
-    return build_learner(
+    cls = LEARNERS[method].for_task_kind(family.kind)
+    shaped = {name: int(max(cls.hyperparameters[name].minimum or 1, int(getattr(family, attribute))))
+              for name, attribute in cls.family_defaults.items() if getattr(family, attribute, None) is not None}
+    if job.frozen is not None and "frozen" in cls.hyperparameters:  # a selector: the model whose context it chooses
+        shaped["frozen"] = job.frozen.reference(job.family)
+    learner = build_learner(
         method,
         {**shaped, **hparams},
         backbone=job.backbone_for(method),
@@ -130,6 +132,9 @@ def new_learner(job: Job, family: TaskFamily, method: str, hparams: dict[str, An
         max_iterations=job.budget.meta_iterations,
         device=device,
     )
+    if "frozen" in shaped:
+        learner.frozen_checkpoint = job.frozen_checkpoint()  # a trained model's, kept in the learner's checkpoint
+    return learner
 
 
 def train(config: TrialConfig, reporter: Reporter) -> float:

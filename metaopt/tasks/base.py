@@ -74,6 +74,23 @@ class DataWarning(UserWarning):
 # A number of examples, classes or queries in one task: bounded, so a typo fails at validation instead of allocating
 # terabytes in the first trial.
 Count = Annotated[int, Field(gt=0, le=100_000)]
+# What a frozen in-context model sees of a task: ``context`` of its labelled examples (its pool: the support set) for
+# each query, chosen by a selector (``metaopt.incontext``); unset, the whole pool. A learner that adapts reads it all.
+ContextBudget = Annotated[int | None, Field(default=None, gt=0, le=100_000, description=(
+    "labelled examples an in-context model sees for each query, chosen from the task's pool (its support set) by a "
+    "selector; unset: the whole pool"))]
+
+
+def check_context(context: int | None, pool: int, pool_name: str) -> None:
+    """``ValueError`` when a ``context`` of ``context`` examples cannot be chosen from a pool of ``pool``."""
+    if context is not None and context > pool:
+        raise ValueError(f"context: {context} examples cannot be chosen from a pool of {pool} ({pool_name}; allowed: "
+                         f"1 to {pool})")
+
+
+def context_suffix(context: int | None) -> str:
+    """A key's mark of a context budget: ``-ctx5`` (nothing when unset)."""
+    return "" if context is None else f"-ctx{context}"
 
 
 class FamilyOptions(BaseModel):

@@ -12,7 +12,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from metaopt.tasks.base import SPLITS, Count, FamilyOptions, PooledBatch, Split, TaskBatch, TaskFamily
+from pydantic import model_validator
+
+from metaopt.tasks.base import (SPLITS, ContextBudget, Count, FamilyOptions, PooledBatch, Split, TaskBatch, TaskFamily,
+                                   check_context, context_suffix)
 from metaopt.tasks.metrics import CLASSIFICATION
 
 
@@ -24,12 +27,18 @@ class EpisodeOptions(FamilyOptions):
     queries: Count = 5
     rotations: bool = False
     jitter: bool = False
+    context: ContextBudget = None
+
+    @model_validator(mode="after")
+    def _context_within_pool(self) -> EpisodeOptions:
+        check_context(self.context, self.ways * self.shots, "ways x shots")
+        return self
 
 
 def episode_key(name: str, options: EpisodeOptions) -> str:
-    """``glyphs-5w1s-q5``, with ``-rot`` and ``-jitter`` when those change the episodes."""
+    """``glyphs-5w1s-q5``, with ``-rot``, ``-jitter`` and ``-ctx5`` when those change the episodes."""
     extras = "".join(suffix for suffix, on in (("-rot", options.rotations), ("-jitter", options.jitter)) if on)
-    return f"{name}-{options.ways}w{options.shots}s-q{options.queries}{extras}"
+    return f"{name}-{options.ways}w{options.shots}s-q{options.queries}{extras}{context_suffix(options.context)}"
 
 
 class EpisodeFamily(TaskFamily):
@@ -57,8 +66,10 @@ class EpisodeFamily(TaskFamily):
         rotations: bool = False,
         jitter: bool = False,
         split_masks: dict[str, torch.Tensor] | None = None,
+        context: int | None = None,
     ) -> None:
-        self.ways, self.shots, self.queries = ways, shots, queries
+        check_context(context, ways * shots, "ways x shots")
+        self.ways, self.shots, self.queries, self.context = ways, shots, queries, context
         self.rotations, self.jitter = rotations, jitter
         self.n_way = self.output_size = ways
         self.images = images if images.dim() == 5 else images.unsqueeze(2)  # [classes, examples, C, H, W]

@@ -26,7 +26,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field, PositiveInt, model_validator
 
-from metaopt.tasks.base import SPLITS, Count, FamilyOptions, Split, TaskBatch, TaskFamily
+from metaopt.tasks.base import (SPLITS, ContextBudget, Count, FamilyOptions, Split, TaskBatch, TaskFamily,
+                                   check_context, context_suffix)
 from metaopt.tasks.metrics import Metric, mse
 
 FunctionClass = Literal["linear", "sparse-linear", "relu-net", "tree"]
@@ -43,11 +44,13 @@ class FunctionsOptions(FamilyOptions):
     queries: Count = 10
     noise: float = Field(default=0.0, ge=0.0, le=100.0, description="standard deviation of the targets' noise")
     sparsity: Count = Field(default=3, description="non-zero weights of sparse-linear functions")
+    context: ContextBudget = None
 
     @model_validator(mode="after")
     def _sparsity_within_dim(self) -> FunctionsOptions:
         if self.function == "sparse-linear" and self.sparsity > self.dim:
             raise ValueError(f"sparsity ({self.sparsity}) must be <= dim ({self.dim})")
+        check_context(self.context, self.points, "points")
         return self
 
 
@@ -71,10 +74,11 @@ class Functions(TaskFamily):
 
     @classmethod
     def key(cls, options: FunctionsOptions) -> str:
-        """``functions-linear-d5-k10-q10``, with ``-s3`` (sparse) and ``-noise0.1`` when they apply."""
+        """``functions-linear-d5-k10-q10``, with ``-s3`` (sparse), ``-noise0.1`` and ``-ctx5`` when they apply."""
         sparse = f"-s{options.sparsity}" if options.function == "sparse-linear" else ""
         noise = f"-noise{options.noise:g}" if options.noise else ""
-        return f"functions-{options.function}-d{options.dim}{sparse}-k{options.points}-q{options.queries}{noise}"
+        return (f"functions-{options.function}-d{options.dim}{sparse}-k{options.points}-q{options.queries}{noise}"
+                f"{context_suffix(options.context)}")
 
     @classmethod
     def limit(cls, options: FunctionsOptions) -> dict[str, Any] | None:
@@ -84,8 +88,10 @@ class Functions(TaskFamily):
         return {"method": "posterior_mean", "noise": float(options.noise), "prior_std": 1.0}
 
     def __init__(self, *, function: FunctionClass = "linear", dim: int = 5, points: int = 10, queries: int = 10,
-                 noise: float = 0.0, sparsity: int = 3) -> None:
+                 noise: float = 0.0, sparsity: int = 3, context: int | None = None) -> None:
+        check_context(context, points, "points")
         self.function, self.dim, self.points, self.queries = function, dim, points, queries
+        self.context = context
         self.noise, self.sparsity = noise, sparsity
         self.metrics = (per_dim(dim),)  # type: ignore[misc] - per instance: the dimension's
         self.input_shape = (dim,)

@@ -121,6 +121,7 @@ class Glyphs(EpisodeFamily):
         jitter: bool = False,
         domain: Literal["standard", "crossfont"] = "standard",
         cache_dir: str | Path | None = None,
+        context: int | None = None,
     ) -> None:
         data = load_glyphs(cache_dir)
         self.domain = domain
@@ -132,6 +133,7 @@ class Glyphs(EpisodeFamily):
         super().__init__(
             name=f"glyphs ({domain})", images=data["images"], available=data["available"], splits=data["split"],
             ways=ways, shots=shots, queries=queries, rotations=rotations, jitter=jitter, split_masks=split_masks,
+            context=context,
         )
 
     @property

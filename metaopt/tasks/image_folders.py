@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from pydantic import model_validator
 
-from metaopt.tasks.base import Count, FamilyOptions
+from metaopt.tasks.base import ContextBudget, Count, FamilyOptions, check_context, context_suffix
 from metaopt.tasks.cache import cached
 from metaopt.tasks.episodes import EpisodeFamily
 
@@ -58,10 +58,12 @@ class FolderOptions(FamilyOptions):
     root: str | None = None
     ways: Count = 5
     shots: Count = 1
+    context: ContextBudget = None
 
     @model_validator(mode="after")
     def _root_is_there(self) -> FolderOptions:
         name = self.family
+        check_context(self.context, self.ways * self.shots, "ways x shots")
         if self.root is None:
             raise ValueError(f"{name} reads a dataset directory: set family.root")
         try:
@@ -103,7 +105,7 @@ class Omniglot(EpisodeFamily):
     Options = OmniglotOptions
 
     def __init__(self, *, root: str, ways: int = 5, shots: int = 1, queries: int = 5, rotations: bool = True,
-                 jitter: bool = False, cache_dir: str | Path | None = None) -> None:
+                 jitter: bool = False, cache_dir: str | Path | None = None, context: int | None = None) -> None:
         base = check_omniglot_root(root)
         characters = sorted(c for part in OMNIGLOT_PARTS for a in sorted((base / part).iterdir()) if a.is_dir()
                             for c in sorted(a.iterdir()) if c.is_dir())
@@ -127,7 +129,8 @@ class Omniglot(EpisodeFamily):
         splits = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
         self.classes = data["classes"]
         super().__init__(name="omniglot", images=data["images"], available=data["available"], splits=splits,
-                         ways=ways, shots=shots, queries=queries, rotations=rotations, jitter=jitter)
+                         ways=ways, shots=shots, queries=queries, rotations=rotations, jitter=jitter,
+                         context=context)
 
 
 def check_miniimagenet_root(root: str | Path) -> Path:
@@ -149,10 +152,11 @@ class MiniImageNet(EpisodeFamily):
     @classmethod
     def key(cls, options: MiniImageNetOptions) -> str:
         """``miniimagenet-5w1s-q15`` (no rotations here)."""
-        return f"{cls.name}-{options.ways}w{options.shots}s-q{options.queries}{'-jitter' if options.jitter else ''}"
+        return (f"{cls.name}-{options.ways}w{options.shots}s-q{options.queries}{'-jitter' if options.jitter else ''}"
+                f"{context_suffix(options.context)}")
 
     def __init__(self, *, root: str, ways: int = 5, shots: int = 1, queries: int = 15, jitter: bool = False,
-                 cache_dir: str | Path | None = None) -> None:
+                 cache_dir: str | Path | None = None, context: int | None = None) -> None:
         base = check_miniimagenet_root(root)
         by_split: dict[str, dict[str, list[str]]] = {}
         for split in MINI_SPLITS:
@@ -182,7 +186,7 @@ class MiniImageNet(EpisodeFamily):
         splits = {s: torch.arange(starts[i], starts[i] + counts[i]) for i, s in enumerate(MINI_SPLITS)}
         self.classes = labels
         super().__init__(name="miniimagenet", images=data["images"], available=data["available"], splits=splits,
-                         ways=ways, shots=shots, queries=queries, jitter=jitter)
+                         ways=ways, shots=shots, queries=queries, jitter=jitter, context=context)
 
 
 def _proportional(total: int) -> tuple[int, int]:

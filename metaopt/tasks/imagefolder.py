@@ -161,7 +161,8 @@ class ImageFolder(EpisodeFamily):
         return base + extras
 
     def __init__(self, *, root: str, ways: int = 5, shots: int = 1, queries: int = 5, rotations: bool = False,
-                 jitter: bool = False, size: int = 28, channels: int = 1, cache_dir: str | Path | None = None) -> None:
+                 jitter: bool = False, size: int = 28, channels: int = 1, cache_dir: str | Path | None = None,
+                 context: int | None = None) -> None:
         listing = scan(root)
         self.root = listing.root
         digest = hashlib.sha256(f"{listing.digest(with_times=True)}:{size}:{channels}".encode()).hexdigest()[:16]
@@ -184,7 +185,7 @@ class ImageFolder(EpisodeFamily):
         self.classes: list[str] = data["classes"]
         super().__init__(name=f"imagefolder {self.root}", images=data["images"], available=data["available"],
                          splits=data["split"], ways=ways, shots=shots, queries=queries, rotations=rotations,
-                         jitter=jitter)
+                         jitter=jitter, context=context)
 
     @property
     def split_classes(self) -> dict[str, list[str]]:

@@ -120,6 +120,11 @@ class MovieGenres(TaskFamily):
         pool = pool.gather(1, torch.rand(pool.shape, generator=generator).argsort(1))
         return TaskBatch(self.embeddings[pool], self.labels[pool], self.embeddings[query], self.labels[query])
 
+    @property
+    def label_names(self) -> list[str]:
+        """Way ``i``'s name, for a language model's prompt: the genres."""
+        return list(self.genres)
+
     def decode(self, x: Tensor) -> list[str]:
         """The titles of inputs ``[n, dim]`` (rows of this family's embeddings)."""
         rows = x.detach().to("cpu", torch.float32).contiguous()

@@ -13,15 +13,24 @@ import math
 
 import torch
 
-from metaopt.tasks.base import SPLITS, Count, FamilyOptions, Split, TaskBatch, TaskFamily
+from pydantic import model_validator
+
+from metaopt.tasks.base import (SPLITS, ContextBudget, Count, FamilyOptions, Split, TaskBatch, TaskFamily,
+                                   check_context, context_suffix)
 from metaopt.tasks.metrics import REGRESSION
 
 
 class SineOptions(FamilyOptions):
-    """``shots`` support and ``queries`` query points a task."""
+    """``shots`` support and ``queries`` query points a task; an in-context model's ``context`` of the shots."""
 
     shots: Count = 10
     queries: Count = 10
+    context: ContextBudget = None
+
+    @model_validator(mode="after")
+    def _context_within_pool(self) -> SineOptions:
+        check_context(self.context, self.shots, "shots")
+        return self
 
 
 class Sine(TaskFamily):
@@ -34,9 +43,10 @@ class Sine(TaskFamily):
 
     @classmethod
     def key(cls, options: SineOptions) -> str:
-        """``sine-10shot``; the query count too when it differs from the shots (``sine-5shot-q20``)."""
+        """``sine-10shot``; the query count too when it differs from the shots (``sine-5shot-q20``), and a context
+        budget (``sine-40shot-ctx5``)."""
         queries = "" if options.queries == options.shots else f"-q{options.queries}"
-        return f"sine-{options.shots}shot{queries}"
+        return f"sine-{options.shots}shot{queries}{context_suffix(options.context)}"
 
     def __init__(
         self,
@@ -46,10 +56,12 @@ class Sine(TaskFamily):
         amplitude: tuple[float, float] = (0.1, 5.0),
         phase: tuple[float, float] = (0.0, math.pi),
         x_range: tuple[float, float] = (-5.0, 5.0),
+        context: int | None = None,
     ) -> None:
         if shots < 1 or queries < 1:
             raise ValueError(f"shots and queries must be >= 1, got shots={shots}, queries={queries}")
-        self.shots, self.queries = shots, queries
+        check_context(context, shots, "shots")
+        self.shots, self.queries, self.context = shots, queries, context
         self.amplitude, self.phase, self.x_range = amplitude, phase, x_range
         self.input_shape = (1,)
         self.output_size = 1

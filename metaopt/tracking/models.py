@@ -22,9 +22,14 @@ def _checkpoint_in(directory: Path) -> Path:
 
 def load_learner(uri: str, *, tracking_uri: str | None = None, device: str = "cpu") -> MetaLearner:
     """A learner from ``models:/name@alias``, ``models:/name/version``, ``models:/m-...`` (a logged model), a run id or a path."""
+    return load_checkpoint(checkpoint_file(uri, tracking_uri=tracking_uri), device)
+
+
+def checkpoint_file(uri: str, *, tracking_uri: str | None = None) -> Path:
+    """The checkpoint file of the model at ``uri`` (as ``load_learner`` takes it), downloaded where it is a store's."""
     path = Path(uri)
     if path.exists():
-        return load_checkpoint(path if path.is_file() else _checkpoint_in(path), device)
+        return path if path.is_file() else _checkpoint_in(path)
     if not _RUN_ID.match(uri) and not re.match(r"^[a-z][a-z0-9+.-]*:", uri):
         raise FileNotFoundError(f"{uri}: no such file, and not a models:/ or runs:/ URI or a run id")
     if ".." in re.split(r"[/\\]", unquote(uri.split(":", 1)[-1])):
@@ -45,4 +50,4 @@ def load_learner(uri: str, *, tracking_uri: str | None = None, device: str = "cp
         tags = mlflow.get_run(uri).data.tags
         uri = tags.get("metaopt.model_uri") or f"runs:/{uri}/checkpoint"
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    return load_checkpoint(local if local.is_file() else _checkpoint_in(local), device)
+    return local if local.is_file() else _checkpoint_in(local)

@@ -14,23 +14,22 @@ import torch
 from metaopt.incontext.http_model import GENERATED_FLOOR, CompletionsClient, EndpointError, PromptTemplate, TextModel
 
 
-@pytest.fixture(scope="module")
-def smollm2_url():
-    from metaopt.incontext.serve import CausalLM, make_server, smollm2_file
-
-    server = make_server(CausalLM(smollm2_file(), threads=1), port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
-    server.server_close()
-
-
 def test_the_language_model_scores_labels_by_their_logprobs(smollm2_url):
     client = CompletionsClient(smollm2_url, "smollm2")
     scores = client.label_logprobs(["The capital of France is", "Two plus two equals"], ["Paris", "four"])
     assert client.logprobs is True and scores.shape == (2, 2) and torch.isfinite(scores).all()
     assert scores[0, 0] > scores[0, 1] and scores[1, 1] > scores[1, 0]
+
+
+def test_prompts_scored_together_share_their_prefix_and_score_as_each_alone(smollm2_url):
+    client = CompletionsClient(smollm2_url, "smollm2")
+    prompts = ["Review: I loved it\nSentiment: positive\n\nReview: dull and long\nSentiment:",
+               "Review: I loved it\nSentiment: positive\n\nReview: a joy\nSentiment:", "Hi"]
+    labels = ["positive", "negative", "neutral"]
+    together = client.label_logprobs(prompts, labels)  # one request: each prompt's labels share its prefix
+    alone = torch.tensor([[client.label_logprobs([p], [label])[0, 0].item() for label in labels] for p in prompts],
+                         dtype=together.dtype)
+    assert torch.allclose(together, alone, atol=1e-4)
 
 
 def test_a_text_task_becomes_a_prompt_and_log_probabilities_over_its_ways(smollm2_url):

@@ -155,8 +155,10 @@ TRAINING = {
 
 
 def meta_learns_any_family(cls) -> bool:
-    """A meta-learner on task batches of any family (not a baseline, not one family's own method)."""
-    return cls.trains and cls.samples == "tasks" and not cls.baseline and cls.families is None
+    """A meta-learner on task batches of any family (not a baseline, not one family's own method, not a selector of a
+    frozen model's context: tests/incontext)."""
+    return (cls.trains and cls.samples == "tasks" and not cls.baseline and cls.families is None
+            and not getattr(cls, "chooses_context", False))
 
 
 # The functional core's learners: gradient learners and the hypergradient learner that wraps them.

@@ -25,7 +25,7 @@ BAD_JOBS = {
     "unknown family": (tiny_job(family={"name": "cosine"}), f"family.name: unknown family 'cosine' (allowed: {', '.join(FAMILIES)})"),
     "option the family does not take": (
         tiny_job(family={"name": "sine", "ways": 5}),
-        "family: ways is not an option of sine (allowed: queries, shots)",
+        "family: ways is not an option of sine (allowed: context, queries, shots)",
     ),
     "conv4 with mlp options": (
         tiny_job(backbone={"name": "conv4", "hidden": [64, 64]}),
