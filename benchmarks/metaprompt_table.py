@@ -191,7 +191,7 @@ def main() -> None:
     print(f"{'selection':<40}{metric.label:>24}{'gap closed':>12}{'ms/query':>10}")
     out = []
     for name, (mean, ci, ms, sd) in rows.items():
-        closed = (mean - random_mean) / (best_mean - random_mean) if random_mean != best_mean else float("nan")
+        closed = (mean - random_mean) / (best_mean - random_mean) + 0.0 if random_mean != best_mean else float("nan")
         text = f"{mean:.4f} ± {ci:.4f}" + (f" (sd {sd:.4f})" if sd is not None else "")
         print(f"{name:<40}{text:>24}{100 * closed:>11.0f}%{ms:>10.3f}")
         out.append({"selection": name, metric.name: mean, "ci95": ci, "seed_sd": sd, "ms_per_query": ms,

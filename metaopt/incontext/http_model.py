@@ -181,11 +181,13 @@ class TextModel(FrozenModel):
             prompts += [self.template.render(examples, text) for text in self.decode(queries)]
             if self.calibration is not None:
                 free.append(self.template.render(examples, self.calibration))
-        scores = self._scores(prompts + free)
+        distinct = list(dict.fromkeys(free))  # a context shown to many queries (one per query) is calibrated once
+        scores = self._scores(prompts + distinct)
         tasks, queries, ways = *query_x.shape[:2], len(self.labels)
         out = scores[: len(prompts)].view(tasks, queries, ways)
         if free:
-            out = out - scores[len(prompts):].view(tasks, 1, ways)
+            where = {prompt: len(prompts) + i for i, prompt in enumerate(distinct)}
+            out = out - scores[[where[prompt] for prompt in free]].view(tasks, 1, ways)
         return out.log_softmax(-1).to(torch.float32)
 
     def _scores(self, prompts: list[str]) -> Tensor:

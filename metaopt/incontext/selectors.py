@@ -50,11 +50,15 @@ class ContextChooser:
     @classmethod
     def unfit_for(cls, family: str, options: Any) -> str | None:
         """A family without a context budget leaves nothing to choose."""
-        if getattr(options, "context", None) is None:
-            return (f"{cls.name} chooses `context` examples of a task's pool for each query: set family.context "
-                    f"({family} has no such option)" if "context" not in type(options).model_fields else
-                    f"{cls.name} chooses `context` examples of a task's pool for each query: set family.context")
-        return None
+        if getattr(options, "context", None) is not None:
+            return None
+        why = f"{cls.name} chooses `context` examples of a task's pool for each query"
+        if "context" in type(options).model_fields:
+            return f"{why}: set family.context"
+        from metaopt.tasks import FAMILIES
+
+        having = [name for name in FAMILIES if "context" in FAMILIES[name].Options.model_fields]
+        return f"{why}, and {family} has no context option (families with one: {', '.join(having)})"
 
     @property
     def frozen_model(self) -> FrozenModel:

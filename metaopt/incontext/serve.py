@@ -66,7 +66,7 @@ class CausalLM:
         rows = [ids for ids, _ in encoded]
         with self.lock, torch.no_grad():
             logprobs = self._shared_logprobs(rows, _shared_prefix_groups(rows))
-        return [{"tokens": [self.tokenizer.decode([t]) for t in tokens], "token_logprobs": values,
+        return [{"tokens": self.tokenizer.batch_decode([[t] for t in tokens]), "token_logprobs": values,
                  "text_offset": offsets, "top_logprobs": None}
                 for (tokens, offsets), values in zip(encoded, logprobs, strict=True)]
 
@@ -94,16 +94,18 @@ class CausalLM:
             tail = self.model(input_ids=tail_ids, attention_mask=torch.cat([head_mask[owner], tail_mask], 1),
                               position_ids=start[:, None] + torch.arange(width), cache=cache,
                               use_cache=False).logits
-            head_logits = head.logits[owner]
+            head_lp = head.logits.float().log_softmax(-1)  # [groups, longest, vocabulary]: once per group
         else:
             tail = self.model(input_ids=tail_ids, attention_mask=tail_mask).logits
+        tail_lp = tail.float().log_softmax(-1)
         out: list[list[float | None]] = []
         for r, row in enumerate(rows):
-            n = int(start[r])
-            parts = [head_logits[r, longest - n:]] if n else []
-            logits = torch.cat([*parts, tail[r, : len(row) - n]]).float()  # position k predicts token k + 1
-            scored = logits[:-1].log_softmax(-1).gather(-1, torch.tensor(row[1:])[:, None])[:, 0]
-            out.append([None, *(float(v) for v in scored)])
+            n, values = int(start[r]), []
+            if n:  # the prefix's positions predict tokens 1..n (the last of them, the row's own first ending token)
+                values += head_lp[owner[r], torch.arange(longest - n, longest), torch.tensor(row[1: n + 1])].tolist()
+            if len(row) - n > 1:  # the ending's positions predict the rest
+                values += tail_lp[r, torch.arange(len(row) - n - 1), torch.tensor(row[n + 1:])].tolist()
+            out.append([None, *values])
         return out
 
     def generate(self, prompt: str, max_tokens: int, stop: list[str]) -> str:
@@ -128,14 +130,21 @@ def _common_prefix(rows: list[list[int]]) -> int:
     return shortest
 
 
-def _shared_prefix_groups(rows: list[list[int]], least: int = 8) -> list[list[int]]:
-    """Consecutive rows grouped while they share at least ``least`` first tokens (or are alone)."""
+def _shared_prefix_groups(rows: list[list[int]], least: int = 8, keep: float = 0.75) -> list[list[int]]:
+    """Consecutive rows grouped while they share a prefix worth sharing: at least ``least`` tokens, and ``keep`` of
+    what the group shared before the row joined (one prompt with each label: nearly all of it; two prompts that only
+    begin alike stay apart, or their long endings would be run in full)."""
     groups: list[list[int]] = []
+    shared = 0
     for index, row in enumerate(rows):
-        if groups and _common_prefix([rows[i] for i in groups[-1]] + [row]) >= least:
-            groups[-1].append(index)
-        else:
-            groups.append([index])
+        if groups:
+            together = min(_common_prefix([rows[groups[-1][0]], row]), shared)  # what the group and the row share
+            if together >= least and together >= keep * shared:
+                groups[-1].append(index)
+                shared = together
+                continue
+        groups.append([index])
+        shared = len(row) - 1
     return groups
 
 

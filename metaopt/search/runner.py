@@ -66,6 +66,7 @@ def run_search(
     """
     tracker = tracker or NullSearchTracker()
     search_id = check_search_id(search_id) if search_id is not None else new_search_id(loaded.job.name)
+    read_frozen_model(loaded, tracker)
     locator = storage_locator(Path(workdir).resolve(), storage)
     chosen = strategy(loaded.job.strategy)
     study, created = open_study(search_id, loaded, chosen, locator, tracker)
@@ -98,6 +99,7 @@ def resume_search(
     check_search_id(search_id)
     locator = storage_locator(Path(workdir).resolve(), storage)
     loaded = recorded_job(search_id, workdir=workdir, storage=storage)
+    read_frozen_model(loaded, tracker)
     chosen = strategy(loaded.job.strategy)
     study = load_study(search_id, loaded, chosen, locator, tracker)
     parent_run_id = study.user_attrs.get("parent_run_id")
@@ -111,6 +113,12 @@ def resume_search(
     ctx = SearchContext(loaded, chosen, study, locator, executor, tracker, Path(workdir).resolve(), parent_run_id,
                         progress or _quiet, stop or StopRequest())
     return _drive(ctx, results, unfinished)
+
+
+def read_frozen_model(loaded: LoadedJob, tracker: SearchTracker) -> None:
+    """A selectors' job: its trained frozen model read once, here in the driver, from the search's own store (where
+    ``Launch.check`` has not already); it travels with the job to the trials."""
+    loaded.job.frozen_checkpoint(getattr(tracker, "tracking_uri", None))
 
 
 def _quiet(event: str, info: dict) -> None:
