@@ -9,6 +9,7 @@ reruns them from their checkpoints.
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from metaopt.search.strategies import Strategy
 from metaopt.search.study import RUN_ATTR, SURPLUS, counted, others_running, tell
 from metaopt.search.trial import TrialConfig, TrialResult, execute_trial, trial_tags
 from metaopt.tasks.metrics import Metric
+
+FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 Progress = Callable[[str, dict[str, Any]], None]
 POLL_S = 0.5  # how often a waiting driver looks at the stop request
@@ -102,7 +105,7 @@ class TrialLoop:
         """
         ctx = self.ctx
         waited = False
-        started, told_before = time.monotonic(), len(results)
+        started, told_before, since = time.monotonic(), len(results), datetime.datetime.now()
         with self.beats:
             try:
                 for frozen in unfinished:  # interrupted with the driver: same number, same record, from the checkpoint
@@ -132,9 +135,20 @@ class TrialLoop:
             except Interrupted as exc:
                 self._record_interrupted(str(exc))
                 raise
-        if waited:  # the last trials were another driver's, which scores and decides
+        if waited or self._another_told_last(since, {r.number for r in results[told_before:]}):
+            # the last trials were another driver's, which scores and decides
             raise Shared("another driver of this search finished its last trials: it scores the methods and "
                          "decides the champion")
+
+    def _another_told_last(self, since: datetime.datetime, ours: set[int]) -> bool:
+        """Whether the search's last finished trial was told by another driver while this one ran: two drivers that
+        finish at once, neither waiting for the other, agree on one to score (the one that told the last)."""
+        finished = [t for t in self.ctx.study.get_trials(deepcopy=False, states=FINISHED_STATES)
+                    if SURPLUS not in t.user_attrs and t.datetime_complete is not None]
+        if not finished:
+            return False
+        last = max(finished, key=lambda t: (t.datetime_complete, t.number))
+        return last.number not in ours and last.datetime_complete >= since
 
     def _record_progress(self, results: list[TrialResult], started: float, told_before: int) -> None:
         """Trials done of planned, the best so far and the time left, on the search's record."""
