@@ -9,9 +9,10 @@ Step 2 (the default): for each key in turn, with the other keys of its family as
 of ``--trials`` trials replay from the table, ``--seeds`` seeds each:
 
 - ``cold tpe`` and ``cold random``: metaopt's ``tpe`` and ``random`` strategies, no history;
-- ``warm tpe``: what ``warm_start: auto`` does — ``history.distance`` orders the other keys, ``history.warm_configs``
-  takes each method's best configuration from the nearest ones (at most a quarter of the trials, one per method),
-  they are enqueued first, then metaopt's ``tpe``;
+- ``warm tpe``: what ``warm_start: auto`` does — ``history.distance`` orders the other keys, ``history.warm_plan``
+  takes each method's best configuration from the nearest ones (one per method), they are enqueued first; once they
+  are scored, ``warm.second_round`` adds the sources' next-best configurations of the method that scored best (at
+  most a quarter of the trials in all); then metaopt's ``tpe``;
 - ``warm cmaes``: Optuna's warm-started CMA-ES (``CmaEsSampler(source_trials=...)``, the nearest key's table as
   its source). CMA-ES models numbers only, so it searches one flat space — every method's numeric hyperparameters
   at once — and the method (a choice) is drawn by its independent sampler (TPE);
@@ -248,9 +249,9 @@ def replay_space(table: KeyTable) -> Any:
 
 
 def warm_sources(table: KeyTable, tables: dict[str, KeyTable]) -> list[Any]:
-    """The store's history as ``history.sources`` would find it: the family's other keys, nearest first, each with its
-    methods' best configurations (best first)."""
-    from metaopt.tracking.history import Config, Source, distance
+    """The store's history as ``history.sources`` would find it: the family's other keys, nearest first, each with the
+    ``PER_METHOD`` best configurations of each of its methods (best first)."""
+    from metaopt.tracking.history import PER_METHOD, Config, Source, distance
 
     found = []
     for other in tables.values():
@@ -258,10 +259,9 @@ def warm_sources(table: KeyTable, tables: dict[str, KeyTable]) -> list[Any]:
             continue
         best = []
         for method, rows in other.configs.items():
-            done = [(c, v) for c, v in rows if v is not None]
-            if done:
-                c, v = (max if other.higher_is_better else min)(done, key=lambda row: row[1])
-                best.append(Config(method, c, v))
+            done = sorted([(c, v) for c, v in rows if v is not None], key=lambda row: row[1],
+                          reverse=other.higher_is_better)
+            best += [Config(method, c, v) for c, v in done[:PER_METHOD]]
         best.sort(key=lambda c: -c.val if other.higher_is_better else c.val)
         found.append(Source(other.key, distance(table.options, other.options), "", best))
     return sorted(found, key=lambda s: (s.distance, s.key))
@@ -272,7 +272,8 @@ def search(table: KeyTable, tables: dict[str, KeyTable], strategy: str, seed: in
     import optuna
 
     from metaopt.search.strategies import STRATEGIES as METAOPT
-    from metaopt.tracking.history import warm_configs
+    from metaopt.search.warm import second_round
+    from metaopt.tracking.history import warm_plan
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = replay_space(table)
@@ -281,11 +282,17 @@ def search(table: KeyTable, tables: dict[str, KeyTable], strategy: str, seed: in
         return _cmaes_search(table, tables, space, direction, seed, trials)
     kind = METAOPT["random" if strategy == "cold random" else "tpe"]()
     study = optuna.create_study(direction=direction, sampler=kind.study_sampler(seed, space))
-    if strategy == "warm tpe":
-        for config, _ in warm_configs(warm_sources(table, tables), space, limit=max(1, trials // 4)):
+    plan = None
+    if strategy == "warm tpe":  # as a search does: the first round enqueued, the second once the first is scored
+        plan = warm_plan(warm_sources(table, tables), space, limit=max(1, trials // 4))
+        for config, _ in plan.first:
             study.enqueue_trial(space.enqueue_params(config))
     values: list[float | None] = []
-    for _ in range(trials):
+    for number in range(trials):
+        if plan is not None and number == len(plan.first):
+            scores = [(t.params["method"], t.value) for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+            for config, _ in second_round(plan, scores, minimize=not table.higher_is_better):
+                study.enqueue_trial(space.enqueue_params(config))
         trial = study.ask()
         method, hparams = kind.ask(trial, space)
         value = lookup(table, space, method, hparams)

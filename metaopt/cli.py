@@ -376,7 +376,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
         family, key = known[0].family, args.key
         kind = parent.data.tags.get(KIND_TAG, "")
         asked = {k.removeprefix("family."): v for k, v in parent.data.params.items() if k.startswith("family.")}
-    found = [s for s in sources(client, family, kind, asked) if s.key != key or not args.family]
+    found = [s for s in sources(client, family, kind, asked, per_method=1) if s.key != key or not args.family]
     if not found:
         print(f"no history: {client.tracking_uri} has no finished search of a {family} family with {kind} tasks")
         return 0

@@ -20,6 +20,7 @@ def build_backbone(spec: dict[str, Any], *, input_shape: tuple[int, ...], out_fe
     """The backbone ``spec["name"]`` for inputs of ``input_shape``; ``out_features=None``: an embedding network."""
     options = {k: v for k, v in spec.items() if k != "name"}
     if spec["name"] == "mlp":
+        options.setdefault("input_dims", len(input_shape))
         if out_features is None:  # an embedding MLP: its last hidden width is the embedding
             hidden = list(options.pop("hidden", [40, 40]))
             return MLP(in_features=math.prod(input_shape), out_features=hidden[-1], hidden=hidden[:-1], **options)

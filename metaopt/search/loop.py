@@ -18,7 +18,7 @@ from typing import Any
 
 import optuna
 
-from metaopt.search import heartbeat
+from metaopt.search import heartbeat, warm
 from metaopt.search.config import Job
 from metaopt.search.executors import Executor
 from metaopt.search.interruption import Interrupted, StopRequest
@@ -114,6 +114,7 @@ class TrialLoop:
                     while (len(self.pending) < ctx.executor.slots and counted(ctx.study) < self.budget_trials
                            and time.monotonic() < self.deadline):
                         ctx.stop.check()
+                        self._gate_warm_start()
                         if not self._ask():
                             break
                         waited = False
@@ -169,6 +170,14 @@ class TrialLoop:
         method, hparams = ctx.strategy.ask(trial, ctx.loaded.space)
         self._submit(trial, trial.number, method, hparams, self._new_run(trial, trial.number, method))
         return True
+
+    def _gate_warm_start(self) -> None:
+        """The warm start's second round once its first is scored (``warm.gate``), said on the search's record."""
+        chosen = warm.gate(self.ctx.study, self.ctx.loaded.space)
+        if chosen:
+            first = "; ".join(self.ctx.study.user_attrs.get("warm_first_origins", []))
+            self.ctx.tracker.record_warm(f"{first}; then, of the method that scored best of these here: "
+                                         f"{'; '.join(chosen)}")
 
     def _resubmit(self, frozen: optuna.trial.FrozenTrial) -> None:
         """A trial left running by an earlier driver, under its own number and record."""

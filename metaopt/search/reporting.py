@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import optuna
 
 from metaopt.learners.checkpoint import save_checkpoint
+from metaopt.search.warm import WarmPlan
 
 if TYPE_CHECKING:
     from metaopt.search.evaluation import TaskScores
@@ -117,8 +118,11 @@ class SearchTracker(Protocol):
     def end_trial(self, run_id: str, state: str, reason: str) -> None:
         """Record how a trial ended that its worker could not record: ``interrupted`` (cancelled) or ``failed`` (lost)."""
 
-    def warm_start(self, loaded: LoadedJob) -> list[dict[str, Any]]:
+    def warm_start(self, loaded: LoadedJob) -> WarmPlan:
         """The configurations the store's history says to try first (``job.warm_start``), recorded with the search."""
+
+    def record_warm(self, said: str) -> None:
+        """Where the warm start's configurations came from (its second round added once the first is scored)."""
 
     def record_progress(self, results: list[TrialResult], planned: int, metric: Metric, eta_s: float | None) -> None:
         """While the search runs, after each trial: where it stands (trials done of ``planned``, the best so far,
@@ -164,8 +168,11 @@ class NullSearchTracker:
     def record_progress(self, results: list[TrialResult], planned: int, metric: Metric, eta_s: float | None) -> None:
         pass
 
-    def warm_start(self, loaded: LoadedJob) -> list[dict[str, Any]]:
-        return []  # no store, no history
+    def warm_start(self, loaded: LoadedJob) -> WarmPlan:
+        return WarmPlan()  # no store, no history
+
+    def record_warm(self, said: str) -> None:
+        pass
 
     def finish_search(self, summary: SearchSummary, status: str) -> None:
         pass

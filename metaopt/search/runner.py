@@ -72,7 +72,7 @@ def run_search(
     study, created = open_study(search_id, loaded, chosen, locator, tracker)
     if created:
         parent_run_id = tracker.start_search(search_id, loaded)
-        record_start(study, loaded, parent_run_id, tracker.warm_start(loaded) if loaded.job.warm_start != "off" else [])
+        record_start(study, loaded, parent_run_id, tracker.warm_start(loaded) if loaded.job.warm_start != "off" else None)
     else:
         parent_run_id = joined_parent(study, loaded)
         tracker.join_search(search_id, parent_run_id, loaded)

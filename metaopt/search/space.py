@@ -116,6 +116,17 @@ class SearchSpace:
             _check_in_space(method, name, value, self.spaces[method])
         return {METHOD_PARAM: method, **{f"{method}.{name}": value for name, value in config.items()}}
 
+    def could_give(self, config: Mapping[str, Any]) -> bool:
+        """Whether the space's sampler could give ``config`` itself: ``enqueue_params`` takes it and every number lies
+        within its range (an enqueued configuration may lie outside; a warm start's may not)."""
+        try:
+            self.enqueue_params(config)
+        except ValueError:
+            return False
+        method = config[METHOD_PARAM]
+        return all(spec.low <= config[name] <= spec.high for name, spec in self.spaces[method].items()
+                   if isinstance(spec, (FloatRange, IntRange)) and name in config)
+
 
 def _check_in_space(method: str, name: str, value: Any, space: Mapping[str, Any]) -> None:
     """An enqueued value the space could never give would crash Optuna (a choice) or be silently dropped (a fixed one)."""

@@ -29,6 +29,7 @@ from metaopt.search.reporting import SearchTracker
 from metaopt.search.storage import describe, heartbeat_grace_s, open_storage, readable_storage, storage_locator
 from metaopt.search.strategies import Strategy
 from metaopt.search.trial import ADAPT_MS, TrialResult
+from metaopt.search.warm import WarmPlan, record_plan
 from metaopt.text import short
 
 RUN_ATTR = "mlflow_run_id"
@@ -90,11 +91,13 @@ def _settings(loaded: LoadedJob, chosen: Strategy, locator: str, tracker: Search
 
 
 def record_start(study: optuna.Study, loaded: LoadedJob, parent_run_id: str | None,
-                 warm: list[dict[str, Any]] | None = None) -> None:
-    """What a resumed or joining driver needs: the enqueued configurations (the job's, then the ``warm`` start's),
-    the job, the space, the parent run."""
-    for config in [*loaded.job.enqueue, *(warm or [])]:
+                 warm: WarmPlan | None = None) -> None:
+    """What a resumed or joining driver needs: the enqueued configurations (the job's, then the ``warm`` start's
+    first round, its second kept for ``warm.gate``), the job, the space, the parent run."""
+    for config in loaded.job.enqueue:
         study.enqueue_trial(loaded.space.enqueue_params(config))
+    if warm is not None:
+        record_plan(study, loaded.space, warm, enqueued_before=len(loaded.job.enqueue))
     study.set_user_attr("job", loaded.job.model_dump())
     study.set_user_attr("space", loaded.space.to_data())
     study.set_user_attr("parent_run_id", parent_run_id)

@@ -1,6 +1,11 @@
 """What the store's past searches teach a new one: the nearest keys of the same family and kind, and their best
 configurations — what ``metaopt advise`` recommends and what ``warm_start`` tries first.
 
+A warm start has two rounds within its limit (a quarter of the trials): first each method's best configuration
+from the nearest source that has it (at most half the limit, the methods that scored best there first); once those are scored on the new key, more configurations of the one method
+that scored best there — the sources' next-best settings of it, nearest source first at each rank. A source that
+misleads costs the first round only; one that transfers is searched deeper where it transferred.
+
 Distance between two keys of one family (never across families or task kinds): the sum over the family's options
 of ``|log2(a / b)|`` for two positive numbers (5 shots against 10: 1), ``|a - b| / (|a| + |b|)`` for other numbers,
 and 1 for two different values of any other kind (a folder, a function class); 0 is the same key.
@@ -15,10 +20,12 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from metaopt.search.space import SearchSpace
-from metaopt.tracking.leaderboard import leaderboards
-from metaopt.tracking.store import key_experiments
+from metaopt.search.warm import WarmPlan
+from metaopt.tracking.leaderboard import all_runs
+from metaopt.tracking.store import KeyExperiment, key_experiments
 
 KIND_TAG = "metaopt.kind"  # on a search's parent run: its family's task kind
+PER_METHOD = 3  # a source key's best configurations of each method that a warm start may try
 
 
 @dataclass(frozen=True)
@@ -56,9 +63,9 @@ def distance(a: dict[str, Any], b: dict[str, Any]) -> float:
 
 
 def sources(client: MlflowClient, family: str, kind: str, options: dict[str, Any],
-            keys: list[str] | None = None) -> list[Source]:
+            keys: list[str] | None = None, per_method: int = PER_METHOD) -> list[Source]:
     """The store's keys of ``family`` whose tasks are of ``kind``, nearest first (only ``keys`` where given), each
-    with its methods' best configurations (best first)."""
+    with the ``per_method`` best finished configurations of each of its methods (best first)."""
     found = []
     for experiment in key_experiments(client, family) if family else []:
         if experiment.legacy or (keys is not None and experiment.key not in keys):
@@ -67,33 +74,55 @@ def sources(client: MlflowClient, family: str, kind: str, options: dict[str, Any
         if parent is None or parent.data.tags.get(KIND_TAG, kind) != kind:
             continue
         recorded = {k.removeprefix("family."): v for k, v in parent.data.params.items() if k.startswith("family.")}
-        (board,) = leaderboards(experiment.key, tracking_uri=client.tracking_uri)
-        configs = [Config(row.method, {k: _value(v) for k, v in row.hparams.items() if k != "method"}, row.best_val)
-                   for row in board.rows if row.best_val is not None and row.method != board.limit]
+        configs = best_configs(client, experiment, per_method)
         if configs:
-            found.append(Source(experiment.key, distance(options, recorded), board.metric.label, configs))
+            found.append(Source(experiment.key, distance(options, recorded), experiment.metric.label, configs))
     return sorted(found, key=lambda s: (s.distance, s.key))
 
 
-def warm_configs(found: list[Source], space: SearchSpace, limit: int) -> list[tuple[dict[str, Any], str]]:
-    """Up to ``limit`` configurations to try first, nearest source first, one per method that has more than one
-    configuration, each as the job's space can take it (its methods, the hyperparameters the space searches or
-    fixes, values it could give), with where it came from."""
-    chosen: list[tuple[dict[str, Any], str]] = []
-    seen: set[str] = set(space.fixed_methods())  # one configuration each: tried once anyway (a baseline, enqueued)
-    for source in found:
+def best_configs(client: MlflowClient, experiment: KeyExperiment, per_method: int) -> list[Config]:
+    """The ``per_method`` best finished trials of each method of a key (every search of it; not its exact limit),
+    best first, each as its configuration and validation score."""
+    val, sign = f"val_{experiment.metric.name}", (-1 if experiment.metric.direction == "maximize" else 1)
+    by_method: dict[str, list[Config]] = {}
+    for run in all_runs(client, experiment.experiment_id,
+                        "tags.`metaopt.role` = 'trial' AND tags.`metaopt.state` = 'complete'"):
+        method, score = run.data.tags.get("metaopt.method"), run.data.metrics.get(val)
+        if method is None or method == experiment.limit or score is None or not math.isfinite(score):
+            continue
+        hparams = {k: _value(v) for k, v in run.data.params.items() if k != "method"}
+        by_method.setdefault(method, []).append(Config(method, hparams, score))
+    best = [c for configs in by_method.values() for c in sorted(configs, key=lambda c: sign * c.val)[:per_method]]
+    return sorted(best, key=lambda c: sign * c.val)
+
+
+def warm_plan(found: list[Source], space: SearchSpace, limit: int) -> WarmPlan:
+    """The warm start from ``found`` (nearest first) for a job's ``space``: only its methods (not one it fixes: a
+    baseline is tried anyway), the hyperparameters it searches, values it could give; ``first`` one per method, at
+    most half the ``limit`` (the second round always has room)."""
+    ranked: list[tuple[int, int, dict[str, Any], str]] = []  # (rank in its method, source index, config, origin)
+    for index, source in enumerate(found):
+        ranks: dict[str, int] = {}
         for config in source.configs:
-            if len(chosen) >= limit or config.method not in space.methods or config.method in seen:
+            if config.method not in space.methods or config.method in space.fixed_methods():
                 continue
-            hparams = {k: v for k, v in config.hparams.items() if k in space.spaces.get(config.method, {})}
-            try:
-                space.enqueue_params({"method": config.method, **hparams})
-            except ValueError:  # a value this job's space could never give
+            params = {"method": config.method,
+                      **{k: v for k, v in config.hparams.items() if k in space.spaces.get(config.method, {})}}
+            if not space.could_give(params):
                 continue
-            chosen.append(({"method": config.method, **hparams}, f"{source.key} ({config.method}, distance "
-                                                                  f"{source.distance:.2g})"))
-            seen.add(config.method)
-    return chosen
+            rank = ranks[config.method] = ranks.get(config.method, 0) + 1
+            ranked.append((rank, index, params, f"{source.key} ({config.method}{f' #{rank}' if rank > 1 else ''}, "
+                                                f"distance {source.distance:.2g})"))
+    first: list[tuple[dict[str, Any], str]] = []
+    more: list[tuple[dict[str, Any], str]] = []
+    seen: list[dict[str, Any]] = []
+    for _, _, params, origin in sorted(ranked, key=lambda r: (r[0], r[1])):  # each rank, nearest source first
+        if params in seen:
+            continue
+        seen.append(params)
+        is_first = all(p["method"] != params["method"] for p, _ in first) and len(first) < (limit + 1) // 2
+        (first if is_first else more).append((params, origin))
+    return WarmPlan(first, more, limit)
 
 
 def last_search(client: MlflowClient, experiment_id: str) -> Any:

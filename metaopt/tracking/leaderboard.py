@@ -52,7 +52,7 @@ def _board(client: MlflowClient, experiment: KeyExperiment, search_id: str | Non
     if search_id:
         query += f" AND tags.`metaopt.search_id` = '{search_id}'"
     rows: dict[str, MethodRow] = {}
-    for run in _all_runs(client, experiment.experiment_id, query):
+    for run in all_runs(client, experiment.experiment_id, query):
         tags, metrics = run.data.tags, run.data.metrics
         row = rows.setdefault(tags.get("metaopt.method", "?"), MethodRow(tags.get("metaopt.method", "?")))
         state = tags.get("metaopt.state", "failed")
@@ -69,7 +69,8 @@ def _board(client: MlflowClient, experiment: KeyExperiment, search_id: str | Non
                  experiment.legacy, experiment.limit)
 
 
-def _all_runs(client: MlflowClient, experiment_id: str, query: str) -> list[Any]:
+def all_runs(client: MlflowClient, experiment_id: str, query: str) -> list[Any]:
+    """Every run of an experiment that ``query`` selects (all pages)."""
     runs, token = [], None
     while True:
         page = client.search_runs([experiment_id], query, max_results=1000, page_token=token)

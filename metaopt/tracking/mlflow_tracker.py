@@ -27,6 +27,7 @@ from metaopt.search.reporting import ChampionRecord, TrackingError
 from metaopt.search.results import SearchSummary
 from metaopt.search.selection import Decision
 from metaopt.search.trial import TrialResult, family_dataset
+from metaopt.search.warm import WarmPlan
 from metaopt.tasks.metrics import Metric
 from metaopt.tracking.board import write_board
 from metaopt.tracking.champion import read_champion, record_scores, recorded_scores, register
@@ -338,20 +339,28 @@ class MlflowSearchTracker:
         self.client.set_tag(run_id, "metaopt.reason", reason[:5000])
         self.client.set_terminated(run_id, status="KILLED" if state == "interrupted" else "FAILED")
 
-    def warm_start(self, loaded: LoadedJob) -> list[dict[str, Any]]:
-        """The nearest keys' best configurations (``history``), at most a quarter of the budget (a misleading source
-        costs a few trials, then the sampler goes its own way); the sources are the parent run's tag
-        ``metaopt.warm_start``."""
-        from metaopt.tracking.history import sources, warm_configs
+    def warm_start(self, loaded: LoadedJob) -> WarmPlan:
+        """The nearest keys' best configurations (``history``), at most a quarter of the budget in two rounds (a
+        misleading source costs the first round's few trials, then the sampler goes its own way); the sources are the
+        parent run's tag ``metaopt.warm_start``."""
+        from metaopt.tracking.history import sources, warm_plan
 
         job = loaded.job
         keys = None if job.warm_start == "auto" else list(job.warm_start)
         found = sources(self.client, job.family.name, job.family.build_kind(), job.family.options.model_dump(), keys)
-        chosen = warm_configs(found, loaded.space, limit=max(1, job.budget.trials // 4))
-        said = "; ".join(origin for _, origin in chosen) or f"no finished search of a near key in {self.tracking_uri}"
+        plan = warm_plan(found, loaded.space, limit=max(1, job.budget.trials // 4))
+        said = ("; ".join(origin for _, origin in plan.first)
+                or f"no finished search of a near key in {self.tracking_uri}")
+        if plan.more and plan.limit > len(plan.first):
+            said += (f"; then up to {plan.limit - len(plan.first)} more of the method that scores best of these, from "
+                     f"{len(plan.more)} candidates")
+        self.record_warm(said)
+        return plan
+
+    def record_warm(self, said: str) -> None:
+        """Where the warm start's configurations came from, on the parent run (``metaopt.warm_start``)."""
         if self.parent_run_id is not None:
             self.client.set_tag(self.parent_run_id, "metaopt.warm_start", said[:5000])
-        return [config for config, _ in chosen]
 
     def record_progress(self, results: list[TrialResult], planned: int, metric: Metric, eta_s: float | None) -> None:
         """The parent run's description and ``metaopt.progress`` tag say where the search stands, and its best-so-far

@@ -9,7 +9,7 @@ from metaopt.learners.checkpoint import build_learner
 from metaopt.models import build_backbone
 from metaopt.tasks.base import TaskBatch
 
-SMALL = {"conv4": {"hidden": 8}, "resnet12": {"channels": [4, 4, 8, 8]}, "resnet18": {"channels": [4, 4, 8, 8]}}
+SMALL = {"conv4": {"hidden": 8}, "mlp": {"hidden": [16]}, "resnet12": {"channels": [4, 4, 8, 8]}, "resnet18": {"channels": [4, 4, 8, 8]}}
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -20,6 +20,8 @@ def test_head_and_embedding_shapes(name, input_shape):
     assert build_backbone(spec, input_shape=input_shape, out_features=5)(x).shape == (6, 5)
     embedding = build_backbone(spec, input_shape=input_shape, out_features=None)(x)
     assert embedding.dim() == 2 and embedding.shape[0] == 6
+    if name == "mlp":  # an image's pixels, flattened after any leading dimensions ([tasks, n, ...])
+        assert build_backbone(spec, input_shape=input_shape, out_features=5)(x[None]).shape == (1, 6, 5)
 
 
 @pytest.mark.parametrize("name", ["resnet12", "resnet18"])

@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 from metaopt.search.storage import journal_storage
 from metaopt.search.ranges import FloatRange
 from metaopt.search.space import SearchSpace
-from metaopt.tracking.history import Config, Source, distance, warm_configs
+from metaopt.search.warm import second_round
+from metaopt.tracking.history import Config, Source, distance, warm_plan
 from tests.search.jobs import search_in, tiny_job
 from tests.test_cli_edges import _main
 
@@ -37,20 +38,32 @@ def test_distance_between_option_sets():
     assert distance({"function": "linear"}, {"function": "relu"}) == 1.0
 
 
-def test_warm_configurations_are_one_per_searched_method_nearest_source_first():
+def test_a_warm_plan_tries_each_method_first_then_more_of_the_one_that_scores_best():
     space = SearchSpace(["maml", "fomaml", "scratch"], {"maml": {"inner_lr": FloatRange(type="float", low=0.001, high=0.1)},
                                                         "fomaml": {"inner_lr": FloatRange(type="float", low=0.001, high=0.1)}})
     near = Source("sine-5shot", 1.0, "MSE", [Config("scratch", {}, 0.1), Config("maml", {"inner_lr": 0.01}, 0.2),
                                             Config("maml", {"inner_lr": 0.05}, 0.3)])
     far = Source("sine-40shot", 3.0, "MSE", [Config("fomaml", {"inner_lr": 0.02}, 0.1),
                                              Config("maml", {"inner_lr": 0.09}, 0.1),
-                                             Config("fomaml", {"inner_lr": 0.5}, 0.2)])  # 0.5: outside this space
-    chosen = warm_configs([near, far], space, limit=5)
+                                             Config("fomaml", {"inner_lr": 0.5}, 0.2),  # 0.5: outside this space
+                                             Config("fomaml", {"inner_lr": 0.03}, 0.3)])
+    plan = warm_plan([near, far], space, limit=4)
     # scratch has one configuration (a baseline the job tries anyway): never a warm start's
-    assert [config for config, _ in chosen] == [{"method": "maml", "inner_lr": 0.01},
-                                                {"method": "fomaml", "inner_lr": 0.02}]
-    assert chosen[0][1] == "sine-5shot (maml, distance 1)"
-    assert len(warm_configs([near, far], space, limit=1)) == 1
+    assert [config for config, _ in plan.first] == [{"method": "maml", "inner_lr": 0.01},
+                                                    {"method": "fomaml", "inner_lr": 0.02}]
+    assert plan.first[0][1] == "sine-5shot (maml, distance 1)"
+    # the rest by rank, nearest source first at each rank
+    assert [config for config, _ in plan.more] == [{"method": "maml", "inner_lr": 0.09},
+                                                   {"method": "maml", "inner_lr": 0.05},
+                                                   {"method": "fomaml", "inner_lr": 0.03}]
+    assert plan.more[1][1] == "sine-5shot (maml #2, distance 1)"
+    # gated: more of the method that scored best here, up to the limit; nothing of a method without more
+    assert [c for c, _ in second_round(plan, [("maml", 0.5), ("fomaml", 0.2)], minimize=True)] == [
+        {"method": "fomaml", "inner_lr": 0.03}]
+    assert [c for c, _ in second_round(plan, [("maml", 0.5), ("fomaml", 0.2)], minimize=False)] == [
+        {"method": "maml", "inner_lr": 0.09}, {"method": "maml", "inner_lr": 0.05}]
+    assert second_round(plan, [("scratch", 0.0)], minimize=True) == []
+    assert len(warm_plan([near, far], space, limit=1).first) == 1
 
 
 def test_a_warm_started_search_starts_from_the_nearest_key_and_records_it(store, tmp_path):
@@ -70,6 +83,25 @@ def test_a_warm_started_search_starts_from_the_nearest_key_and_records_it(store,
     assert {k.split(".", 1)[1]: v for k, v in first.items() if k != "method"} == pytest.approx(
         {k: v for k, v in best[method].items() if f"{method}.{k}" in first})
     assert len(said.split("; ")) <= 2
+
+
+def test_the_second_round_tries_more_of_the_method_that_scored_best_and_records_it(store, tmp_path):
+    folder, _, _ = store
+    shutil.copyfile(folder / "mlflow.db", tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    budget = tiny_job()["budget"]
+    search_in(tmp_path, tiny_job(name="source", family={"name": "sine", "shots": 20, "queries": 5},
+                                 methods=["maml", "fomaml"], budget={**budget, "trials": 6}), "source.yaml")
+    job = tiny_job(name="warm2", family={"name": "sine", "shots": 10, "queries": 5}, methods=["maml", "fomaml"],
+                   warm_start=["sine-20shot-q5"], budget={**budget, "trials": 12})
+    summary = search_in(tmp_path, job)
+    study = optuna.load_study(study_name=summary.search_id,
+                              storage=journal_storage(tmp_path / "work" / "optuna.journal"))
+    assert study.user_attrs["warm_first"] == 2 and study.user_attrs["warm_limit"] == 3  # a quarter of 12
+    (second,) = study.user_attrs["warm_second"]  # the one trial left within the limit, once both were scored
+    assert second.startswith("sine-20shot-q5 (") and f"({study.trials[2].params['method']} #" in second
+    said = MlflowClient(uri).get_run(summary.parent_run_id).data.tags["metaopt.warm_start"]
+    assert said.endswith(f"then, of the method that scored best of these here: {second}"), said
 
 
 def test_a_source_of_another_kind_is_never_used(store, tmp_path):
