@@ -161,6 +161,11 @@ class MetaLearner(ABC):
         """Tasks (or pooled examples) per meta-step: the ``meta_batch`` hyperparameter (1 where none is declared)."""
         return int(self.hparams.get("meta_batch", 1))
 
+    def compile_signature(self, batch: Any) -> str | None:
+        """What identifies this learner's compiled meta-step on ``batch``'s shapes across processes (None: unknown,
+        so ``fit`` counts every compile as cold)."""
+        return None
+
     def compile(self) -> None:
         """Compile the meta-step (only where ``compilable``)."""
         raise NotImplementedError(f"{self.name} has no compiled meta-step")

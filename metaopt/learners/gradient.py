@@ -13,6 +13,8 @@ hypergradient learner) edits its inner loop through ``inner_edits``; the outer s
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -53,6 +55,18 @@ GRADIENT_HPARAMS: dict[str, HParam] = {
 
 # An edit of a learner's inner loop by a learner that wraps it: (loop, meta-parameters) -> loop.
 InnerEdit = Callable[[InnerLoop, Params], InnerLoop]
+
+# Float hyperparameters a compiled meta-gradient takes as tensor inputs, not as constants of its graph: trials
+# that differ only in them share one graph, so the persistent inductor cache compiles it once per machine.
+TRACED_HPARAMS = ("inner_lr",)
+OUTSIDE_THE_GRAPH = (*OUTER_HPARAMS, "test_steps", "ft_steps", "ft_lr", "ft_layers")  # never in the meta-gradient
+HPARAM_INPUT = "hparam:"  # their keys among the meta-gradient's inputs (and, for the inner loop, beside ``meta``)
+
+
+def with_traced(meta: Params, inputs: Mapping[str, Tensor] | None) -> Params:
+    """``meta`` and any traced hyperparameters among ``inputs``: what the inner loop reads them from."""
+    traced = {k: v for k, v in (inputs or {}).items() if k.startswith(HPARAM_INPUT)}
+    return {**meta, **traced} if traced else meta
 
 
 class AdaptedModel:
@@ -129,7 +143,17 @@ class GradientLearner(MetaLearner):
 
     def inner_schedule(self, meta: Params, steps: int | None = None) -> Sequence[Step]:
         """Each inner step's values: ``inner_lr`` at every step."""
-        return [Step(self.hparams["inner_lr"])] * self.steps(steps)
+        return [Step(self.traced(meta, "inner_lr"))] * self.steps(steps)
+
+    def traced(self, meta: Params, name: str) -> float | Tensor:
+        """Hyperparameter ``name``: the tensor a compiled meta-gradient was given for it in ``meta`` (see
+        ``TRACED_HPARAMS``), else its value."""
+        return meta.get(HPARAM_INPUT + name, self.hparams[name])
+
+    def traced_inputs(self) -> dict[str, Tensor]:
+        """The ``TRACED_HPARAMS`` this learner has, as 0-d tensors for a compiled meta-gradient's inputs."""
+        return {HPARAM_INPUT + name: torch.tensor(float(self.hparams[name]), device=self.device)
+                for name in TRACED_HPARAMS if isinstance(self.hparams.get(name), (int, float))}
 
     def inner_transform(self, meta: Params) -> GradientTransform:
         """The inner loop's chain of gradient transforms: the ``inner_optimizer``."""
@@ -142,7 +166,7 @@ class GradientLearner(MetaLearner):
     def meta_loss(self, batch: TaskBatch, meta: Params | None = None, inputs: dict[str, Tensor] | None = None) -> Tensor:
         """Mean query loss after adaptation, differentiable with respect to the meta-parameters."""
         meta = self.meta_parameters() if meta is None else meta
-        return adapted_query_losses(self.loss, self.network(meta), batch, self.inner_loop(meta)).mean()
+        return adapted_query_losses(self.loss, self.network(meta), batch, self.inner_loop(with_traced(meta, inputs))).mean()
 
     def meta_gradient(self, meta: Params, batch: TaskBatch, inputs: dict[str, Tensor]) -> tuple[Params, Tensor]:
         """``(d meta_loss / d meta, meta_loss)`` as a pure function (what ``compile`` compiles)."""
@@ -218,6 +242,15 @@ class GradientLearner(MetaLearner):
         """
         self.compiled = torch.compile(self._meta_gradient_of_tensors, dynamic=False)
 
+    def compile_signature(self, batch: Any) -> str | None:
+        """A hash of what the compiled meta-gradient's graph depends on: the learner, the network, the hyperparameters
+        it reads as constants (not the traced ones, not the outer loop's), the batch's shapes and types, torch."""
+        shapes = [(tuple(t.shape), str(t.dtype)) for t in vars(batch).values() if isinstance(t, Tensor)]
+        constants = {k: v for k, v in self.hparams.items() if k not in TRACED_HPARAMS and k not in OUTSIDE_THE_GRAPH}
+        text = json.dumps([type(self).__name__, str(self.backbone), constants, shapes, torch.__version__,
+                           str(self.device)], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
     def _meta_gradient_of_tensors(
         self, meta: Params, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, inputs: dict[str, Tensor]
     ) -> tuple[Params, Tensor]:
@@ -226,8 +259,9 @@ class GradientLearner(MetaLearner):
     def meta_step(self, batch: TaskBatch) -> dict[str, Tensor]:
         """One outer step on the meta-gradient of ``batch``."""
         meta, inputs = self.meta_parameters(), self.loss_inputs()
-        if self.compiled is not None:
-            grads, loss = self.compiled(detach(meta), batch.support_x, batch.support_y, batch.query_x, batch.query_y, inputs)
+        if self.compiled is not None:  # its hyperparameters as inputs: one graph (one cache entry) for every value
+            grads, loss = self.compiled(detach(meta), batch.support_x, batch.support_y, batch.query_x, batch.query_y,
+                                        {**inputs, **self.traced_inputs()})
         else:
             grads, loss = self.eager_meta_gradient(meta, batch, inputs)
         self.outer.step(grads=grads)

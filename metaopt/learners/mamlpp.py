@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from metaopt.learners.base import POSITIVE_FLOAT, HParam
 from metaopt.learners.outer import OUTER_HPARAMS
 from metaopt.learners.core import Params, Step, adapted_query_losses
-from metaopt.learners.gradient import GRADIENT_HPARAMS, GradientLearner
+from metaopt.learners.gradient import GRADIENT_HPARAMS, GradientLearner, with_traced
 from metaopt.tasks.base import TaskBatch
 
 FRACTION = dict(type=float, minimum=0.0, maximum=1.0)
@@ -91,7 +91,8 @@ class MAMLPlusPlus(GradientLearner):
 
         def step(t: int) -> Step:
             t = min(t, trained - 1)
-            lr = {name: meta[f"lslr:{name}"][t] for name in lslr} if self.hparams["learn_lrs"] else self.hparams["inner_lr"]
+            lr = {name: meta[f"lslr:{name}"][t] for name in lslr} if self.hparams["learn_lrs"] else self.traced(meta,
+                                                                                                              "inner_lr")
             return Step(lr, {name: meta[f"bnws:{name}"][t] for name in bn} if bn else None)
 
         return [step(t) for t in range(self.steps(steps))]
@@ -133,7 +134,7 @@ class MAMLPlusPlus(GradientLearner):
         """The MSL-weighted sum over steps of the mean query loss."""
         meta = self.meta_parameters() if meta is None else meta
         inputs = self.loss_inputs() if inputs is None else inputs
-        inner = self.inner_loop(meta, first_order=inputs["first_order"])
+        inner = self.inner_loop(with_traced(meta, inputs), first_order=inputs["first_order"])
         params = self.network(meta)
         if "msl_weights" in inputs:
             per_step = adapted_query_losses(self.loss, params, batch, inner, every_step=True)  # [tasks, steps]

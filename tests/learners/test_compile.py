@@ -31,6 +31,31 @@ def test_compiled_mamlpp_meta_steps_match_eager():
         assert torch.allclose(eager[name], compiled[name], atol=1e-5, rtol=1e-4), name
 
 
+def test_trials_that_differ_in_their_learning_rate_share_one_compiled_graph(tmp_path, monkeypatch):
+    """Compile once per search: the inner learning rate is an input of the compiled meta-gradient, not a constant
+    of its graph, so a second trial with another rate finds the first one's graph in the persistent cache."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # this test's own cache: cold, then warm
+    results = {}
+    for inner_lr in (0.01, 0.05):
+        counters.clear()
+        torch.manual_seed(0)
+        torch._dynamo.reset()
+        net = MLP(in_features=1, out_features=1, hidden=(8, 8))
+        compiled = LEARNERS["maml"](net, {"inner_lr": inner_lr, "meta_batch": 4}, task_kind="regression",
+                                    max_iterations=10, compile=True)
+        torch.manual_seed(0)
+        eager = LEARNERS["maml"](MLP(in_features=1, out_features=1, hidden=(8, 8)), {"inner_lr": inner_lr},
+                                 task_kind="regression", max_iterations=10)
+        batch = sine_batch(4, seed=0, dtype=torch.float32)
+        assert compiled.meta_step(batch)["loss"].item() == pytest.approx(eager.meta_step(batch)["loss"].item(),
+                                                                         rel=1e-5)  # each trial its own rate
+        results[inner_lr] = dict(counters["inductor"])
+    assert results[0.01].get("fxgraph_cache_miss", 0) >= 1 and not results[0.01].get("fxgraph_cache_hit")
+    assert results[0.05].get("fxgraph_cache_hit", 0) >= 1 and not results[0.05].get("fxgraph_cache_miss"), results
+
+
 def test_auto_compiles_only_when_the_rest_of_the_trial_repays_it():
     class Probe:
         compilable = True
@@ -51,6 +76,37 @@ def test_auto_compiles_only_when_the_rest_of_the_trial_repays_it():
     never = Probe()
     _CompileDecision("never", never, 10**9).before_step(1)
     assert not never.compiled
+
+
+def test_a_graph_compiled_before_on_this_machine_makes_a_shorter_trial_worth_compiling(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+
+    class Probe:
+        compilable = True
+        compiled = False
+
+        def compile(self) -> None:
+            self.compiled = True
+
+        def compile_signature(self, batch: object) -> str:
+            return "conv4-maml-5w1s"
+
+    def trial(mode: str = "auto", seconds_left: float = 30.0) -> tuple[Probe, dict]:
+        learner = Probe()
+        decision = _CompileDecision(mode, learner, 10**9, time.monotonic() + seconds_left)
+        for it in range(1, _CompileDecision.PROBE + 2):
+            decision.before_step(it, object())
+            decision.after_step(it)
+        return learner, decision.pop_metrics()
+
+    cold, _ = trial()  # 30 s left: a cold compile would not pay back
+    assert not cold.compiled
+    first, metrics = trial("always")  # a trial that compiles marks the graph compiled on this machine
+    assert first.compiled and metrics["compile_cache_warm"] == 0.0
+    warm, metrics = trial()  # the same 30 s now repay the warm compile
+    assert warm.compiled and metrics["compile_cache_warm"] == 1.0 and metrics["compile_seconds"] >= 0
+    short, _ = trial(seconds_left=5.0)  # not even a warm one
+    assert not short.compiled
 
 
 def test_a_short_trial_of_a_compilable_learner_trains_eagerly_to_its_deadline():
