@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,38 +162,66 @@ class CompileDecision:
     PROBE = 20
     PAYBACK_S = 60.0
     WARM_PAYBACK_S = 10.0
+    STALE_S = 1800.0  # a claim on a compile older than this is a trial that died compiling
 
     def __init__(self, mode: str, learner: MetaLearner, iterations: int, deadline: float = math.inf) -> None:
         self.mode, self.learner, self.iterations, self.deadline = mode, learner, iterations, deadline
         self.can_compile = learner.compilable and mode != "never"
-        self.start = 0.0
+        self.start, self.eager_rate = 0.0, 0.0
         self.compiled_at: int | None = None
+        self.next_check: int | None = None
         self.marker: Path | None = None
+        self.claimed = False
         self.metrics: dict[str, float] = {}
 
     def before_step(self, it: int, batch: object = None) -> None:
-        """Start the probe's clock, or compile once the probe says it pays (``batch``: the step's, for its shapes)."""
+        """Start the probe's clock, or compile once the probe says it pays (``batch``: the step's, for its shapes).
+
+        Where another trial on this machine is compiling the same graph, train on eagerly and look again every
+        ``PROBE`` steps: its compile, once done, is this trial's warm one."""
         if not self.can_compile or self.compiled_at is not None:
             return
         if it == 1:
             self.start = time.perf_counter()
             if self.mode != "always":
                 return
-        elif it != self.PROBE + 1:
+        elif it == self.PROBE + 1:
+            self.eager_rate = self.PROBE / (time.perf_counter() - self.start)
+        elif it != self.next_check:
             return
-        eager_rate = self.PROBE / (time.perf_counter() - self.start) if it > 1 else 0.0
-        usable_s = min((self.iterations - it + 1) / eager_rate if eager_rate else 0.0, self.deadline - time.monotonic())
-        signature = self.learner.compile_signature(batch) if batch is not None else None
-        self.marker = compile_marker(signature) if signature else None
+        usable_s = min((self.iterations - it + 1) / self.eager_rate if self.eager_rate else 0.0,
+                       self.deadline - time.monotonic())
+        if self.marker is None and batch is not None:
+            signature = self.learner.compile_signature(batch)
+            self.marker = compile_marker(signature) if signature else None
         warm = self.marker is not None and self.marker.exists()
         if self.mode == "auto" and usable_s <= (self.WARM_PAYBACK_S if warm else self.PAYBACK_S):
             self.can_compile = False
+            return
+        if not warm and self.marker is not None and not self._claim():
+            self.next_check = it + self.PROBE  # another trial is compiling it: eager steps meanwhile
             return
         torch._dynamo.reset()  # a fresh cache per run: many trials share a worker process
         self.learner.compile()
         self.compiled_at = it
         self.metrics = {"compile_cache_warm": float(warm)}
         self.start = time.perf_counter()
+
+    def _claim(self) -> bool:
+        """Claim this graph's compile on this machine (False: another trial's fresh claim holds it)."""
+        lock = self.marker.with_suffix(".compiling")
+        with contextlib.suppress(OSError):
+            if time.time() - lock.stat().st_mtime > self.STALE_S:
+                lock.unlink()
+        try:
+            self.marker.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        except OSError:  # a read-only cache: compile without a claim
+            return True
+        self.claimed = True
+        return True
 
     def after_step(self, it: int) -> None:
         """Time the first compiled step; mark its graph compiled on this machine."""
@@ -203,6 +232,9 @@ class CompileDecision:
                 with contextlib.suppress(OSError):  # a read-only cache only costs the next trial a cold guess
                     self.marker.parent.mkdir(parents=True, exist_ok=True)
                     self.marker.write_text(json.dumps({"compile_seconds": seconds}))
+                if self.claimed:
+                    with contextlib.suppress(OSError):
+                        self.marker.with_suffix(".compiling").unlink()
 
     def pop_metrics(self) -> dict[str, float]:
         """The compile metrics not yet reported."""

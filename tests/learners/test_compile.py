@@ -109,6 +109,43 @@ def test_a_graph_compiled_before_on_this_machine_makes_a_shorter_trial_worth_com
     assert not short.compiled
 
 
+def test_a_trial_trains_eagerly_while_another_compiles_its_graph_then_compiles_warm(tmp_path, monkeypatch):
+    from metaopt.search.fit import compile_marker
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+
+    class Probe:
+        compilable = True
+        compiled = False
+
+        def compile(self) -> None:
+            self.compiled = True
+
+        def compile_signature(self, batch: object) -> str:
+            return "shared-graph"
+
+    marker = compile_marker("shared-graph")
+    marker.parent.mkdir(parents=True)
+    marker.with_suffix(".compiling").touch()  # another trial's claim: it is compiling this graph now
+    learner = Probe()
+    decision = _CompileDecision("always", learner, 10**9)
+    for it in range(1, 3 * _CompileDecision.PROBE):
+        if it == 2 * _CompileDecision.PROBE:  # the other trial's compile is done
+            marker.write_text("{}")
+        decision.before_step(it, object())
+        decision.after_step(it)
+        assert learner.compiled == (it > 2 * _CompileDecision.PROBE), it  # at the first look after it was done
+    assert decision.pop_metrics()["compile_cache_warm"] == 1.0
+    first = Probe()  # with no claim, a trial claims the compile, and gives the claim up once compiled
+    marker.unlink()
+    marker.with_suffix(".compiling").unlink()
+    decision = _CompileDecision("always", first, 10**9)
+    decision.before_step(1, object())
+    assert first.compiled and marker.with_suffix(".compiling").exists()
+    decision.after_step(1)
+    assert marker.exists() and not marker.with_suffix(".compiling").exists()
+
+
 def test_a_short_trial_of_a_compilable_learner_trains_eagerly_to_its_deadline():
     from metaopt.search.fit import TimeLimit, fit
     from metaopt.tasks import Sine
