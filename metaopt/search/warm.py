@@ -33,11 +33,16 @@ def second_round(plan: WarmPlan, scores: list[tuple[str, float]], minimize: bool
     """Once the first round is scored on the new key (``scores``: each finished trial's method and value), up to
     the plan's ``limit`` more of the best-scoring method's configurations (the next method's where it has none
     left): the sources' other good settings of the branch that transferred, none of the branches that did not."""
-    room = plan.limit - len(plan.first)
+    return more_of_the_best(plan.more, plan.limit - len(plan.first), scores, minimize)
+
+
+def more_of_the_best(more: list[tuple[dict[str, Any], str]], room: int, scores: list[tuple[str, float]],
+                     minimize: bool) -> list[tuple[dict[str, Any], str]]:
+    """Up to ``room`` of ``more`` of the best-scoring method that has any (``second_round``'s choice)."""
     for method, _ in sorted(scores, key=lambda s: s[1] if minimize else -s[1]):
-        more = [(params, origin) for params, origin in plan.more if params["method"] == method]
-        if more and room > 0:
-            return more[:room]
+        of_method = [(params, origin) for params, origin in more if params[METHOD_PARAM] == method]
+        if of_method and room > 0:
+            return of_method[:room]
     return []
 
 
@@ -66,8 +71,8 @@ def gate(study: optuna.Study, space: SearchSpace) -> list[str] | None:
         return None
     scores = [(t.params[METHOD_PARAM], t.value) for t in trials
               if t.state == optuna.trial.TrialState.COMPLETE and METHOD_PARAM in t.params and t.value is not None]
-    plan = WarmPlan([({}, "")] * attrs["warm_first"], [(p, o) for p, o in attrs["warm_more"]], attrs["warm_limit"])
-    chosen = second_round(plan, scores, minimize=study.direction == optuna.study.StudyDirection.MINIMIZE)
+    chosen = more_of_the_best([(p, o) for p, o in attrs["warm_more"]], attrs["warm_limit"] - attrs["warm_first"],
+                              scores, minimize=study.direction == optuna.study.StudyDirection.MINIMIZE)
     study.set_user_attr("warm_second", [origin for _, origin in chosen])
     for params, _ in chosen:
         study.enqueue_trial(space.enqueue_params(params))

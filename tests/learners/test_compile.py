@@ -14,6 +14,21 @@ from metaopt.search.fit import CompileDecision as _CompileDecision
 from tests.helpers import sine_batch
 
 
+class Probe:
+    """A compilable learner that only records whether it was compiled (its graph: ``signature``)."""
+
+    compilable = True
+
+    def __init__(self, signature: str | None = None) -> None:
+        self.compiled, self.signature = False, signature
+
+    def compile(self) -> None:
+        self.compiled = True
+
+    def compile_signature(self, batch: object) -> str | None:
+        return self.signature
+
+
 def _trained(method: str, compile: bool, hparams: dict) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     torch._dynamo.reset()
@@ -57,13 +72,6 @@ def test_trials_that_differ_in_their_learning_rate_share_one_compiled_graph(tmp_
 
 
 def test_auto_compiles_only_when_the_rest_of_the_trial_repays_it():
-    class Probe:
-        compilable = True
-        compiled = False
-
-        def compile(self) -> None:
-            self.compiled = True
-
     short, long_, due = Probe(), Probe(), Probe()
     # A trial of 10^9 iterations whose deadline comes in 2 s cannot repay a compile either.
     for learner, iterations, deadline in ((short, 100, math.inf), (long_, 10**9, math.inf),
@@ -81,18 +89,8 @@ def test_auto_compiles_only_when_the_rest_of_the_trial_repays_it():
 def test_a_graph_compiled_before_on_this_machine_makes_a_shorter_trial_worth_compiling(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
 
-    class Probe:
-        compilable = True
-        compiled = False
-
-        def compile(self) -> None:
-            self.compiled = True
-
-        def compile_signature(self, batch: object) -> str:
-            return "conv4-maml-5w1s"
-
     def trial(mode: str = "auto", seconds_left: float = 30.0) -> tuple[Probe, dict]:
-        learner = Probe()
+        learner = Probe("conv4-maml-5w1s")
         decision = _CompileDecision(mode, learner, 10**9, time.monotonic() + seconds_left)
         for it in range(1, _CompileDecision.PROBE + 2):
             decision.before_step(it, object())
@@ -114,20 +112,10 @@ def test_a_trial_trains_eagerly_while_another_compiles_its_graph_then_compiles_w
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
 
-    class Probe:
-        compilable = True
-        compiled = False
-
-        def compile(self) -> None:
-            self.compiled = True
-
-        def compile_signature(self, batch: object) -> str:
-            return "shared-graph"
-
     marker = compile_marker("shared-graph")
     marker.parent.mkdir(parents=True)
     marker.with_suffix(".compiling").touch()  # another trial's claim: it is compiling this graph now
-    learner = Probe()
+    learner = Probe("shared-graph")
     decision = _CompileDecision("always", learner, 10**9)
     for it in range(1, 3 * _CompileDecision.PROBE):
         if it == 2 * _CompileDecision.PROBE:  # the other trial's compile is done
@@ -136,7 +124,7 @@ def test_a_trial_trains_eagerly_while_another_compiles_its_graph_then_compiles_w
         decision.after_step(it)
         assert learner.compiled == (it > 2 * _CompileDecision.PROBE), it  # at the first look after it was done
     assert decision.pop_metrics()["compile_cache_warm"] == 1.0
-    first = Probe()  # with no claim, a trial claims the compile, and gives the claim up once compiled
+    first = Probe("shared-graph")  # with no claim, a trial claims the compile, and gives the claim up once compiled
     marker.unlink()
     marker.with_suffix(".compiling").unlink()
     decision = _CompileDecision("always", first, 10**9)
