@@ -8,9 +8,13 @@ the meta-loss and the largest meta-gradient difference.
 1. Gradient learners at meta-batch 4 and 16: second-order MAML (metaopt as it runs, and
    vmapped over the tasks; higher looping over the tasks; a plain torch.func loop), then
    first-order MAML, ANIL, Meta-SGD and MAML++ (5 steps, multi-step loss, second order).
-2. Metric learners at 4 episodes a step: ProtoNet, Matching Nets, Relation Net (metaopt,
-   and the same learner with every episode in one graph: one backward instead of one per episode), and easyfsl's PrototypicalNetworks where it
-   imports (``make bench-easyfsl``: it needs torchvision, which the pinned torch lacks).
+2. Metric learners at 4 episodes a step: ProtoNet, Matching Nets, Relation Net (metaopt, and
+   the same learner with every episode in one graph: one backward instead of one per episode),
+   and, where easyfsl imports (``make bench-easyfsl``: it needs torchvision, which the pinned
+   torch lacks), each beside easyfsl 1.5's learner configured alike: Matching Nets with
+   full-context embeddings, Relation Nets on 64x7x7 maps (Conv-4 pooling two blocks) with each
+   library's own relation module. Its rows are timed interleaved (one window of each row in
+   turn), so that the machine's drift lands on every row alike.
 3. ResNet-12 at 84x84 (miniImageNet's shape; random images): MAML and ProtoNet, meta-batch
    4, with the peak memory of each row.
 4. Peak memory of second-order MAML on Conv-4 at meta-batch 16: metaopt and higher.
@@ -141,21 +145,40 @@ def func_loop(model: torch.nn.Module) -> Step:
     return step
 
 
-def easyfsl_protonet(model: torch.nn.Module) -> Step:
-    """easyfsl's PrototypicalNetworks, one episode at a time (its API takes one), gradients summed over the step."""
-    from easyfsl.methods import PrototypicalNetworks
+def easyfsl_row(method: str) -> Callable[[torch.nn.Module], Step]:
+    """easyfsl's learner of ``method`` on the same backbone, one episode at a time (its API takes one), gradients
+    summed over the step: PrototypicalNetworks; MatchingNetworks (always with its full-context-embedding LSTMs);
+    RelationNetworks (its own default relation module on the backbone's feature maps)."""
 
-    net = PrototypicalNetworks(model)
-    optimizer = torch.optim.Adam(net.parameters(), lr=OUTER_LR)
+    def build(model: torch.nn.Module) -> Step:
+        from easyfsl import methods
 
-    def task_loss(batch: TaskBatch, t: int) -> torch.Tensor:
-        net.process_support_set(batch.support_x[t], batch.support_y[t])
-        return F.cross_entropy(net(batch.query_x[t]), batch.query_y[t])
+        if method == "protonet":
+            net = methods.PrototypicalNetworks(model)
+        elif method == "matchingnet":
+            net = methods.MatchingNetworks(model, feature_dimension=model.embedding_size)
+        else:  # easyfsl wants the maps, not metaopt's flattened embedding: the same module, unflattened
+            maps = torch.nn.Sequential(model, torch.nn.Unflatten(1, model.feature_shape))
+            net = methods.RelationNetworks(maps, feature_dimension=model.feature_shape[0])
+        optimizer = torch.optim.Adam(net.parameters(), lr=OUTER_LR)
 
-    return per_task_step(model, optimizer, task_loss)
+        def task_loss(batch: TaskBatch, t: int) -> torch.Tensor:
+            net.process_support_set(batch.support_x[t], batch.support_y[t])
+            return F.cross_entropy(net(batch.query_x[t]), batch.query_y[t])
+
+        return per_task_step(model, optimizer, task_loss)
+
+    return build
 
 
 METRIC = ("protonet", "matchingnet", "relationnet")
+# Each metric learner as easyfsl runs it: Matching Nets with full-context embeddings, Relation Nets on 64x7x7 maps
+# (Conv-4 pooling its first two blocks, as Sung et al.'s embedding does).
+AS_EASYFSL: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # method: (its hyperparameters, backbone options)
+    "protonet": ({}, {}),
+    "matchingnet": ({"fce": True}, {}),
+    "relationnet": ({}, {"pooled_blocks": 2}),
+}
 
 
 # -- measuring --------------------------------------------------------------------------------------------------
@@ -181,26 +204,40 @@ def _sync(device: str) -> None:
 def run(build: Callable[[torch.nn.Module], Step], init: torch.nn.Module, batches: list[TaskBatch], *,
         device: str = "cpu", windows: int = 3) -> dict[str, Any]:
     """Warm up on the first batch (its loss and gradients kept for the check), then time the rest in windows."""
-    model = copy.deepcopy(init).to(device)
-    torch.manual_seed(0)  # what a learner draws itself (a relation module, learned rates) is drawn alike in every row
-    step = build(model)
-    start = time.perf_counter()
-    loss, grads = step(batches[0])
-    _sync(device)
-    first = {"first_step_s": time.perf_counter() - start, "first_loss": float(loss),
-             "first_grads": {k: v.detach().clone().cpu() for k, v in grads.items() if v is not None}}
+    return run_interleaved({"row": (build, init)}, batches, device=device, windows=windows)["row"]
+
+
+def run_interleaved(builds: dict[str, tuple[Callable[[torch.nn.Module], Step], torch.nn.Module]],
+                    batches: list[TaskBatch], *, device: str = "cpu", windows: int = 3) -> dict[str, dict[str, Any]]:
+    """Every row warmed up on the first batch (its loss and gradients kept for the check), then timed on the rest in
+    windows taken in turn — row 1's first window, row 2's, ..., row 1's second — so that a machine's drift (another
+    process, the clock) lands on every row alike; each row's rate is the median of its windows."""
+    steps, rows = {}, {}
+    for name, (build, init) in builds.items():
+        model = copy.deepcopy(init).to(device)
+        torch.manual_seed(0)  # what a learner draws itself (a relation module, learned rates) is drawn alike in every row
+        steps[name] = build(model)
+        start = time.perf_counter()
+        loss, grads = steps[name](batches[0])
+        _sync(device)
+        rows[name] = {"first_step_s": time.perf_counter() - start, "first_loss": float(loss),
+                      "first_grads": {k: v.detach().clone().cpu() for k, v in grads.items() if v is not None}}
     timed = batches[1:]
     per_window = max(1, len(timed) // windows)
-    rates = []
+    rates: dict[str, list[float]] = {name: [] for name in builds}
     for w in range(min(windows, len(timed))):
         chunk = timed[w * per_window:(w + 1) * per_window]
-        start = time.perf_counter()
-        for batch in chunk:
-            step(batch)
-        _sync(device)
-        rates.append(len(chunk) / (time.perf_counter() - start))
-    return {"it_per_s": statistics.median(rates), "tasks_per_s": statistics.median(rates) * batches[0].num_tasks,
-            **first}
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for batch in chunk:
+                step(batch)
+            _sync(device)
+            rates[name].append(len(chunk) / (time.perf_counter() - start))
+    for name, row in rows.items():
+        row["it_per_s"] = statistics.median(rates[name])
+        row["window_rates"] = rates[name]
+        row["tasks_per_s"] = row["it_per_s"] * batches[0].num_tasks
+    return rows
 
 
 def _rss_mb() -> float:
@@ -304,33 +341,51 @@ def gradient_table(init: torch.nn.Module, meta_batch: int, n: int, device: str, 
 
 
 def metric_table(init: torch.nn.Module, n: int, device: str) -> dict[str, Any]:
+    """Each metric learner as it runs, with every episode in one graph, and as easyfsl configures it (beside easyfsl
+    on that configuration, where easyfsl imports)."""
     batches = episodes(n + 1, 4, device=device)
-    builds: dict[str, Callable[[torch.nn.Module], Step]] = {}
-    for method in METRIC:
-        builds[f"metaopt {method}"] = ours(method)
-        builds[f"metaopt {method}, all episodes in one graph"] = ours(method, "one-graph")
+    builds: dict[str, tuple[Callable[[torch.nn.Module], Step], torch.nn.Module]] = {}
     try:
         import easyfsl  # noqa: F401
 
-        builds["easyfsl 1.5 PrototypicalNetworks"] = easyfsl_protonet
+        has_easyfsl = True
     except (ImportError, RuntimeError) as error:  # torchvision beside the wrong torch raises RuntimeError
         print(f"  easyfsl unavailable ({type(error).__name__}): run `make bench-easyfsl`")
-    rows = {}
-    for name, build in builds.items():
-        rows[name] = run(build, init, batches, device=device)
-        print(f"  {name}: {rows[name]['it_per_s']:.2f} steps/s", flush=True)
+        has_easyfsl = False
     for method in METRIC:
-        _checked({k: rows[k] for k in rows if k.startswith(f"metaopt {method}")}, f"metaopt {method}")
+        builds[f"metaopt {method}"] = ours(method), init
+        builds[f"metaopt {method}, all episodes in one graph"] = ours(method, "one-graph"), init
+        hparams, options = AS_EASYFSL[method]
+        if hparams or options:
+            torch.manual_seed(0)
+            own = build_backbone({"name": "conv4", **options}, input_shape=(1, 28, 28), out_features=None)
+            builds[f"metaopt {method} as easyfsl runs it"] = ours(method, **hparams), own
+        else:
+            own = init
+        if has_easyfsl:
+            builds[f"easyfsl 1.5 {method}"] = easyfsl_row(method), own
+    rows = run_interleaved(builds, batches, device=device, windows=10)
+    for name, row in rows.items():
+        print(f"  {name}: {row['it_per_s']:.2f} steps/s", flush=True)
+    for method in METRIC:
+        _checked({k: rows[k] for k in rows if k.startswith(f"metaopt {method}") and "easyfsl" not in k},
+                 f"metaopt {method}")
         for name in (f"metaopt {method}", f"metaopt {method}, all episodes in one graph"):
             rows[name]["x_one_graph"] = (rows[name]["it_per_s"]
                                          / rows[f"metaopt {method}, all episodes in one graph"]["it_per_s"])
-    easy = rows.get("easyfsl 1.5 PrototypicalNetworks")
-    print(f"\n2. metric learners, Conv-4, glyphs 5w1s, 4 episodes a step, {device} (easyfsl scores by Euclidean "
-          "distance, ours by its square: their losses differ)")
+        peer = rows.get(f"easyfsl 1.5 {method}")
+        mine = f"metaopt {method} as easyfsl runs it" if f"metaopt {method} as easyfsl runs it" in rows \
+            else f"metaopt {method}"
+        if peer:  # the median of the paired windows' ratios: each pair ran back to back
+            rows[mine]["x_easyfsl"] = statistics.median(a / b for a, b in zip(rows[mine]["window_rates"],
+                                                                              peer["window_rates"]))
+            peer["x_easyfsl"] = 1.0
+    print(f"\n2. metric learners, Conv-4, glyphs 5w1s, 4 episodes a step, {device} (losses differ from easyfsl's: "
+          "it scores ProtoNet by Euclidean distance, ours by its square; its relation module is its own)")
     print(f"{'implementation':<46}{'steps/s':>9}{'x one graph':>12}{'x easyfsl':>11}{'|loss diff|':>13}{'|grad diff|':>13}")
     for name, row in rows.items():
         own = f"{row['x_one_graph']:.2f}x" if "x_one_graph" in row else "-"
-        versus = f"{row['it_per_s'] / easy['it_per_s']:.2f}x" if easy and "protonet" in name else "-"
+        versus = f"{row['x_easyfsl']:.2f}x" if "x_easyfsl" in row else "-"
         print(f"{name:<46}{row['it_per_s']:>9.2f}{own:>12}{versus:>11}{row.get('loss_diff', 0):>13.1e}"
               f"{row.get('max_grad_diff', 0):>13.1e}")
     return _plain(rows)

@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from metaopt.learners.base import HParam
-from metaopt.learners.core import Params
+from metaopt.learners.core import Params, loops_tasks
 from metaopt.learners.episodic import EPISODIC_HPARAMS, EpisodicLearner
+from metaopt.models.layout import channels_last
 from metaopt.tasks.base import TaskBatch
 
 CONTEXT_HPARAMS: dict[str, HParam] = {
@@ -93,7 +94,11 @@ class ContextLearner(EpisodicLearner):
         return TaskBatch(pick(batch.support_x), pick(batch.support_y), batch.query_x, batch.query_y)
 
     def embed_episodes(self, meta: Params, x: Tensor) -> Tensor:
-        """Embeddings ``[tasks, n, width]`` of inputs ``[tasks, n, ...]``, each episode's on its own."""
+        """Embeddings ``[tasks, n, width]`` of inputs ``[tasks, n, ...]``, each episode's on its own: ``vmap``, or
+        on the CPU a convolutional embedding episode by episode, channels-last (as the metric learners run)."""
+        if loops_tasks(self.backbone.get_submodule("embed"), x.device) and not self.force_vmap:
+            fast = channels_last(meta)
+            return torch.stack([self.call("embed", fast, xs).flatten(1) for xs in x])
         return vmap(lambda xs: self.call("embed", meta, xs).flatten(1))(x)
 
     def target_features(self, y: Tensor, n_way: int | None) -> Tensor:

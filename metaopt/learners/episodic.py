@@ -26,6 +26,7 @@ from metaopt.learners.base import POSITIVE_FLOAT, HParam, MetaLearner
 from metaopt.learners.core import TASK_LOSSES, InnerLoop, Params, task_by_task_gradient
 from metaopt.learners.outer import OUTER_HPARAMS, OuterStep, Schedule
 from metaopt.learners.transforms import Adam
+from metaopt.models.layout import channels_last
 from metaopt.tasks.base import TaskBatch, TaskKind
 
 EPISODIC_HPARAMS: dict[str, HParam] = {
@@ -118,9 +119,11 @@ class EpisodicLearner(MetaLearner):
         """Query predictions ``[tasks, queries, ...]`` of every episode: ``vmap`` on a GPU, a loop on the CPU
         (the two agree: ``tests/learners/test_metric_learners.py``)."""
         n_way = self._n_way(batch.support_y)
-        predict = lambda sx, sy, qx: self.episode_predictions(meta, sx, sy, qx, n_way)  # noqa: E731
         if self._loops(batch):
-            return torch.stack([predict(*episode) for episode in zip(batch.support_x, batch.support_y, batch.query_x)])
+            fast = channels_last(meta)  # 1.7x a Conv-4 episode on the CPU (metaopt/models/layout.py)
+            return torch.stack([self.episode_predictions(fast, sx, sy, qx, n_way)
+                                for sx, sy, qx in zip(batch.support_x, batch.support_y, batch.query_x)])
+        predict = lambda sx, sy, qx: self.episode_predictions(meta, sx, sy, qx, n_way)  # noqa: E731
         return vmap(predict)(batch.support_x, batch.support_y, batch.query_x)
 
     def meta_step(self, batch: TaskBatch) -> dict[str, Tensor]:
@@ -165,7 +168,7 @@ class EpisodicLearner(MetaLearner):
         device = self.device
         support_x, support_y = support_x.to(device), support_y.to(device)
         n_way = self._n_way(support_y)
-        meta = self.fine_tuned(support_x, support_y, n_way)
+        meta = channels_last(self.fine_tuned(support_x, support_y, n_way))
 
         def predict(query_x: Tensor) -> Tensor:
             with torch.no_grad():

@@ -81,6 +81,31 @@ def test_a_query_is_predicted_whatever_the_support_order_and_the_other_queries(m
     assert torch.allclose(batched, predicted, atol=1e-5)
 
 
+def test_snail_reads_each_query_after_the_support_as_a_sequence_of_its_own_would():
+    """The support's steps run once per task and each query takes one step per block (``Blocks``): the same as
+    the paper's reading, each query the last step of its own sequence (float64, Conv-4 with its batch norm)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    learner = build_learner("snail", {"max_shots": 12}, backbone={"name": "conv4", "hidden": 8},
+                            task_kind="classification", input_shape=(1, 28, 28), output_size=5, n_way=5)
+    learner.backbone.double()
+    for extra in learner.extras.values():
+        extra.data = extra.data.double()
+    task = Glyphs(ways=5, shots=2, queries=3).sample(2, "test", torch.Generator().manual_seed(0))
+    task = TaskBatch(task.support_x.double(), task.support_y, task.query_x.double(), task.query_y)
+    meta = learner.meta_parameters()
+    with torch.no_grad():
+        shared = learner.batch_predictions(meta, task)
+        support = torch.cat([learner.embed_episodes(meta, task.support_x), learner.target_features(task.support_y, 5)],
+                            -1)
+        query = F.pad(learner.embed_episodes(meta, task.query_x), (0, 5))
+        sequences = torch.cat([support[:, None].expand(-1, 15, -1, -1), query[:, :, None]], 2)  # a sequence per query
+        last = learner.call("blocks", meta, sequences.flatten(0, 1).transpose(1, 2))[:, :, -1]
+        own = learner.head(meta, last).unflatten(0, (2, 15))
+    assert shared.shape == (2, 15, 5) and torch.allclose(shared, own, atol=1e-10)
+
+
 @pytest.mark.parametrize("method", LEARNERS)
 def test_a_trained_learner_saves_loads_with_weights_only_and_serves_through_pyfunc(method, tmp_path):
     family = Sine(shots=5, queries=20)

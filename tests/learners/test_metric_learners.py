@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from metaopt.learners.checkpoint import build_learner
 from metaopt.learners.metric import class_means
@@ -107,6 +108,11 @@ def test_matching_net_full_context_embeddings_use_lstm_cells_and_learn():
     for t in range(3):  # vmap over episodes = the CPU's loop = one episode at a time
         single = learner.episode_logits(meta, batch.support_x[t], batch.support_y[t], batch.query_x[t], 5)
         assert torch.allclose(batched[t], single, atol=1e-5) and torch.allclose(looped[t], single, atol=1e-5)
+    # The loop runs the bidirectional LSTM as one fused torch.lstm, vmap as cells: the same gradients too.
+    extras = list(learner.extras.values())
+    fused = torch.autograd.grad(looped.square().sum(), extras)
+    for a, b in zip(fused, torch.autograd.grad(batched.square().sum(), extras), strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
     generator = torch.Generator().manual_seed(0)
     learner.force_vmap = True  # the LSTMs' step loop once for the 8 episodes, not per episode (same logits: above)
     for _ in range(300):
@@ -159,7 +165,15 @@ def test_relation_net_convolves_concatenated_feature_maps_on_a_two_pool_conv4():
     support, query = embed(x[0, :6]), embed(x[0, 6:])
     pairs = torch.cat([query.repeat_interleave(3, 0), torch.stack([support[0] + support[1], support[2] + support[3],
                                                                    support[4] + support[5]]).repeat(3, 1, 1, 1)], 1)
-    assert torch.allclose(looped[0], learner.relation_scores(meta, pairs).reshape(3, 3), atol=1e-5)
+    z = pairs  # g as the paper writes it, on the concatenated maps (the learner splits its first layer)
+    for block in ("1", "2"):
+        z = F.conv2d(z, meta[f"relation.conv{block}.weight"], meta[f"relation.conv{block}.bias"], padding=1)
+        z = F.batch_norm(z, None, None, meta[f"relation.bn{block}.weight"], meta[f"relation.bn{block}.bias"],
+                         training=True)
+        z = F.max_pool2d(F.relu(z), 2)
+    z = F.relu(F.linear(z.flatten(1), meta["relation.w1"], meta["relation.b1"]))
+    paper = F.linear(z, meta["relation.w2"], meta["relation.b2"]).reshape(3, 3)
+    assert torch.allclose(looped[0], paper, atol=1e-5)
     learner.meta_step(batch)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.extras.values())
 
