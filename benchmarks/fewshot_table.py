@@ -123,7 +123,7 @@ def score_accuracy(learner, family, key: str) -> tuple[float, float]:  # noqa: A
 
 
 def cell(method: str, setting: str, family_name: str, root: str | None, episodes: int, seed: int,
-         train_ways: int | None = None, overrides: dict | None = None) -> dict:
+         train_ways: int | None = None, overrides: dict | None = None, precision: str = "fp32") -> dict:
     """Train one method on one setting (metric learners: optionally on ``train_ways``-way episodes), test on 600."""
     torch.set_num_threads(1)
     from metaopt.learners import LEARNERS
@@ -140,14 +140,15 @@ def cell(method: str, setting: str, family_name: str, root: str | None, episodes
     backbone = BACKBONES.get(method, CONV4)
     learner = build_learner(method, hparams, backbone=backbone, task_kind="classification",
                             input_shape=family.input_shape, output_size=ways, n_way=train_ways, max_iterations=iterations)
-    trained = fit(learner, train_family, iterations=iterations, generator=torch.Generator().manual_seed(seed))
+    trained = fit(learner, train_family, iterations=iterations, generator=torch.Generator().manual_seed(seed),
+                  precision=precision)
     learner.n_way = ways  # a metric learner trained on more ways tests on the setting's ways
     mean, ci = score_accuracy(learner, family, key)
     episodes_done = iterations * hparams["meta_batch"]
     return {"method": method, "setting": setting, "family": family_name, "key": key, "backbone": backbone,
             "train_ways": train_ways, "episodes": episodes_done, "test_steps": steps_at_test(method, overrides),
             "hparams": hparams, "seed": seed, "accuracy": mean, "accuracy_ci95": ci, "train_s": trained.seconds,
-            "episodes_per_s": episodes_done / trained.seconds, "evaluation": EVALUATION}
+            "episodes_per_s": episodes_done / trained.seconds, "evaluation": EVALUATION, "precision": precision}
 
 
 def _row(cells: list[dict | None]) -> tuple[list[str], float, float]:
@@ -185,6 +186,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--train-ways", type=int, help="metric learners train on this many ways (Snell et al.)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="the meta-steps' arithmetic (bf16: autocast, as a job's `precision: bf16`)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="hyperparameters for every method of the run (e.g. outer_schedule=cosine)")
     parser.add_argument("--json", default=None, help="default: benchmarks/results/fewshot_<family>.json")
@@ -204,14 +207,16 @@ def main() -> None:
         wanted_ways = args.train_ways if args.train_ways and r["method"] in METRIC else ways
         return (r["family"] == args.family and r["seed"] == args.seed and r.get("train_ways", ways) == wanted_ways
                 and r["episodes"] == max(1, args.train_episodes // batch) * batch
-                and same_hparams(r, overrides) and r.get("backbone", CONV4) == BACKBONES.get(r["method"], CONV4))
+                and same_hparams(r, overrides) and r.get("backbone", CONV4) == BACKBONES.get(r["method"], CONV4)
+                and r.get("precision", "fp32") == args.precision)
 
     def rerun(r: dict) -> bool:
         return args.rerun_earlier and earlier(r) and r["method"] in args.methods and r["setting"] in args.settings
 
     results = load_cells(cells_file, same_settings, lambda r: (r["method"], r["setting"]))
     results = {k: r for k, r in results.items() if not rerun(r)}
-    jobs = {(m, s): (m, s, args.family, args.root, args.train_episodes, args.seed, args.train_ways, overrides)
+    jobs = {(m, s): (m, s, args.family, args.root, args.train_episodes, args.seed, args.train_ways, overrides,
+                     args.precision)
             for m in args.methods for s in args.settings if (m, s) not in results}
     print(f"{len(jobs)} cells to run, {len(results)} reused from {cells_file}")
     if args.report_only:

@@ -47,6 +47,7 @@ from torch.func import functional_call, grad
 
 from metaopt.learners import LEARNERS
 from metaopt.models import build_backbone
+from metaopt.search.fit import bf16_supported
 from metaopt.tasks import FAMILIES, TaskBatch
 
 INNER_LR, OUTER_LR, WAYS = 0.4, 0.001, 5
@@ -314,6 +315,36 @@ def _plain(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:  # noq
     return {name: {k: v for k, v in row.items() if k != "first_grads"} for name, row in rows.items()}
 
 
+def in_bf16(build: Callable[[torch.nn.Module], Step]) -> Callable[[torch.nn.Module], Step]:
+    """The row ``build`` with its steps under bfloat16 autocast, as ``precision: bf16`` runs a job's meta-steps."""
+
+    def wrapped(model: torch.nn.Module) -> Step:
+        step = build(model)
+
+        def autocast_step(batch: TaskBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            with torch.autocast(batch.support_x.device.type, dtype=torch.bfloat16):
+                return step(batch)
+
+        return autocast_step
+
+    return wrapped
+
+
+def float64_errors(rows: dict[str, dict[str, Any]], init: torch.nn.Module, batch: TaskBatch) -> None:
+    """Each row's first meta-gradient against metaopt's in float64 on the same batch: ||g - g64|| / ||g64|| over every
+    parameter (``grad_error_f64``)."""
+    model = copy.deepcopy(init).double().to(batch.support_x.device)
+    torch.manual_seed(0)
+    exact = TaskBatch(batch.support_x.double(), batch.support_y, batch.query_x.double(), batch.query_y)
+    reference = {k: v.detach().cpu() for k, v in ours("maml")(model)(exact)[1].items()}
+    norm = sum(v.square().sum() for v in reference.values()).sqrt()
+    for row in rows.values():
+        grads = row["first_grads"]
+        if set(grads) == set(reference):
+            row["grad_error_f64"] = float(sum((grads[k].double() - reference[k]).square().sum()
+                                              for k in reference).sqrt() / norm)
+
+
 def gradient_table(init: torch.nn.Module, meta_batch: int, n: int, device: str, quick: bool) -> dict[str, Any]:
     batches = episodes(n + 1, meta_batch, device=device)
     builds: dict[str, Callable[[torch.nn.Module], Step]] = {
@@ -322,6 +353,8 @@ def gradient_table(init: torch.nn.Module, meta_batch: int, n: int, device: str, 
         "higher 0.2.1 maml (per-task loop)": higher_maml(),
         "torch.func per-task loop": func_loop,
     }
+    if bf16_supported(torch.device(device)):
+        builds["metaopt maml, bf16 autocast (precision: bf16)"] = in_bf16(ours("maml"))
     if not quick:
         builds |= {
             "metaopt fomaml": ours("fomaml"),
@@ -335,6 +368,10 @@ def gradient_table(init: torch.nn.Module, meta_batch: int, n: int, device: str, 
         rows[name] = run(build, init, batches, device=device)
         print(f"  {name}: {rows[name]['it_per_s']:.2f} it/s", flush=True)
     _checked({k: rows[k] for k in list(builds)[:4]}, "metaopt maml")
+    float64_errors(rows, init, batches[0])
+    for name, row in rows.items():
+        if "grad_error_f64" in row:
+            print(f"  {name}: meta-gradient {row['grad_error_f64']:.1e} off float64 (relative, first batch)")
     _print(f"1. gradient learners, Conv-4, glyphs 5w1s, meta-batch {meta_batch}, {device}", rows,
            {"higher": "higher 0.2.1 maml (per-task loop)", "func loop": "torch.func per-task loop"})
     return _plain(rows)

@@ -268,6 +268,9 @@ class Job(_Strict):
     compile: Literal["auto", "always", "never"] = Field(
         default="auto", description="torch.compile the meta-step: auto compiles when the trial is long enough to repay it"
     )
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32", description="the meta-steps' arithmetic: fp32, or bf16 autocast where the CPU (AVX-512 BF16, "
+        "AMX) or GPU computes it natively (evaluation stays fp32; see the README on when it pays)")
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="configurations to try first")
     warm_start: Literal["off", "auto"] | list[str] = Field(
         default="off", description="start from the store's history: auto (the nearest keys of this family and kind) "

@@ -26,6 +26,26 @@ from metaopt.search.evaluation import score_tasks
 from metaopt.tasks.base import TaskBatch, TaskFamily
 
 CompileMode = Literal["auto", "always", "never"]
+Precision = Literal["fp32", "bf16"]
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively: a CUDA GPU that says so, a CPU with AVX-512 BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def precision_context(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:
+    """Where meta-steps run: as they are (``fp32``), or under bfloat16 autocast (``bf16``: matrix products and
+    convolutions in bf16, reductions and the parameters in fp32); ``ValueError`` where ``device`` has no native bf16
+    (emulated, it would only be slower)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if not bf16_supported(device):
+        raise ValueError(f"precision: bf16 needs a CPU with AVX-512 BF16 or AMX, or a GPU with bf16; {device} has "
+                         "neither (allowed: fp32, bf16)")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 class Diverged(RuntimeError):
@@ -82,6 +102,7 @@ def fit(
     eval_interval: int | None = None,
     val_tasks: list[TaskBatch] | None = None,
     compile: CompileMode = "never",
+    precision: Precision = "fp32",
     deadline: float = math.inf,
     on_eval: Callable[[Evaluation], None] | None = None,
     device: torch.device | str | None = None,
@@ -93,12 +114,14 @@ def fit(
     ``val_tasks``, every metric of the family is scored on them each ``eval_interval``
     iterations and at the last one (only the last without an interval), and
     ``on_eval`` gets the ``Evaluation``; a non-finite loss or score raises ``Diverged``.
-    ``deadline`` is a ``time.monotonic()`` value: past it, ``TimeLimit``.
+    ``deadline`` is a ``time.monotonic()`` value: past it, ``TimeLimit``. ``precision: bf16`` runs
+    the meta-steps under bfloat16 autocast (``precision_context``); evaluation stays fp32.
 
     Example:
         >>> result = fit(learner, Sine(), iterations=1000, generator=torch.Generator().manual_seed(0))
     """
-    device = device or learner.device
+    device = torch.device(device or learner.device)
+    steps_in = precision_context(precision, device)
     meta_batch = learner.meta_batch
     if not learner.trains:  # nothing to learn: evaluated once, at the end (no flat curve for a pruner to compare)
         eval_interval, start = None, iterations - 1
@@ -112,7 +135,8 @@ def fit(
         draw = family.pooled if learner.samples == "pooled" else family.sample
         batch = draw(meta_batch, "train", generator).to(device)
         compiler.before_step(it - start, batch)
-        running += learner.meta_step(batch)["loss"]
+        with steps_in:
+            running += learner.meta_step(batch)["loss"].float()
         compiler.after_step(it - start)
         count += 1
         if time.monotonic() > deadline:

@@ -180,10 +180,12 @@ def train(config: TrialConfig, reporter: Reporter) -> float:
             reporter.tag(evaluation.facts())
         reporter.report(evaluation.iteration, evaluation.metrics(), objective, checkpoint, instances=evaluation.per_task)
 
+    if job.precision != "fp32":
+        reporter.tag({"metaopt.precision": job.precision})
     try:
         fit(learner, family, iterations=budget.meta_iterations, generator=generator, start=start,
-            eval_interval=budget.eval_interval, val_tasks=val_tasks, compile=job.compile, deadline=deadline,
-            on_eval=report, device=device)
+            eval_interval=budget.eval_interval, val_tasks=val_tasks, compile=job.compile, precision=job.precision,
+            deadline=deadline, on_eval=report, device=device)
     except TimeLimit as exc:
         raise TrialTimeLimit(f"time limit of {budget.trial_timeout_s:g}s reached at iteration {exc.iteration}") from None
     if job.multi_objective:

@@ -56,6 +56,7 @@ BAD_JOBS = {
         "space.reptile.step_size: unknown hyperparameter for reptile (allowed: anneal, ft_layers, ft_lr, ft_steps, inner_lr, inner_optimizer, inner_steps, max_grad_norm, meta_batch, outer_lr, test_steps)",
     ),
     "unknown field": (tiny_job(budgett={}), "budgett: Extra inputs are not permitted"),
+    "unknown precision": (tiny_job(precision="fp16"), "precision: Input should be 'fp32' or 'bf16'"),
     "zero trials": (tiny_job(budget={"trials": 0, "meta_iterations": 1, "eval_interval": 1}), "budget.trials: Input should be greater than 0"),
     "bad strategy": (tiny_job(strategy="bayes"), "strategy: Input should be 'tpe', 'random', 'nsga2', 'cmaes', 'gp', 'grid', 'hypergrad' or 'tpe+hypergrad'"),
     "grid over a continuous range": (
