@@ -120,7 +120,7 @@ class EpisodicLearner(MetaLearner):
         (the two agree: ``tests/learners/test_metric_learners.py``)."""
         n_way = self._n_way(batch.support_y)
         if self._loops(batch):
-            fast = channels_last(meta)  # 1.7x a Conv-4 episode on the CPU (metaopt/models/layout.py)
+            fast = channels_last(meta)  # 1.4-1.7x a Conv-4 episode on the CPU (metaopt/models/layout.py)
             return torch.stack([self.episode_predictions(fast, sx, sy, qx, n_way)
                                 for sx, sy, qx in zip(batch.support_x, batch.support_y, batch.query_x)])
         predict = lambda sx, sy, qx: self.episode_predictions(meta, sx, sy, qx, n_way)  # noqa: E731

@@ -71,7 +71,6 @@ class DenseBlock(nn.Module):
 
         return torch.cat([x[:, :, -1], torch.tanh(at_last(self.f)) * torch.sigmoid(at_last(self.g))], 1)
 
-
     def query_step(self, support: Tensor, queries: Tensor) -> Tensor:
         """Each query's output as the step after the whole support: ``support [tasks, channels, shots]`` (this
         block's inputs so far, shared by a task's queries) and ``queries [tasks, q, channels]`` to
