@@ -1,6 +1,6 @@
 """Memory layout of image networks: channels-last on the CPU, where oneDNN's kernels want it.
 
-On one CPU thread a Conv-4 episode's forward and backward pass runs about 1.7x faster
+On one CPU thread a Conv-4 episode's forward and backward pass runs 1.4-1.7x faster
 with channels-last activations: max-pool's NCHW kernel is about 14x slower than its
 channels-last one, and batch norm's is slower too (``benchmarks/image_throughput.py``,
 the metric table). A convolution whose weight is channels-last writes channels-last
