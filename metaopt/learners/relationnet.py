@@ -26,6 +26,13 @@ from metaopt.learners.metric import METRIC_HPARAMS, MetricLearner, class_means
 CONV_BLOCKS = ("relation.conv1", "relation.conv2")
 
 
+def _norm_relu_pool(meta: Params, conv: str, z: Tensor) -> Tensor:
+    """The rest of a relation block after its convolution ``conv``: batch norm, ReLU, 2x2 max-pool."""
+    bn = conv.replace("conv", "bn")
+    z = F.batch_norm(z, None, None, meta[f"{bn}.weight"], meta[f"{bn}.bias"], training=True)
+    return F.max_pool2d(F.relu(z), 2)
+
+
 class RelationNet(MetricLearner):
     """A learned similarity between a query and each class."""
 
@@ -77,12 +84,9 @@ class RelationNet(MetricLearner):
             half = query.shape[1]
             z = (F.conv2d(query, weight[:, :half], bias, padding=1).unsqueeze(1)
                  + F.conv2d(classes, weight[:, half:], padding=1).unsqueeze(0)).flatten(0, 1)
-            for name in CONV_BLOCKS:
-                if name != CONV_BLOCKS[0]:
-                    z = F.conv2d(z, meta[f"{name}.weight"], meta[f"{name}.bias"], padding=1)
-                bn = name.replace("conv", "bn")
-                z = F.batch_norm(z, None, None, meta[f"{bn}.weight"], meta[f"{bn}.bias"], training=True)
-                z = F.max_pool2d(F.relu(z), 2)
+            z = _norm_relu_pool(meta, CONV_BLOCKS[0], z)
+            for name in CONV_BLOCKS[1:]:
+                z = _norm_relu_pool(meta, name, F.conv2d(z, meta[f"{name}.weight"], meta[f"{name}.bias"], padding=1))
             z = F.relu(F.linear(z.flatten(1), meta["relation.w1"], meta["relation.b1"]))
         else:
             weight, half = meta["relation.w1"], query.shape[1]
