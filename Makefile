@@ -33,7 +33,7 @@ bench-easyfsl:
 	test -x .venv-easyfsl/bin/python || $(PYTHON) -m venv .venv-easyfsl
 	.venv-easyfsl/bin/python -m pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 easyfsl==1.5.0 -e .
 	.venv-easyfsl/bin/python benchmarks/fewshot_throughput.py
-	.venv-easyfsl/bin/python benchmarks/image_throughput.py --tables metric --json benchmarks/results/image_throughput_easyfsl.json
+	.venv-easyfsl/bin/python benchmarks/image_throughput.py --tables metric --iterations 200 --json benchmarks/results/image_throughput_easyfsl.json
 
 ui: setup
 	$(BIN)/metaopt ui

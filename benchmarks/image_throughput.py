@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad
 
+from metaopt.allocator import keep_freed_memory
 from metaopt.learners import LEARNERS
 from metaopt.models import build_backbone
 from metaopt.search.fit import bf16_supported
@@ -52,6 +53,9 @@ from metaopt.tasks import FAMILIES, TaskBatch
 
 INNER_LR, OUTER_LR, WAYS = 0.4, 0.001, 5
 Step = Callable[[TaskBatch], tuple[torch.Tensor, dict[str, torch.Tensor]]]  # (meta-loss, meta-gradients)
+
+
+MALLOC_KEPT = [False]  # whether main() set glibc's malloc as a trial's (memory rows' fresh processes do the same)
 
 
 # -- the rows ---------------------------------------------------------------------------------------------------
@@ -265,8 +269,10 @@ def workload(backbone: str, meta_batch: int, n: int, device: str = "cpu") -> tup
     return init, episodes(n + 1, meta_batch, shape=None if name == "conv4" else shape, device=device)
 
 
-def _in_child(row: str, backbone: str, meta_batch: int, n: int, answer: Any) -> None:
+def _in_child(row: str, backbone: str, meta_batch: int, n: int, answer: Any, kept: bool) -> None:
     torch.set_num_threads(1)
+    if kept:
+        keep_freed_memory()
     init, batches = workload(backbone, meta_batch, n)
     start = _rss_mb()
     result = run(ROWS[row](), init, batches, windows=1)
@@ -285,7 +291,7 @@ def run_with_memory(row: str, backbone: str, meta_batch: int, n: int, device: st
         return {**result, "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20}
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_in_child, args=(row, backbone, meta_batch, n, send))
+    child = context.Process(target=_in_child, args=(row, backbone, meta_batch, n, send, MALLOC_KEPT[0]))
     child.start()
     answer = receive.recv()
     child.join()
@@ -461,15 +467,20 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "image_throughput.json"))
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (by default the process is a trial's: freed memory kept, "
+                             "metaopt.allocator; every row, the peers' too, runs in this one process)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = MALLOC_KEPT[0] = False if args.default_malloc else keep_freed_memory()
+    print(f"malloc: {'freed memory kept, as in a trial (every row alike)' if kept else 'glibc default'}")
     torch.manual_seed(0)
     headed = build_backbone({"name": "conv4"}, input_shape=(1, 28, 28), out_features=WAYS)
     torch.manual_seed(0)
     embedding = build_backbone({"name": "conv4"}, input_shape=(1, 28, 28), out_features=None)
     report: dict[str, Any] = {"benchmark": "image_throughput", "torch": torch.__version__, "device": args.device,
                               "threads": args.threads, "machine": platform.processor() or platform.machine(),
-                              "iterations": args.iterations}
+                              "iterations": args.iterations, "malloc_keeps_freed": kept}
     sizes = [4] if args.quick else [4, 16] + ([32] if args.device.startswith("cuda") else [])
     tables = ["gradient"] if args.quick else args.tables
     if "gradient" in tables:

@@ -10,7 +10,7 @@ the prediction at each step against the label it is about to be shown; accuracy 
 first instance is 20%: a class never seen cannot be named. Published (a reproduction on
 Omniglot, ``../shared/reference/published.md``): 35.8, 89.4 (2nd), 93.7, 95.3, ..., 96.7 (10th).
 
-    python benchmarks/mann_stream.py [--iterations 3000] [--meta-batch 8] [--outer-lr 0.001] [--backbone conv4|mlp] [--filters 64] [--progress 500] [--set KEY=VALUE ...]
+    python benchmarks/mann_stream.py [--iterations 3000] [--meta-batch 8] [--outer-lr 0.001] [--backbone conv4|mlp] [--filters 64 | --filters 256 128] [--progress 500] [--set KEY=VALUE ...]
         [--json benchmarks/results/mann_stream.json]
 
 Writes ``--json`` (default ``benchmarks/results/mann_stream.json``).
@@ -71,7 +71,8 @@ def main() -> None:
     parser.add_argument("--outer-lr", type=float, default=0.001)
     parser.add_argument("--backbone", choices=["conv4", "mlp"], default="conv4",
                         help="the embedding: Conv-4, or the flattened pixels through one linear layer (the paper's input)")
-    parser.add_argument("--filters", type=int, default=64, help="Conv-4 filters, or the mlp's width")
+    parser.add_argument("--filters", type=int, nargs="+", default=[64],
+                        help="Conv-4 filters, or the mlp's layer widths (one: the paper's one layer)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", type=int, default=500, help="print the accuracy so far every this many steps")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -88,8 +89,8 @@ def main() -> None:
     family = Glyphs(ways=WAYS, shots=SHOTS, queries=1)
     torch.manual_seed(args.seed)
     hparams = {"meta_batch": args.meta_batch, "outer_lr": args.outer_lr, **parse_overrides(args.set)}
-    backbone = {"name": "conv4", "hidden": args.filters} if args.backbone == "conv4" else {"name": "mlp",
-                                                                                            "hidden": [args.filters]}
+    backbone = ({"name": "conv4", "hidden": args.filters[0]} if args.backbone == "conv4"
+                else {"name": "mlp", "hidden": args.filters})
     learner = build_learner("mann", hparams, backbone=backbone, task_kind="classification",
                             input_shape=family.input_shape, output_size=WAYS, n_way=WAYS,
                             max_iterations=args.iterations)
@@ -104,7 +105,8 @@ def main() -> None:
             print(f"  {done} meta-steps ({train_s:.0f} s): accuracy at instance 1, 2, 10 on {PROGRESS_EPISODES} test "
                   f"episodes {early[1][0]:.1f}, {early[2][0]:.1f}, {early[10][0]:.1f}", flush=True)
     accuracy = by_instance(*stream_scores(learner, family, TEST_EPISODES))
-    embed = f"Conv-4 of {args.filters} filters" if args.backbone == "conv4" else f"pixels to {args.filters} (linear)"
+    embed = (f"Conv-4 of {args.filters[0]} filters" if args.backbone == "conv4"
+             else f"pixels through an MLP of {'-'.join(map(str, args.filters))}")
     print(f"mann, 5-class label stream, {embed}, {args.iterations} meta-steps x "
           f"{args.meta_batch} episodes at {args.outer_lr} "
           f"({train_s:.0f} s, one thread), {TEST_EPISODES} test episodes")

@@ -8,9 +8,13 @@ must hold each binding of input and label until the class comes back. An LSTM co
 strength ``1 + softplus(.)`` from the controller, as the Neural Turing Machine's: the paper's plain
 softmax over 128 rows reads almost uniformly, and training sat at chance on 5-way glyphs for 3,000
 episodes), and writes with least-recently-used
-access: each head's key is written to a mix (a learned gate) of the rows it read last step
-and the least-used rows, after the least-used row is cleared; usage decays by ``gamma``. The
-memory is reset at every task. The output reads the controller's state and the memory reads.
+access: each head writes an add vector of its own to a mix (a learned gate) of the rows it read
+last step and the least-used rows, after the least-used row is cleared; usage decays by ``gamma``.
+The paper's equations write the read key itself; the public reproductions write a separate add
+vector, and so does this one: with the key written, a read on the memory just written finds its
+own key first, and on glyphs the memory was never read back (32% at a class's 2nd instance after
+40,000 episodes, 82% with the add vector after 24,000). The memory is reset at every task. The
+output reads the controller's state and the memory reads.
 
 Training streams each task's support and query examples together in a random order, every
 step's prediction in the loss (as the paper). At test, each query is the last step of its own
@@ -41,6 +45,7 @@ class MemoryCore(nn.Module):
         self.slots, self.slot_size, self.reads, self.gamma = slots, slot_size, reads, gamma
         self.controller = nn.LSTMCell(inputs + reads * slot_size, hidden)
         self.keys = nn.Linear(hidden, reads * slot_size)
+        self.adds = nn.Linear(hidden, reads * slot_size)
         self.strengths = nn.Linear(hidden, reads)
         self.gates = nn.Linear(hidden, reads)
         self.width = hidden + reads * slot_size
@@ -57,13 +62,14 @@ class MemoryCore(nn.Module):
         for t in range(time):
             h, c = self.controller(torch.cat([steps[:, t], read], -1), (h, c))
             keys = torch.tanh(self.keys(h)).view(batch, self.reads, self.slot_size)
-            # Write: each head's key to a mix of its last read rows and the least-used rows (cleared first).
+            adds = torch.tanh(self.adds(h)).view(batch, self.reads, self.slot_size)
+            # Write: each head's add vector to a mix of its last read rows and the least-used rows (cleared first).
             least_used = usage.topk(self.reads, largest=False).indices  # [batch, reads]
             lru = F.one_hot(least_used, self.slots).to(steps.dtype)  # [batch, reads, slots]
             gate = torch.sigmoid(self.gates(h))[..., None]
             write_weights = gate * read_weights + (1 - gate) * lru
             memory = memory * (1 - lru[:, :1].transpose(1, 2))  # the least-used row cleared
-            memory = memory + write_weights.transpose(1, 2) @ keys
+            memory = memory + write_weights.transpose(1, 2) @ adds
             # Read by content, on the memory just written.
             similarity = F.cosine_similarity(keys[:, :, None], memory[:, None], dim=-1, eps=1e-8)
             strength = 1 + F.softplus(self.strengths(h))[..., None]  # sharpens a read, as the NTM's key strength

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import torch
 
+from metaopt.allocator import keep_freed_memory
 from metaopt.environment import quiet_mlflow
 from metaopt.learners.base import MetaLearner
 from metaopt.learners.checkpoint import build_learner, load_checkpoint, make_checkpoint, read_checkpoint
@@ -137,9 +138,16 @@ def new_learner(job: Job, family: TaskFamily, method: str, hparams: dict[str, An
     return learner
 
 
+def prepare_process(cpus: int) -> None:
+    """A trial's process: ``cpus`` threads for torch (two trials on two cores must not fight), freed activation
+    memory kept for the next step (``metaopt.allocator``)."""
+    torch.set_num_threads(cpus)
+    keep_freed_memory()
+
+
 def train(config: TrialConfig, reporter: Reporter) -> float:
     """Meta-train ``config`` for the job's budget; report every validation score each ``eval_interval``."""
-    torch.set_num_threads(config.cpus)
+    prepare_process(config.cpus)
     job, budget = config.job, config.job.budget
     family = build_family(job)
     device = trial_device(job)
@@ -290,7 +298,7 @@ def score_trial(checkpoint: str | None, run_id: str | None, job: Job, tracker: T
     The checkpoint is read where the trial wrote it, or fetched from the tracker when
     this worker is on another node.
     """
-    torch.set_num_threads(cpus)
+    prepare_process(cpus)
     path = Path(checkpoint) if checkpoint else None
     if (path is None or not path.is_file()) and run_id:
         path = tracker.fetch_checkpoint(run_id)
