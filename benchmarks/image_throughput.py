@@ -44,6 +44,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 
 from metaopt.allocator import keep_freed_memory
 from metaopt.learners import LEARNERS
@@ -217,7 +219,7 @@ def run_interleaved(builds: dict[str, tuple[Callable[[torch.nn.Module], Step], t
     """Every row warmed up on the first batch (its loss and gradients kept for the check), then timed on the rest in
     windows taken in turn — row 1's first window, row 2's, ..., row 1's second — so that a machine's drift (another
     process, the clock) lands on every row alike; each row's rate is the median of its windows."""
-    steps, rows = {}, {}
+    steps, rows, convolutions = {}, {}, {}
     for name, (build, init) in builds.items():
         model = copy.deepcopy(init).to(device)
         torch.manual_seed(0)  # what a learner draws itself (a relation module, learned rates) is drawn alike in every row
@@ -227,6 +229,9 @@ def run_interleaved(builds: dict[str, tuple[Callable[[torch.nn.Module], Step], t
         _sync(device)
         rows[name] = {"first_step_s": time.perf_counter() - start, "first_loss": float(loss),
                       "first_grads": {k: v.detach().clone().cpu() for k, v in grads.items() if v is not None}}
+        with ConvolutionCalls() as recorded:  # one more step of every row alike, its convolutions recorded
+            steps[name](batches[0])
+        convolutions[name] = recorded.calls
     timed = batches[1:]
     per_window = max(1, len(timed) // windows)
     rates: dict[str, list[float]] = {name: [] for name in builds}
@@ -242,7 +247,55 @@ def run_interleaved(builds: dict[str, tuple[Callable[[torch.nn.Module], Step], t
         row["it_per_s"] = statistics.median(rates[name])
         row["window_rates"] = rates[name]
         row["tasks_per_s"] = row["it_per_s"] * batches[0].num_tasks
+        row["convolutions"] = len(convolutions[name])
+        row["conv_replay_ms"] = replay_ms(convolutions[name], device)
+        row["step_ms"] = 1000 / row["it_per_s"]
     return rows
+
+
+class ConvolutionCalls(TorchDispatchMode):
+    """Every convolution a step calls below autograd — forward, backward and double backward
+    (``aten.convolution``, ``aten.convolution_backward``) — with its arguments' shapes, strides and dtypes."""
+
+    OPS = (torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[Any, tuple, dict]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in self.OPS:
+            spec = lambda t: (tuple(t.shape), t.stride(), t.dtype, t.device) if isinstance(t, torch.Tensor) else t  # noqa: E731
+            self.calls.append((func, tree_map(spec, args), tree_map(spec, kwargs)))
+        return func(*args, **kwargs)
+
+
+def replay_ms(calls: list[tuple[Any, tuple, dict]], device: str, repeats: int = 10) -> float:
+    """The time of a step's convolutions alone, called again on tensors of the same shapes, strides and dtypes
+    (median ms over ``repeats`` replays of them all): the step's ceiling where everything else were free."""
+    def tensor(spec: Any) -> Any:
+        if isinstance(spec, tuple) and len(spec) == 4 and isinstance(spec[2], torch.dtype):
+            shape, stride, dtype, where = spec  # strides as recorded, expanded (0) ones too: a view of random storage
+            storage = 1 + sum((n - 1) * st for n, st in zip(shape, stride)) if all(shape) else 0
+            return torch.rand(storage, device=where).to(dtype).as_strided(shape, stride)
+        return spec
+
+    ready = [(func, tree_map(tensor, args, is_leaf=_is_spec), tree_map(tensor, kwargs, is_leaf=_is_spec))
+             for func, args, kwargs in calls]
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            for func, args, kwargs in ready:
+                func(*args, **kwargs)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times[1:])
+
+
+def _is_spec(x: Any) -> bool:
+    return isinstance(x, tuple) and len(x) == 4 and isinstance(x[2], torch.dtype)
 
 
 def _rss_mb() -> float:
@@ -310,11 +363,16 @@ def _print(title: str, rows: dict[str, dict[str, Any]], peers: dict[str, str], u
     print(f"\n{title}")
     names = list(peers)
     print(f"{'implementation':<46}{unit:>9}" + "".join(f"{'x ' + n:>14}" for n in names)
-          + f"{'|loss diff|':>13}{'|grad diff|':>13}")
+          + f"{'|loss diff|':>13}{'|grad diff|':>13}{'step ms':>9}{'conv ms':>9}{'step/conv':>10}")
     for name, row in rows.items():
         ratios = "".join(f"{row['it_per_s'] / rows[peers[n]]['it_per_s']:>13.2f}x" if peers[n] in rows else f"{'-':>14}"
                          for n in names)
-        print(f"{name:<46}{row['it_per_s']:>9.2f}{ratios}{row.get('loss_diff', 0):>13.1e}{row.get('max_grad_diff', 0):>13.1e}")
+        ceiling = (f"{row['step_ms']:>9.1f}{row['conv_replay_ms']:>9.1f}{row['step_ms'] / row['conv_replay_ms']:>9.2f}x"
+                   if row.get("conv_replay_ms") else "")
+        print(f"{name:<46}{row['it_per_s']:>9.2f}{ratios}{row.get('loss_diff', 0):>13.1e}"
+              f"{row.get('max_grad_diff', 0):>13.1e}{ceiling}")
+    print("(conv ms: the step's own convolution calls, forward and backward, replayed alone on tensors of their shapes,"
+          " strides and dtypes — the step's time if everything else were free)")
 
 
 def _plain(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:  # noqa: D103
@@ -425,12 +483,14 @@ def metric_table(init: torch.nn.Module, n: int, device: str) -> dict[str, Any]:
             peer["x_easyfsl"] = 1.0
     print(f"\n2. metric learners, Conv-4, glyphs 5w1s, 4 episodes a step, {device} (losses differ from easyfsl's: "
           "it scores ProtoNet by Euclidean distance, ours by its square; its relation module is its own)")
-    print(f"{'implementation':<46}{'steps/s':>9}{'x one graph':>12}{'x easyfsl':>11}{'|loss diff|':>13}{'|grad diff|':>13}")
+    print(f"{'implementation':<46}{'steps/s':>9}{'x one graph':>12}{'x easyfsl':>11}{'|loss diff|':>13}{'|grad diff|':>13}"
+          f"{'step ms':>9}{'conv ms':>9}{'step/conv':>10}")
     for name, row in rows.items():
         own = f"{row['x_one_graph']:.2f}x" if "x_one_graph" in row else "-"
         versus = f"{row['x_easyfsl']:.2f}x" if "x_easyfsl" in row else "-"
         print(f"{name:<46}{row['it_per_s']:>9.2f}{own:>12}{versus:>11}{row.get('loss_diff', 0):>13.1e}"
-              f"{row.get('max_grad_diff', 0):>13.1e}")
+              f"{row.get('max_grad_diff', 0):>13.1e}{row['step_ms']:>9.1f}{row['conv_replay_ms']:>9.1f}"
+              f"{row['step_ms'] / row['conv_replay_ms']:>9.2f}x")
     return _plain(rows)
 
 
