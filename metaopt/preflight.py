@@ -88,9 +88,10 @@ def ray_address(address: str | None, timeout: float | None = None) -> None:
         time.sleep(0.5)
 
 
-def machine_resources(cpus_per_trial: int, gpus_per_trial: float, *, local: bool) -> None:
+def machine_resources(cpus_per_trial: int, gpus_per_trial: float, *, local: bool, precision: str = "fp32") -> None:
     """What a trial asks of this machine, where the search runs here (``local``: no ``--address``): the GPUs it
-    needs exist, and one trial's CPUs are at most the machine's (a trial asking for more is never scheduled)."""
+    needs exist, one trial's CPUs are at most the machine's (a trial asking for more is never scheduled), and
+    ``precision: bf16`` has native bf16 on the device the trials train on (or every trial would fail on it)."""
     if not local:
         return  # a cluster's own resources are known only to the cluster: Ray says what it cannot place
     cpus = os.cpu_count() or 1
@@ -107,6 +108,16 @@ def machine_resources(cpus_per_trial: int, gpus_per_trial: float, *, local: bool
         if gpus_per_trial > gpus:
             raise Problem(f"resources.gpus_per_trial: {gpus_per_trial:g} but this machine has {gpus} GPUs "
                           f"(at most {gpus})")
+    if precision == "bf16":
+        import torch
+
+        from metaopt.search.fit import bf16_supported
+
+        device = torch.device("cuda" if gpus_per_trial > 0 else "cpu")
+        if not bf16_supported(device):
+            where = "GPU" if device.type == "cuda" else "CPU (no AVX-512 BF16 or AMX)"
+            raise Problem(f"precision: bf16 but this machine's {where} has no native bf16, where it would only be "
+                          "slower (allowed: fp32, bf16; fp32 runs anywhere)")
 
 
 def _socket_cause(exc: OSError) -> str:

@@ -67,6 +67,18 @@ def test_resources_this_machine_does_not_have_are_one_line_before_anything_start
     _nothing_started(tmp_path)
 
 
+def test_a_bf16_job_on_a_machine_without_native_bf16_is_one_line_before_anything_starts(tmp_path, monkeypatch, capsys):
+    from metaopt.search import fit
+
+    monkeypatch.setattr(fit, "bf16_supported", lambda device: False)  # as on a CPU without AVX-512 BF16 or AMX
+    done, seconds = _search({**tiny_job(), "precision": "bf16"}, tmp_path, monkeypatch, capsys)
+    assert done.returncode == 2 and seconds < 10
+    assert _one_line_error(done).endswith("job.yaml: precision: bf16 but this machine's CPU (no AVX-512 BF16 or AMX) "
+                                          "has no native bf16, where it would only be slower (allowed: fp32, bf16; "
+                                          "fp32 runs anywhere)")
+    _nothing_started(tmp_path)
+
+
 def _bomb(levels: int = 9) -> str:
     lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]

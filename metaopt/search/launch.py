@@ -43,7 +43,8 @@ class Launch:
         if loaded is not None:  # what the job asks of this machine, before anything is made
             resources = loaded.job.resources
             try:
-                machine_resources(resources.cpus_per_trial, resources.gpus_per_trial, local=self.address is None)
+                machine_resources(resources.cpus_per_trial, resources.gpus_per_trial, local=self.address is None,
+                                  precision=loaded.job.precision)
             except Problem as exc:
                 raise ConfigError(f"{loaded.path}: {exc}") from None
         problem = preflight(tracking_uri=self.tracking_uri, storage=self.storage, address=self.address,

@@ -39,3 +39,17 @@ def test_bf16_where_the_device_has_none_is_one_line_naming_the_allowed_values():
         assert not torch.is_autocast_enabled("cpu")
     with pytest.raises(ValueError, match=r"precision: bf16 needs .* meta has neither \(allowed: fp32, bf16\)"):
         precision_context("bf16", torch.device("meta"))
+
+
+def test_a_bf16_job_fails_preflight_in_one_line_where_this_machine_has_no_native_bf16(monkeypatch):
+    from metaopt import preflight
+    from metaopt.search import fit as fit_module
+
+    machine_has_it = bf16_supported(torch.device("cpu"))
+    if machine_has_it:
+        preflight.machine_resources(1, 0.0, local=True, precision="bf16")  # nothing to say here
+    monkeypatch.setattr(fit_module, "bf16_supported", lambda device: False)  # a CPU without AVX-512 BF16 or AMX
+    preflight.machine_resources(1, 0.0, local=True, precision="fp32")
+    preflight.machine_resources(1, 0.0, local=False, precision="bf16")  # a cluster's workers say for themselves
+    with pytest.raises(preflight.Problem, match=r"^precision: bf16 but this machine's CPU .* \(allowed: fp32, bf16; "):
+        preflight.machine_resources(1, 0.0, local=True, precision="bf16")
