@@ -275,7 +275,7 @@ def replay_ms(calls: list[tuple[Any, tuple, dict]], device: str, repeats: int = 
     """The time of a step's convolutions alone, called again on tensors of the same shapes, strides and dtypes
     (median ms over ``repeats`` replays of them all): the step's ceiling where everything else were free."""
     def tensor(spec: Any) -> Any:
-        if isinstance(spec, tuple) and len(spec) == 4 and isinstance(spec[2], torch.dtype):
+        if _is_spec(spec):
             shape, stride, dtype, where = spec  # strides as recorded, expanded (0) ones too: a view of random storage
             storage = 1 + sum((n - 1) * st for n, st in zip(shape, stride)) if all(shape) else 0
             return torch.rand(storage, device=where).to(dtype).as_strided(shape, stride)

@@ -183,9 +183,10 @@ class TrialLoop:
         """A trial left running by an earlier driver, under its own number and record."""
         ctx = self.ctx
         trial = optuna.Trial(ctx.study, frozen._trial_id)
-        if METHOD_PARAM in frozen.params:
+        try:
             method, hparams = ctx.strategy.recorded(ctx.loaded.space, frozen.params)
-        else:  # asked, never configured (the driver died between the two): configure it as it would have been
+        except KeyError:  # asked, not (fully) configured: the driver died while sampling it (even between the
+            # method and its hyperparameters). Sampling again completes it: Optuna returns what it recorded as it was.
             method, hparams = ctx.strategy.ask(trial, ctx.loaded.space)
         run_id = frozen.user_attrs.get(RUN_ATTR) or self._new_run(trial, frozen.number, method)
         self._submit(trial, frozen.number, method, hparams, run_id)

@@ -214,3 +214,21 @@ def test_resume_configures_a_trial_its_driver_asked_but_never_configured(tmp_pat
     assert [(r.number, r.state) for r in sorted(summary.results, key=lambda r: r.number)] == [(0, "complete"),
                                                                                              (1, "complete")]
     assert all("method" in t.params for t in optuna.load_study(study_name="died", storage=storage).trials)
+
+
+def test_a_trial_left_with_its_method_but_not_its_hyperparameters_is_completed_with_the_same_method(tmp_path):
+    """A driver killed between sampling a trial's method and its hyperparameters: on resume, the recorded params
+    do not configure it, and sampling again keeps the method Optuna recorded (``TrialLoop._resubmit``)."""
+    from metaopt.search.strategies import STRATEGIES
+
+    loaded = load_job(write_job(tmp_path, tiny_job()))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    method = trial.suggest_categorical("method", loaded.space.methods)  # then the driver died
+    strategy = STRATEGIES["tpe"]()
+    frozen = study.get_trials(deepcopy=False)[0]
+    assert loaded.space.spaces[method]  # every method of the tiny job searches hyperparameters
+    with pytest.raises(KeyError):
+        strategy.recorded(loaded.space, frozen.params)
+    again, hparams = strategy.ask(optuna.Trial(study, frozen._trial_id), loaded.space)
+    assert again == method and strategy.recorded(loaded.space, study.get_trials()[0].params) == (again, hparams)
