@@ -38,15 +38,25 @@ class CausalConv(nn.Module):
         self.conv = nn.Conv1d(channels, filters, kernel_size=2, dilation=dilation)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``[batch, channels, time]`` to ``[batch, filters, time]``.
+        """``[batch, channels, time]`` to ``[batch, filters, time]``."""
+        return causal_convolutions(x, [self])
 
-        Computed as one matrix product over (step ``t - dilation``, step ``t``) pairs rather than by
-        ``conv1d``: the same function, whose backward on the CPU's short sequences was most of a
-        SNAIL meta-step (oneDNN's 1-D convolution backward, ~9 ms a call on glyphs 5w1s).
-        """
-        earlier = F.pad(x, (self.dilation, 0))[:, :, :x.shape[2]]
-        pairs = torch.stack([earlier, x], 2)  # [batch, channels, 2, time]: what the kernel sees at each step
-        return torch.einsum("fck,bckt->bft", self.conv.weight, pairs) + self.conv.bias[:, None]
+
+def causal_convolutions(x: Tensor, convs: list[CausalConv]) -> Tensor:
+    """The outputs of kernel-2 causal convolutions of one dilation, stacked on the channels: ``[batch, channels,
+    time]`` to ``[batch, sum of filters, time]``.
+
+    One matrix product of every kernel's two taps with each step, the earlier tap's product then shifted by
+    the dilation (zero padding is zero after the product, so this is the convolution of the shifted input);
+    no ``conv1d`` (oneDNN's 1-D backward on short sequences was most of a few-shot meta-step) and no copy of
+    the input per tap (3x the time of this on the RL policy's 100-step histories).
+    """
+    d, steps = convs[0].dilation, x.shape[2]
+    taps = torch.cat([c.conv.weight[:, :, 0] for c in convs] + [c.conv.weight[:, :, 1] for c in convs])
+    products = torch.matmul(taps, x)  # [batch, 2 * filters, time]: the earlier taps' rows, then the current's
+    half = products.shape[1] // 2
+    earlier = F.pad(products[:, :half], (d, 0))[:, :, :steps]
+    return earlier + products[:, half:] + torch.cat([c.conv.bias for c in convs])[:, None]
 
 
 class DenseBlock(nn.Module):
@@ -58,18 +68,16 @@ class DenseBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``[batch, channels, time]`` to ``[batch, channels + filters, time]``."""
-        return torch.cat([x, torch.tanh(self.f(x)) * torch.sigmoid(self.g(x))], 1)
+        f, g = causal_convolutions(x, [self.f, self.g]).chunk(2, 1)
+        return torch.cat([x, torch.tanh(f) * torch.sigmoid(g)], 1)
 
-    def last(self, x: Tensor) -> Tensor:
-        """The output at the last step only, ``[batch, channels + filters]``, from the inputs so far ``x``."""
+    def step(self, x: Tensor, past: list[Tensor]) -> Tensor:
+        """The output ``[batch, channels + filters]`` at one more step ``x [batch, channels]``; ``past`` holds this
+        block's earlier inputs and gets ``x`` appended (the block reads one of them, ``dilation`` steps back)."""
         d = self.f.dilation
-        earlier = x[:, :, -1 - d] if x.shape[2] > d else torch.zeros_like(x[:, :, -1])
-        pair = torch.stack([earlier, x[:, :, -1]], 2)  # what the kernel-2 convolution sees at the last step
-
-        def at_last(conv: CausalConv) -> Tensor:
-            return torch.einsum("fck,bck->bf", conv.conv.weight, pair) + conv.conv.bias
-
-        return torch.cat([x[:, :, -1], torch.tanh(at_last(self.f)) * torch.sigmoid(at_last(self.g))], 1)
+        earlier = past[-d] if len(past) >= d else torch.zeros_like(x)
+        past.append(x)
+        return self._gated(earlier, x)
 
     def query_step(self, support: Tensor, queries: Tensor) -> Tensor:
         """Each query's output as the step after the whole support: ``support [tasks, channels, shots]`` (this
@@ -77,13 +85,17 @@ class DenseBlock(nn.Module):
         ``[tasks, q, channels + filters]``."""
         d, shots = self.f.dilation, support.shape[2]
         earlier = support[:, :, shots - d] if shots >= d else torch.zeros_like(support[:, :, 0])
-        earlier = earlier[:, None].expand_as(queries)
+        return self._gated(earlier[:, None].expand_as(queries), queries)
+
+    def _gated(self, earlier: Tensor, current: Tensor) -> Tensor:
+        """The block's output at single steps, channels last: ``current`` with the gated convolution of it and of
+        its ``earlier`` input (the kernel's two taps) concatenated."""
 
         def at(conv: CausalConv) -> Tensor:
             weight = conv.conv.weight
-            return earlier @ weight[:, :, 0].T + queries @ weight[:, :, 1].T + conv.conv.bias
+            return earlier @ weight[:, :, 0].T + current @ weight[:, :, 1].T + conv.conv.bias
 
-        return torch.cat([queries, torch.tanh(at(self.f)) * torch.sigmoid(at(self.g))], -1)
+        return torch.cat([current, torch.tanh(at(self.f)) * torch.sigmoid(at(self.g))], -1)
 
 
 class AttentionBlock(nn.Module):
@@ -103,12 +115,13 @@ class AttentionBlock(nn.Module):
         read = logits.masked_fill(future, float("-inf")).softmax(-1) @ self.value(steps)
         return torch.cat([x, read.transpose(1, 2)], 1)
 
-    def last(self, x: Tensor) -> Tensor:
-        """The output at the last step only, ``[batch, channels + value_size]``, from the inputs so far ``x``."""
-        steps = x.transpose(1, 2)
-        logits = self.query(steps[:, -1:]) @ self.key(steps).transpose(1, 2) * self.scale  # [batch, 1, time]
-        return torch.cat([x[:, :, -1], (logits.softmax(-1) @ self.value(steps))[:, 0]], 1)
-
+    def step(self, x: Tensor, past: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """The output ``[batch, channels + value_size]`` at one more step ``x [batch, channels]``; ``past`` holds the
+        earlier steps' keys and values and gets this step's appended (so no step's key is computed twice)."""
+        past.append((self.key(x), self.value(x)))
+        keys, values = torch.stack([k for k, _ in past], 1), torch.stack([v for _, v in past], 1)
+        weights = ((keys @ self.query(x)[:, :, None])[:, :, 0] * self.scale).softmax(-1)  # [batch, time]
+        return torch.cat([x, (weights[:, None] @ values)[:, 0]], 1)
 
     def query_step(self, support: Tensor, queries: Tensor) -> Tensor:
         """Each query's read as the step after the whole support (it attends to the support and to itself):

@@ -6,7 +6,8 @@ blocks (causal convolutions with dilations up to ``horizon``) and one causal att
 as the paper's bandit and MDP architecture, then a policy head and a value head. It is
 trained exactly as RL² is (``rl2.py``: PPO with GAE over whole tasks, many tasks at once);
 at each step the policy reads the whole history so far (its "memory" is that history, reset
-per task; playing, each block keeps its inputs so far and computes the new step alone). Nothing
+per task; playing, each block keeps what it needs of the earlier steps — a TC block its inputs, attention its
+keys and values — and computes the new step alone). Nothing
 is adapted by gradient at test.
 """
 
@@ -38,17 +39,15 @@ class SnailPolicy(nn.Module):
         out = self.blocks(self.inputs(observations).transpose(1, 2)).transpose(1, 2)
         return self.policy(out), self.value(out).squeeze(-1)
 
-    def step(self, observation: Tensor, state: list[Tensor] | None) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """Logits, value and the next state after one more observation ``[tasks, obs]``: the last step computed
-        alone from each block's inputs so far (the state), so a task of T steps costs T steps, not T²/2."""
-        x = self.inputs(observation)[:, :, None]  # [tasks, channels, 1]
-        inputs = []
-        for i, block in enumerate(self.blocks):
-            seen = x if state is None else torch.cat([state[i], x], 2)  # the block's inputs so far
-            inputs.append(seen)
-            x = block.last(seen)[:, :, None]
-        out = x[:, :, 0]
-        return self.policy(out), self.value(out).squeeze(-1), inputs
+    def step(self, observation: Tensor, state: list[list] | None) -> tuple[Tensor, Tensor, list[list]]:
+        """Logits, value and the next state after one more observation ``[tasks, obs]``: each block's step computed
+        alone from what it kept of the earlier steps (the state: a TC block its inputs, attention its keys and
+        values), so a task of T steps costs T steps, not T²/2."""
+        state = [[] for _ in self.blocks] if state is None else state
+        x = self.inputs(observation)
+        for block, past in zip(self.blocks, state):
+            x = block.step(x, past)
+        return self.policy(x), self.value(x).squeeze(-1), state
 
 
 class SnailRL(RL2):
