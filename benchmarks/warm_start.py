@@ -12,7 +12,8 @@ of ``--trials`` trials replay from the table, ``--seeds`` seeds each:
 - ``warm tpe``: what ``warm_start: auto`` does — ``history.distance`` orders the other keys, ``history.warm_plan``
   takes each method's best configuration from the nearest ones (one per method), they are enqueued first; once they
   are scored, ``warm.second_round`` adds the sources' next-best configurations of the method that scored best (at
-  most a quarter of the trials in all); then metaopt's ``tpe``;
+  most a quarter of the trials in all); then ``warm.local_step``'s local steps around the best so far, one a trial;
+  then metaopt's ``tpe``;
 - ``warm cmaes``: Optuna's warm-started CMA-ES (``CmaEsSampler(source_trials=...)``, the nearest key's table as
   its source). CMA-ES models numbers only, so it searches one flat space — every method's numeric hyperparameters
   at once — and the method (a choice) is drawn by its independent sampler (TPE);
@@ -272,7 +273,7 @@ def search(table: KeyTable, tables: dict[str, KeyTable], strategy: str, seed: in
     import optuna
 
     from metaopt.search.strategies import STRATEGIES as METAOPT
-    from metaopt.search.warm import second_round
+    from metaopt.search.warm import REFINE_STEPS, local_step, second_round
     from metaopt.tracking.history import warm_plan
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -288,11 +289,20 @@ def search(table: KeyTable, tables: dict[str, KeyTable], strategy: str, seed: in
         for config, _ in plan.first:
             study.enqueue_trial(space.enqueue_params(config))
     values: list[float | None] = []
+    refine_from, refined = math.inf, 0  # the trial after the second round; local steps taken
     for number in range(trials):
+        done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
         if plan is not None and number == len(plan.first):
-            scores = [(t.params["method"], t.value) for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
-            for config, _ in second_round(plan, scores, minimize=not table.higher_is_better):
+            second = second_round(plan, [(t.params["method"], t.value) for t in done],
+                                  minimize=not table.higher_is_better)
+            for config, _ in second:
                 study.enqueue_trial(space.enqueue_params(config))
+            refine_from = number + len(second)
+        if refine_from <= number and refined < REFINE_STEPS:  # as warm.refine: one local step at a time
+            step = local_step([(t.params, t.value) for t in done], space, not table.higher_is_better, refined)
+            refined = refined + 1 if step else REFINE_STEPS
+            if step:
+                study.enqueue_trial(space.enqueue_params(step[0]))
         trial = study.ask()
         method, hparams = kind.ask(trial, space)
         value = lookup(table, space, method, hparams)
@@ -546,7 +556,8 @@ def run_real(args: argparse.Namespace) -> None:
                         if v is not None and not cold.metric.better(cold_best, v)), None)
         cold_at = _curve(cold).index(cold_best) + 1
         rows.append({"seed": seed, "cold_best": cold_best, "cold_best_at": cold_at, "warm_best": _best(warm),
-                     "warm_reaches_cold_best_at": reached, "cold_curve": _curve(cold), "warm_curve": curve})
+                     "warm_reaches_cold_best_at": reached, "cold_curve": _curve(cold), "warm_curve": curve,
+                     "cold_trials": _trials(cold), "warm_trials": _trials(warm)})
     print(f"\nheld-out key {key_of(family, target)}, sources {', '.join(sources)}; {args.real_trials} trials x "
           f"{iterations} meta-iterations, validation {cold.metric.label}")
     print(f"{'seed':>4}  {'cold best':>10}  {'at trial':>8}  {'warm best':>10}  {'warm reaches cold best at':>26}")
@@ -568,6 +579,12 @@ def _curve(summary: Any) -> list[float | None]:
             best = r.value
         out.append(best)
     return out
+
+
+def _trials(summary: Any) -> list[dict[str, Any]]:
+    """Each trial's method, hyperparameters, state and validation score, by trial number."""
+    return [{"number": r.number, "method": r.method, "hparams": r.hparams, "state": r.state, "value": r.value}
+            for r in sorted(summary.results, key=lambda r: r.number)]
 
 
 def _best(summary: Any) -> float:

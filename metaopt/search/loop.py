@@ -172,12 +172,11 @@ class TrialLoop:
         return True
 
     def _gate_warm_start(self) -> None:
-        """The warm start's second round once its first is scored (``warm.gate``), said on the search's record."""
-        chosen = warm.gate(self.ctx.study, self.ctx.loaded.space)
-        if chosen:
-            first = "; ".join(self.ctx.study.user_attrs.get("warm_first_origins", []))
-            self.ctx.tracker.record_warm(f"{first}; then, of the method that scored best of these here: "
-                                         f"{'; '.join(chosen)}")
+        """The warm start's second round once its first is scored (``warm.gate``), then its local steps one at a time
+        (``warm.refine``), each said on the search's record."""
+        study = self.ctx.study
+        if warm.gate(study, self.ctx.loaded.space) or warm.refine(study, self.ctx.loaded.space):
+            self.ctx.tracker.record_warm(warm.story(study.user_attrs))
 
     def _resubmit(self, frozen: optuna.trial.FrozenTrial) -> None:
         """A trial left running by an earlier driver, under its own number and record."""

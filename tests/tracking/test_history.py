@@ -4,6 +4,7 @@ or in one line that there is none."""
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import optuna
@@ -11,9 +12,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from metaopt.search.storage import journal_storage
-from metaopt.search.ranges import FloatRange
+from metaopt.search.ranges import FloatRange, IntRange
 from metaopt.search.space import SearchSpace
-from metaopt.search.warm import second_round
+from metaopt.search.warm import REFINE_STEPS, WARM_ROUND, local_step, second_round
 from metaopt.tracking.history import Config, Source, distance, warm_plan
 from tests.search.jobs import search_in, tiny_job
 from tests.test_cli_edges import _main
@@ -66,6 +67,33 @@ def test_a_warm_plan_tries_each_method_first_then_more_of_the_one_that_scores_be
     assert len(warm_plan([near, far], space, limit=1).first) == 1
 
 
+def test_a_local_step_moves_one_number_of_the_best_configuration_towards_a_better_one():
+    space = SearchSpace(["lasso", "knn", "scratch"], {"lasso": {"alpha": FloatRange(type="float", low=1e-4, high=1.0,
+                                                                                     log=True)},
+                                                      "knn": {"neighbors": IntRange(type="int", low=1, high=5)}})
+
+    def lasso(alpha: float, loss: float) -> tuple[dict, float]:
+        return {"method": "lasso", "lasso.alpha": alpha}, loss
+
+    # bracketed: the vertex of the parabola through the best and its neighbours (a loss minimal at 0.02)
+    curve = [lasso(a, (math.log(a / 0.02)) ** 2) for a in (0.009, 0.0121, 0.0507)]
+    (config, said) = local_step(curve, space, minimize=True, step=0)
+    assert config["method"] == "lasso" and 0.0121 < config["alpha"] < 0.0507
+    assert config["alpha"] == pytest.approx(0.02, rel=1e-6) and said.startswith("lasso alpha 0.0121 -> 0.02")
+    # a score to maximise: the same moves on the negated curve; one side only: the nearest trial mirrored
+    assert local_step([(p, -v) for p, v in curve], space, minimize=False, step=0)[0] == config
+    assert local_step([lasso(0.01, 1.0), lasso(0.001, 2.0)], space, minimize=True,
+                      step=0)[0]["alpha"] == pytest.approx(0.1)
+    # integers stay integers within range; a baseline's trial (no numbers) is never the one refined
+    knn = [({"method": "knn", "knn.neighbors": 4}, 0.3), ({"method": "knn", "knn.neighbors": 5}, 0.5),
+           ({"method": "scratch"}, 0.1)]
+    assert local_step(knn, space, minimize=True, step=0)[0] == {"method": "knn", "neighbors": 3}
+    assert local_step([({"method": "scratch"}, 0.1)], space, minimize=True, step=0) is None
+    # every move tried: none left
+    assert local_step([({"method": "knn", "knn.neighbors": 1}, 0.1), ({"method": "knn", "knn.neighbors": 2}, 0.5)],
+                      space, minimize=True, step=0) is None
+
+
 def test_a_warm_started_search_starts_from_the_nearest_key_and_records_it(store, tmp_path):
     folder, uri, recorded = store
     job = tiny_job(name="warm", family={"name": "sine", "shots": 10, "queries": 5}, methods=["maml", "fomaml"],
@@ -82,7 +110,7 @@ def test_a_warm_started_search_starts_from_the_nearest_key_and_records_it(store,
     method = first["method"]
     assert {k.split(".", 1)[1]: v for k, v in first.items() if k != "method"} == pytest.approx(
         {k: v for k, v in best[method].items() if f"{method}.{k}" in first})
-    assert len(said.split("; ")) <= 2
+    assert len(said.split("; then")[0].split("; ")) <= 2
 
 
 def test_the_second_round_tries_more_of_the_method_that_scored_best_and_records_it(store, tmp_path):
@@ -101,7 +129,14 @@ def test_the_second_round_tries_more_of_the_method_that_scored_best_and_records_
     (second,) = study.user_attrs["warm_second"]  # the one trial left within the limit, once both were scored
     assert second.startswith("sine-20shot-q5 (") and f"({study.trials[2].params['method']} #" in second
     said = MlflowClient(uri).get_run(summary.parent_run_id).data.tags["metaopt.warm_start"]
-    assert said.endswith(f"then, of the method that scored best of these here: {second}"), said
+    # then local steps on this key around its best configuration, one at a time, each a trial of its own
+    refined = study.user_attrs["warm_refined"]
+    assert 1 <= len(refined) <= REFINE_STEPS
+    assert said.endswith(f"then, of the method that scored best of these here: {second}; then local steps here: "
+                         f"{'; '.join(refined)}"), said
+    steps = [t for t in study.trials if t.user_attrs.get(WARM_ROUND) == "refine"]
+    assert len(steps) == len(refined) and all(t.state == optuna.trial.TrialState.COMPLETE for t in steps)
+    assert [t.params["method"] for t in steps] == [r.split()[0] for r in refined]
 
 
 def test_a_source_of_another_kind_is_never_used(store, tmp_path):
