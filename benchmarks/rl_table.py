@@ -15,6 +15,7 @@ episodes) run only with ``--large``.
 
     python benchmarks/rl_table.py [--bandits 10x5 10x10 100x5 100x10] [--mdps 10 25] [--large]
                                   [--iterations 400] [--mdp-iterations 1000] [--workers 2]
+                                  [--policies snail ...] [--curve-every 100] [--json PATH] [--report]
 """
 
 from __future__ import annotations
@@ -84,8 +85,10 @@ def _settings(policy: str, kind: str, iterations: int) -> dict | None:
     return {**TRAINED[kind][policy], "iterations": iterations}
 
 
-def cell(policy: str, setting: tuple, iterations: int) -> dict:
-    """One policy on one setting: mean and 95% CI of the total reward over the test tasks, and seconds."""
+def cell(policy: str, setting: tuple, iterations: int, curve_every: int = 0) -> dict:
+    """One policy on one setting: mean and 95% CI of the total reward over the test tasks, and seconds; with
+    ``curve_every``, a learned policy's test score every that many meta-steps too (``curve``: meta-steps, mean, CI,
+    seconds so far; printed as it goes; ``train_seconds`` then includes that scoring)."""
     import torch
 
     from metaopt.learners.bandit_baselines import BayesOptimal, rollout, tuned
@@ -105,8 +108,19 @@ def cell(policy: str, setting: tuple, iterations: int) -> dict:
         torch.manual_seed(0)
         learner = build_learner(policy, TRAINED[kind][policy], backbone=MAML_BACKBONE, task_kind="rl",
                                 input_shape=family.input_shape, output_size=family.output_size)
-        fit(learner, family, iterations=iterations, generator=torch.Generator().manual_seed(0))
+        stream, curve = torch.Generator().manual_seed(0), []
+        for done in range(0, iterations, curve_every or iterations):  # the same training, scored on the way
+            upto = min(iterations, done + (curve_every or iterations))
+            fit(learner, family, iterations=upto, start=done, generator=stream)
+            if curve_every:
+                rewards = learner.total_reward(test, torch.Generator().manual_seed(1))
+                curve.append([upto, rewards.mean().item(), 1.96 * rewards.std().item() / math.sqrt(len(rewards)),
+                              time.perf_counter() - start])
+                print(f"  {policy} {list(setting)}: {upto} meta-steps, {curve[-1][1]:.2f} ± {curve[-1][2]:.2f} "
+                      f"({curve[-1][3]:.0f} s)", flush=True)
         train_seconds = time.perf_counter() - start
+        if curve:
+            out["curve"] = curve
         env_steps = iterations * learner.hparams["meta_batch"] * family.steps
         out.update(train_seconds=train_seconds, env_steps=env_steps, env_steps_per_s=env_steps / train_seconds)
         rewards = learner.total_reward(test, play)
@@ -135,11 +149,11 @@ def _table(title: str, settings: list[tuple], policies: tuple[str, ...], done: d
     for policy in policies:
         line = f"{policy:<20}"
         for s in settings:
-            c = done[(policy, s)]
+            c = done.get((policy, s))
             ref = published.get(s[1:] if len(s) > 2 else s[1], {}).get(policy)
-            ours = "-" if c["mean"] is None else f"{c['mean']:.2f} ± {c['ci']:.2f}"
+            ours = "not run" if c is None else "-" if c["mean"] is None else f"{c['mean']:.2f} ± {c['ci']:.2f}"
             line += f"{ours + (f' ({ref})' if ref is not None else ''):>24}"
-            rows.append(c)
+            rows += [c] if c else []
         print(line)
     for s in settings:
         for policy in LEARNED:
@@ -159,6 +173,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=400, help="meta-steps of RL² and MAML on bandits")
     parser.add_argument("--mdp-iterations", type=int, default=1000, help="meta-steps of RL² and MAML on MDPs")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--policies", nargs="*", default=None, help="only these policies (default: all)")
+    parser.add_argument("--curve-every", type=int, default=0,
+                        help="score the learned policies every this many meta-steps too (a new cell)")
+    parser.add_argument("--json", default=str(RESULTS / "rl_table.json"))
+    parser.add_argument("--report", action="store_true", help="only the recorded cells: train nothing")
     args = parser.parse_args()
     bandits = [("bandit", *(int(v) for v in s.split("x"))) for s in args.bandits]
     mdps = [("mdp", n) for n in args.mdps]
@@ -166,22 +185,25 @@ def main() -> None:
         bandits += [("bandit", 500, 5), ("bandit", 500, 10)]
         mdps += [("mdp", n) for n in (50, 75, 100)]
     budget = {"bandit": args.iterations, "mdp": args.mdp_iterations}
-    wanted = {(p, s): (p, s, budget[s[0]]) for s in bandits for p in BANDIT_POLICIES}
-    wanted.update({(p, s): (p, s, budget[s[0]]) for s in mdps for p in MDP_POLICIES})
+    bandit_policies, mdp_policies = ((tuple(p for p in policies if p in (args.policies or policies)))
+                                     for policies in (BANDIT_POLICIES, MDP_POLICIES))
+    wanted = {(p, s): (p, s, budget[s[0]], args.curve_every) for s in bandits for p in bandit_policies}
+    wanted.update({(p, s): (p, s, budget[s[0]], args.curve_every) for s in mdps for p in mdp_policies})
     key = lambda c: (c["policy"], tuple(c["setting"]))  # noqa: E731
     done = load_cells(CELLS, lambda c: "setting" in c and c.get("test_tasks") == TEST_TASKS
                       and key(c) in wanted and c.get("settings") == _settings(c["policy"], c["setting"][0],
-                                                                              wanted[key(c)][2]), key)
-    jobs = {k: v for k, v in wanted.items() if k not in done}
+                                                                              wanted[key(c)][2])
+                      and bool(c.get("curve")) >= bool(args.curve_every), key)
+    jobs = {k: v for k, v in wanted.items() if k not in done and not args.report}
     print(f"{len(done)} cells reused, {len(jobs)} to run")
     done.update(run_cells(CELLS, jobs, cell, workers=args.workers,
                           describe=lambda c: f"{c['policy']} {c['setting']}: {c['mean']}"))
-    rows = _table("Bernoulli bandits (total reward over n pulls)", bandits, BANDIT_POLICIES, done, PUBLISHED_BANDITS)
+    rows = _table("Bernoulli bandits (total reward over n pulls)", bandits, bandit_policies, done, PUBLISHED_BANDITS)
     rows += _table("Tabular MDPs, 10 states, 5 actions, 10-step episodes (total reward over n episodes)", mdps,
-                   MDP_POLICIES, done, PUBLISHED_MDPS)
+                   mdp_policies, done, PUBLISHED_MDPS)
     print("\n(published value in parentheses; the Bayes-optimal row's published column is Gittins)")
-    (RESULTS / "rl_table.json").write_text(json.dumps({"cells": rows}, indent=2) + "\n")
-    print(f"wrote {(RESULTS / 'rl_table.json').relative_to(RESULTS.parent.parent)}")
+    Path(args.json).write_text(json.dumps({"cells": rows}, indent=2) + "\n")
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
