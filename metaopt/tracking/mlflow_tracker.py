@@ -27,7 +27,7 @@ from metaopt.search.reporting import ChampionRecord, TrackingError
 from metaopt.search.results import SearchSummary
 from metaopt.search.selection import Decision
 from metaopt.search.trial import TrialResult, family_dataset
-from metaopt.search.warm import WarmPlan
+from metaopt.search.warm import REFINE_STEPS, WarmPlan
 from metaopt.tasks.metrics import Metric
 from metaopt.tracking.board import write_board
 from metaopt.tracking.champion import read_champion, record_scores, recorded_scores, register
@@ -341,8 +341,8 @@ class MlflowSearchTracker:
 
     def warm_start(self, loaded: LoadedJob) -> WarmPlan:
         """The nearest keys' best configurations (``history``), at most a quarter of the budget in two rounds (a
-        misleading source costs the first round's few trials, then the sampler goes its own way); the sources are the
-        parent run's tag ``metaopt.warm_start``."""
+        misleading source costs the first round's few trials, then the sampler goes its own way), then local steps on
+        the new key (``warm.refine``); the sources are the parent run's tag ``metaopt.warm_start``."""
         from metaopt.tracking.history import sources, warm_plan
 
         job = loaded.job
@@ -354,6 +354,8 @@ class MlflowSearchTracker:
         if plan.more and plan.limit > len(plan.first):
             said += (f"; then up to {plan.limit - len(plan.first)} more of the method that scores best of these, from "
                      f"{len(plan.more)} candidates")
+        if plan.first:
+            said += f"; then up to {REFINE_STEPS} local steps here"
         self.record_warm(said)
         return plan
 
