@@ -106,6 +106,24 @@ def test_snail_reads_each_query_after_the_support_as_a_sequence_of_its_own_would
     assert shared.shape == (2, 15, 5) and torch.allclose(shared, own, atol=1e-10)
 
 
+def test_mann_writes_its_add_vector_to_memory_not_its_read_key():
+    from metaopt.learners.mann import MemoryCore
+
+    torch.manual_seed(0)
+    core = MemoryCore(inputs=6, hidden=16, slots=8, slot_size=4, reads=2, gamma=0.95)
+    steps = torch.randn(3, 5, 6)
+    width = core.controller.hidden_size
+
+    def reads() -> torch.Tensor:
+        return core(steps)[..., width:]  # what the heads read back at each step
+
+    assert reads().abs().max() > 0.05  # the add vectors written are read back
+    with torch.no_grad():  # nothing to add: the memory stays empty whatever the keys ask, so every read is ~0
+        core.adds.weight.zero_()
+        core.adds.bias.zero_()
+    assert reads().abs().max() < 1e-4
+
+
 @pytest.mark.parametrize("method", LEARNERS)
 def test_a_trained_learner_saves_loads_with_weights_only_and_serves_through_pyfunc(method, tmp_path):
     family = Sine(shots=5, queries=20)
