@@ -107,7 +107,8 @@ def refine(study: optuna.Study, space: SearchSpace) -> str | None:
         return None
     scored = [(t.params, t.value) for t in trials
               if t.state == optuna.trial.TrialState.COMPLETE and METHOD_PARAM in t.params and t.value is not None]
-    step = local_step(scored, space, study.direction == optuna.study.StudyDirection.MINIMIZE, len(refined))
+    step = local_step(scored, space, study.direction == optuna.study.StudyDirection.MINIMIZE, len(refined),
+                      asked=[t.params for t in trials if METHOD_PARAM in t.params])
     if step is None:  # nothing left to refine: the plan ends here
         study.set_user_attr("warm_refine", len(refined))
         return None
@@ -117,11 +118,12 @@ def refine(study: optuna.Study, space: SearchSpace) -> str | None:
     return said
 
 
-def local_step(scored: list[tuple[dict[str, Any], float]], space: SearchSpace, minimize: bool,
-               step: int) -> tuple[dict[str, Any], str] | None:
+def local_step(scored: list[tuple[dict[str, Any], float]], space: SearchSpace, minimize: bool, step: int,
+               asked: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], str] | None:
     """The best configuration of ``scored`` (Optuna parameters and values) that has numbers to search, with one of
     them moved, and what moved; the ``step``-th tries its ``step``-th number first (coordinate by coordinate); None
-    where no move is left (no method with numbers to search, every move already tried).
+    where no move is left (no method with numbers to search, every move already tried: scored or in ``asked``,
+    the parameters of trials running or failed).
 
     Along one hyperparameter (on the range's log scale where it has one), the method's trials bracketing the best
     value give a parabola, whose vertex is the move; with trials on one side only, the move mirrors the nearest of
@@ -138,7 +140,7 @@ def local_step(scored: list[tuple[dict[str, Any], float]], space: SearchSpace, m
         return None
     best, _ = min(searchable, key=lambda s: sign * s[1])
     method, numeric = best[METHOD_PARAM], numeric_of(best)
-    tried = [params for params, _ in scored]
+    tried = [params for params, _ in scored] + list(asked or [])
     for k in range(len(numeric)):
         name, spec = numeric[(step + k) % len(numeric)]
         key = f"{method}.{name}"

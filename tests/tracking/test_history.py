@@ -88,6 +88,8 @@ def test_a_local_step_moves_one_number_of_the_best_configuration_towards_a_bette
     knn = [({"method": "knn", "knn.neighbors": 4}, 0.3), ({"method": "knn", "knn.neighbors": 5}, 0.5),
            ({"method": "scratch"}, 0.1)]
     assert local_step(knn, space, minimize=True, step=0)[0] == {"method": "knn", "neighbors": 3}
+    # a move a running or failed trial already has is not proposed again
+    assert local_step(knn, space, minimize=True, step=0, asked=[{"method": "knn", "knn.neighbors": 3}]) is None
     assert local_step([({"method": "scratch"}, 0.1)], space, minimize=True, step=0) is None
     # every move tried: none left
     assert local_step([({"method": "knn", "knn.neighbors": 1}, 0.1), ({"method": "knn", "knn.neighbors": 2}, 0.5)],
