@@ -12,8 +12,8 @@ of ``--trials`` trials replay from the table, ``--seeds`` seeds each:
 - ``warm tpe``: what ``warm_start: auto`` does — ``history.distance`` orders the other keys, ``history.warm_plan``
   takes each method's best configuration from the nearest ones (one per method), they are enqueued first; once they
   are scored, ``warm.second_round`` adds the sources' next-best configurations of the method that scored best (at
-  most a quarter of the trials in all); then ``warm.local_step``'s local steps around the best so far, one a trial;
-  then metaopt's ``tpe``;
+  most a quarter of the trials in all); then ``warm.local_step``'s local steps around the best so far, one a trial,
+  until every method near the best has ``warm.settled``; then metaopt's ``tpe``;
 - ``warm cmaes``: Optuna's warm-started CMA-ES (``CmaEsSampler(source_trials=...)``, the nearest key's table as
   its source). CMA-ES models numbers only, so it searches one flat space — every method's numeric hyperparameters
   at once — and the method (a choice) is drawn by its independent sampler (TPE);
@@ -23,11 +23,13 @@ A sampled configuration is scored as the table's nearest configuration of the sa
 lookup. Reported per key and strategy: the best validation score after 25 and 50 trials (mean over seeds), the
 trials to come within 5% (and 1%) of the key's best known value (the table's best; ``|v - best| <= x |best|``;
 a search that never does counts ``trials + 1``), and for warm tpe against cold tpe, a Mann-Whitney U test (two-sided,
-p < 0.05) over the seeds at 25 and 50 trials: a significant win, loss or neither.
+p < 0.05) over the seeds at 25 and 50 trials: a significant win, loss or neither (with more than 10 seeds, also
+over the first 10 alone).
 
     python benchmarks/warm_start.py --evaluate [--configs 60] [--workers 2]   # the table (about an hour on 2 cores)
-    python benchmarks/warm_start.py [--trials 50] [--seeds 10]               # the replay (minutes)
+    python benchmarks/warm_start.py [--trials 50] [--seeds 20]               # the replay (minutes)
     python benchmarks/warm_start.py --real [--real-family sine|functions --real-trials 20 --real-seeds 3]
+    python benchmarks/warm_start.py --real-report benchmarks/results/warm_start_real_functions.json
 """
 
 from __future__ import annotations
@@ -273,7 +275,7 @@ def search(table: KeyTable, tables: dict[str, KeyTable], strategy: str, seed: in
     import optuna
 
     from metaopt.search.strategies import STRATEGIES as METAOPT
-    from metaopt.search.warm import REFINE_STEPS, local_step, second_round
+    from metaopt.search.warm import REFINE_MAX, local_step, second_round, settled
     from metaopt.tracking.history import warm_plan
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -289,7 +291,8 @@ def search(table: KeyTable, tables: dict[str, KeyTable], strategy: str, seed: in
         for config, _ in plan.first:
             study.enqueue_trial(space.enqueue_params(config))
     values: list[float | None] = []
-    refine_from, refined = math.inf, 0  # the trial after the second round; local steps taken
+    refine_from, refined, planned = math.inf, 0, REFINE_MAX  # after the second round; local steps taken, planned
+    history: list[tuple[str, float | None, bool]] = []  # each trial's method, value, whether a local step
     for number in range(trials):
         done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
         if plan is not None and number == len(plan.first):
@@ -298,17 +301,22 @@ def search(table: KeyTable, tables: dict[str, KeyTable], strategy: str, seed: in
             for config, _ in second:
                 study.enqueue_trial(space.enqueue_params(config))
             refine_from = number + len(second)
-        if refine_from <= number and refined < REFINE_STEPS:  # as warm.refine: one local step at a time
-            step = local_step([(t.params, t.value) for t in done], space, not table.higher_is_better, refined)
-            refined = refined + 1 if step else REFINE_STEPS
+        step = None
+        if refine_from <= number and refined < planned:  # as warm.refine: one local step at a time
+            step = local_step([(t.params, t.value) for t in done], space, not table.higher_is_better, refined,
+                              settled=settled(history, not table.higher_is_better))
             if step:
+                refined += 1
                 study.enqueue_trial(space.enqueue_params(step[0]))
+            else:
+                planned = refined
         trial = study.ask()
         method, hparams = kind.ask(trial, space)
         value = lookup(table, space, method, hparams)
         study.tell(trial, value if value is not None else None,
                    state=optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL)
         values.append(value)
+        history.append((method, value, step is not None))
     return values
 
 
@@ -476,6 +484,14 @@ def report(results: list[dict[str, Any]], trials: int) -> dict[str, Any]:
     return summary
 
 
+FEW_SEEDS = 10  # the acceptance's least number of seeds
+
+
+def first_seeds(result: dict[str, Any], n: int) -> dict[str, Any]:
+    """One key's replay (``replay_key``) cut to its first ``n`` seeds."""
+    return {**result, "strategies": {s: {k: v[:n] for k, v in by.items()} for s, by in result["strategies"].items()}}
+
+
 def run_replay(args: argparse.Namespace) -> None:
     """Step 2: replay every key's searches (keys in parallel), print the tables, write the JSON."""
     tables = read_table()
@@ -489,8 +505,11 @@ def run_replay(args: argparse.Namespace) -> None:
                         workers=args.workers, describe=lambda r: f"{r['key']} ({r['seconds']:.0f}s)")
     ordered = [results[k] for k in keys]
     summary = report(ordered, args.trials)
-    Path(args.json).write_text(json.dumps({"benchmark": "warm_start", "trials": args.trials, "seeds": args.seeds,
-                                           "summary": summary, "keys": ordered}, indent=1))
+    out = {"benchmark": "warm_start", "trials": args.trials, "seeds": args.seeds, "summary": summary, "keys": ordered}
+    if args.seeds > FEW_SEEDS:  # the same searches' first seeds alone: what the tests say with less power
+        print(f"\n-- the first {FEW_SEEDS} seeds only --")
+        out[f"summary_first_{FEW_SEEDS}_seeds"] = report([first_seeds(r, FEW_SEEDS) for r in ordered], args.trials)
+    Path(args.json).write_text(json.dumps(out, indent=1))
     print(f"\nwrote {args.json}")
 
 
@@ -558,17 +577,35 @@ def run_real(args: argparse.Namespace) -> None:
         rows.append({"seed": seed, "cold_best": cold_best, "cold_best_at": cold_at, "warm_best": _best(warm),
                      "warm_reaches_cold_best_at": reached, "cold_curve": _curve(cold), "warm_curve": curve,
                      "cold_trials": _trials(cold), "warm_trials": _trials(warm)})
-    print(f"\nheld-out key {key_of(family, target)}, sources {', '.join(sources)}; {args.real_trials} trials x "
-          f"{iterations} meta-iterations, validation {cold.metric.label}")
-    print(f"{'seed':>4}  {'cold best':>10}  {'at trial':>8}  {'warm best':>10}  {'warm reaches cold best at':>26}")
-    for r in rows:
-        at_trial = r["warm_reaches_cold_best_at"] or f"never (> {args.real_trials})"
-        print(f"{r['seed']:>4}  {r['cold_best']:>10.4f}  {r['cold_best_at']:>8}  {r['warm_best']:>10.4f}  {at_trial!s:>26}")
+    data = {"benchmark": "warm_start_real", "family": family.name, "target": key_of(family, target),
+            "sources": sources, "trials": args.real_trials, "iterations": iterations,
+            "higher_is_better": cold.metric.higher_is_better, "metric": cold.metric.label, "rows": rows}
+    print_real(data)
     out = RESULTS / f"warm_start_real_{family.name}.json"
-    out.write_text(json.dumps({"benchmark": "warm_start_real", "family": family.name, "target": key_of(family, target),
-                               "sources": sources, "trials": args.real_trials, "iterations": iterations, "rows": rows},
-                              indent=1))
+    out.write_text(json.dumps(data, indent=1))
     print(f"\nwrote {out}")
+
+
+def print_real(data: dict[str, Any]) -> None:
+    """The real searches' table: per seed, when the warm search reaches its cold twin's final best, and within
+    0.2% and 1% of it (a validation score moves by that much between two settings of one method)."""
+    higher, trials = data.get("higher_is_better", False), data["trials"]
+
+    def at(curve: list[float | None], target: float, within: float) -> str:
+        bound = target - within * abs(target) if higher else target + within * abs(target)
+        return str(next((i for i, v in enumerate(curve, 1)
+                         if v is not None and (v >= bound if higher else v <= bound)), f">{trials}"))
+
+    print(f"\nheld-out key {data['target']}, sources {', '.join(data['sources'])}; {trials} trials x "
+          f"{data['iterations']} meta-iterations, validation {data.get('metric', 'loss')}")
+    print(f"{'seed':>4}  {'cold best':>10}  {'at trial':>8}  {'warm best':>10}  {'warm reaches it at':>18}"
+          f"  {'within 0.2%: cold / warm':>24}  {'within 1%: cold / warm':>22}  {'after 10: cold / warm':>22}")
+    for r in data["rows"]:
+        cold, warm, best = r["cold_curve"], r["warm_curve"], r["cold_best"]
+        ten = f"{cold[min(10, len(cold)) - 1]:.4f} / {warm[min(10, len(warm)) - 1]:.4f}"
+        print(f"{r['seed']:>4}  {best:>10.4f}  {r['cold_best_at']:>8}  {r['warm_best']:>10.4f}  {at(warm, best, 0):>18}"
+              f"  {at(cold, best, 0.002) + ' / ' + at(warm, best, 0.002):>24}"
+              f"  {at(cold, best, 0.01) + ' / ' + at(warm, best, 0.01):>22}  {ten:>22}")
 
 
 def _curve(summary: Any) -> list[float | None]:
@@ -599,15 +636,19 @@ def main() -> None:
     parser.add_argument("--configs", type=int, default=100, help="configurations per family (step 1)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--trials", type=int, default=50)
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=20,
+                        help="searches per strategy and key (above 10, also reported for the first 10 alone)")
     parser.add_argument("--json", default=str(RESULTS / "warm_start.json"))
     parser.add_argument("--real", action="store_true", help="real searches of a held-out key, warm against cold")
     parser.add_argument("--real-trials", type=int, default=20)
     parser.add_argument("--real-seeds", type=int, default=3)
     parser.add_argument("--real-family", choices=list(REAL), default="sine")
     parser.add_argument("--store", default="/tmp/metaopt-warm-start-real", help="--real: the store's folder")
+    parser.add_argument("--real-report", metavar="JSON", help="print a recorded real comparison's table, nothing run")
     args = parser.parse_args()
-    if args.real:
+    if args.real_report:
+        print_real(json.loads(Path(args.real_report).read_text()))
+    elif args.real:
         run_real(args)
     elif args.evaluate:
         run_evaluate(args)

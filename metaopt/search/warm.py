@@ -24,8 +24,15 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, op
 WARM_ROUND = "metaopt.warm_round"  # a trial's user attribute: the warm start's round that enqueued it
 # Local steps after the two rounds: a transferred configuration is near the new key's best, rarely at it (on
 # `functions`, Lasso's penalty from 20 points was 2% off the 10-point key's best; TPE, sampling the whole space
-# again, did not close that gap in 15 more trials).
-REFINE_STEPS = 3
+# again, did not close that gap in 15 more trials). They go on while a method near the best has not settled (its last
+# REFINE_PATIENCE steps each improved its best by less than REFINE_TOLERANCE, relative), REFINE_MAX in all.
+REFINE_MAX = 6
+REFINE_PATIENCE = 2
+REFINE_TOLERANCE = 1e-3
+# Every method whose best is within this share of the best so far takes the steps in turn: a runner-up's settings
+# were often transferred from a source that tried that method only once or twice.
+REFINE_MARGIN = 0.05
+GOLDEN = (1 + math.sqrt(5)) / 2  # a one-sided step's growth over the last (a bracketing line search's)
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ def record_plan(study: optuna.Study, space: SearchSpace, plan: WarmPlan, enqueue
         return
     study.set_user_attr("warm_first_trials", enqueued_before + len(plan.first))
     study.set_user_attr("warm_first_origins", [origin for _, origin in plan.first])
-    study.set_user_attr("warm_refine", REFINE_STEPS)
+    study.set_user_attr("warm_refine", REFINE_MAX)
     if plan.more and plan.limit > len(plan.first):
         study.set_user_attr("warm_more", [[params, origin] for params, origin in plan.more])
         study.set_user_attr("warm_limit", plan.limit)
@@ -94,8 +101,8 @@ def gate(study: optuna.Study, space: SearchSpace) -> list[str] | None:
 
 def refine(study: optuna.Study, space: SearchSpace) -> str | None:
     """Once every trial the warm start enqueued has finished (the second round too), one local step on the new key
-    around the best configuration so far (``local_step``), up to the plan's ``warm_refine`` steps; what it tried, or
-    None where there was nothing to do (yet)."""
+    around the best configurations so far (``local_step``; none of a method that has ``settled``), up to the plan's
+    ``warm_refine`` steps; what it tried, or None where there was nothing to do (yet)."""
     attrs = study.user_attrs
     refined = attrs.get("warm_refined", [])
     if len(refined) >= attrs.get("warm_refine", 0) or ("warm_more" in attrs and "warm_second" not in attrs):
@@ -105,10 +112,14 @@ def refine(study: optuna.Study, space: SearchSpace) -> str | None:
             t.state not in FINISHED for t in trials
             if t.number < attrs["warm_first_trials"] or WARM_ROUND in t.user_attrs):
         return None
-    scored = [(t.params, t.value) for t in trials
-              if t.state == optuna.trial.TrialState.COMPLETE and METHOD_PARAM in t.params and t.value is not None]
-    step = local_step(scored, space, study.direction == optuna.study.StudyDirection.MINIMIZE, len(refined),
-                      asked=[t.params for t in trials if METHOD_PARAM in t.params])
+    minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    scored_numbers = {t.number for t in done}
+    history = [(t.params.get(METHOD_PARAM), t.value if t.number in scored_numbers else None,
+                t.user_attrs.get(WARM_ROUND) == "refine") for t in trials]
+    step = local_step([(t.params, t.value) for t in done if METHOD_PARAM in t.params], space, minimize,
+                      len(refined), asked=[t.params for t in trials if METHOD_PARAM in t.params],
+                      settled=settled(history, minimize))
     if step is None:  # nothing left to refine: the plan ends here
         study.set_user_attr("warm_refine", len(refined))
         return None
@@ -118,16 +129,42 @@ def refine(study: optuna.Study, space: SearchSpace) -> str | None:
     return said
 
 
-def local_step(scored: list[tuple[dict[str, Any], float]], space: SearchSpace, minimize: bool, step: int,
-               asked: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], str] | None:
-    """The best configuration of ``scored`` (Optuna parameters and values) that has numbers to search, with one of
-    them moved, and what moved; the ``step``-th tries its ``step``-th number first (coordinate by coordinate); None
-    where no move is left (no method with numbers to search, every move already tried: scored or in ``asked``,
-    the parameters of trials running or failed).
+def settled(trials: list[tuple[str | None, float | None, bool]], minimize: bool) -> set[str]:
+    """The methods whose last ``REFINE_PATIENCE`` local steps each improved on every earlier trial of the method by
+    less than ``REFINE_TOLERANCE`` (relative; a step that failed improved nothing). ``trials``: each trial's method,
+    value (None: not scored) and whether it is a local step, in order."""
+    sign = 1.0 if minimize else -1.0
+    gains: dict[str, list[float]] = {}  # each method's local steps' gains, in order
+    best: dict[str, float] = {}
+    for method, value, step in trials:
+        if method is None:
+            continue
+        if step:
+            before = best.get(method)
+            gain = (-math.inf if value is None else math.inf if before is None
+                    else sign * (before - value) / max(abs(before), 1e-12))
+            gains.setdefault(method, []).append(gain)
+        if value is not None and (method not in best or sign * value < sign * best[method]):
+            best[method] = value
+    return {method for method, g in gains.items()
+            if len(g) >= REFINE_PATIENCE and all(x < REFINE_TOLERANCE for x in g[-REFINE_PATIENCE:])}
 
-    Along one hyperparameter (on the range's log scale where it has one), the method's trials bracketing the best
-    value give a parabola, whose vertex is the move; with trials on one side only, the move mirrors the nearest of
-    them to the other side (within the range); with none, an eighth of the range towards its middle.
+
+def local_step(scored: list[tuple[dict[str, Any], float]], space: SearchSpace, minimize: bool, step: int,
+               asked: list[dict[str, Any]] | None = None,
+               settled: set[str] | frozenset[str] = frozenset()) -> tuple[dict[str, Any], str] | None:
+    """The best configuration of ``scored`` (Optuna parameters and values) that has numbers to search, with one of
+    them moved, and what moved; None where no move is left (no method with numbers to search that has not
+    ``settled``, every move already tried: scored or in ``asked``, the parameters of trials running or failed).
+
+    The methods (not settled) whose best is within ``REFINE_MARGIN`` of the best take the steps in turn (the
+    ``step``-th goes to the ``step``-th of them, best first; to the next where it has no move left), and each
+    method's own steps move its numbers coordinate by coordinate. Along one hyperparameter (on the range's log scale
+    where it has one), the method's trials bracketing its best value give a parabola, whose vertex is the move where
+    it falls in the wider of the two sides (off its ends), else that side's golden section (a safeguarded line
+    search, as Brent's: a parabola through an asymmetric valley misleads); with trials on one side only, the move
+    goes away from the nearest of them, a golden ratio further than it is (within the range: a bracketing line
+    search); with none, an eighth of the range towards its middle.
     """
     def numeric_of(params: dict[str, Any]) -> list[tuple[str, FloatRange | IntRange]]:
         method = params[METHOD_PARAM]
@@ -135,25 +172,37 @@ def local_step(scored: list[tuple[dict[str, Any], float]], space: SearchSpace, m
                 if isinstance(spec, (FloatRange, IntRange)) and f"{method}.{name}" in params]
 
     sign = 1.0 if minimize else -1.0
-    searchable = [(params, value) for params, value in scored if numeric_of(params)]  # not a baseline's defaults
-    if not searchable:
+    best_of: dict[str, tuple[dict[str, Any], float]] = {}  # each method's best configuration, of those with numbers
+    for params, value in scored:
+        method = params[METHOD_PARAM]
+        if numeric_of(params) and (method not in best_of or sign * value < sign * best_of[method][1]):
+            best_of[method] = (params, value)
+    if not best_of:
         return None
-    best, _ = min(searchable, key=lambda s: sign * s[1])
-    method, numeric = best[METHOD_PARAM], numeric_of(best)
+    ranked = sorted(best_of.values(), key=lambda s: sign * s[1])
+    top = ranked[0][1]
+    near = [params for params, value in ranked
+            if abs(value - top) <= REFINE_MARGIN * abs(top) and params[METHOD_PARAM] not in settled]
+    if not near:
+        return None
+    turn = step % len(near)
     tried = [params for params, _ in scored] + list(asked or [])
-    for k in range(len(numeric)):
-        name, spec = numeric[(step + k) % len(numeric)]
-        key = f"{method}.{name}"
-        points = [(params[key], sign * value) for params, value in scored
-                  if params.get(METHOD_PARAM) == method and key in params]
-        value = _move(spec, best[key], points)
-        if value is None:
-            continue
-        moved = {**best, key: value}
-        if moved in tried:
-            continue
-        hparams = {k2.split(".", 1)[1]: v for k2, v in moved.items() if k2 != METHOD_PARAM}
-        return {METHOD_PARAM: method, **hparams}, f"{method} {name} {best[key]:.4g} -> {value:.4g}"
+    for best in near[turn:] + near[:turn]:
+        method, numeric = best[METHOD_PARAM], numeric_of(best)
+        own = step // len(near)  # the coordinate this method's turn moves first
+        for k in range(len(numeric)):
+            name, spec = numeric[(own + k) % len(numeric)]
+            key = f"{method}.{name}"
+            points = [(params[key], sign * value) for params, value in scored
+                      if params.get(METHOD_PARAM) == method and key in params]
+            value = _move(spec, best[key], points)
+            if value is None:
+                continue
+            moved = {**best, key: value}
+            if moved in tried:
+                continue
+            hparams = {k2.split(".", 1)[1]: v for k2, v in moved.items() if k2 != METHOD_PARAM}
+            return {METHOD_PARAM: method, **hparams}, f"{method} {name} {best[key]:.4g} -> {value:.4g}"
     return None
 
 
@@ -172,13 +221,14 @@ def _move(spec: FloatRange | IntRange, at: float, points: list[tuple[float, floa
         b, fb = u_at, best_at
         denominator = (b - a) * (fb - fc) - (b - c) * (fb - fa)
         numerator = (b - a) ** 2 * (fb - fc) - (b - c) ** 2 * (fb - fa)
-        u = b - 0.5 * numerator / denominator if denominator else (a + c) / 2
-        u = min(max(u, a + 0.1 * (b - a)), c - 0.1 * (c - b))  # inside the bracket, off its ends
-        if abs(u - b) < 1e-3 * (high - low):  # the vertex is the best itself: halve the wider side instead
-            u = (b + a) / 2 if b - a > c - b else (b + c) / 2
-    elif left or right:
+        u = b - 0.5 * numerator / denominator if denominator else b
+        wide = (a, b) if b - a > c - b else (b, c)
+        inside = wide[0] + 0.1 * (wide[1] - wide[0]) <= u <= wide[1] - 0.1 * (wide[1] - wide[0])
+        if not inside:  # a vertex off the wider side (or at the best): the golden section of the wider side
+            u = b + (2 - GOLDEN) * ((a if wide == (a, b) else c) - b)
+    elif left or right:  # away from the nearest trial, a golden ratio further than it is
         near = (left or right)[0]
-        u = min(max(2 * u_at - near, low), high)
+        u = min(max(u_at + GOLDEN * (u_at - near), low), high)
     else:
         u = u_at + (high - low) / 8 * (1 if u_at < (low + high) / 2 else -1)
     value = unscale(u)

@@ -27,7 +27,7 @@ from metaopt.search.reporting import ChampionRecord, TrackingError
 from metaopt.search.results import SearchSummary
 from metaopt.search.selection import Decision
 from metaopt.search.trial import TrialResult, family_dataset
-from metaopt.search.warm import REFINE_STEPS, WarmPlan
+from metaopt.search.warm import REFINE_MAX, WarmPlan
 from metaopt.tasks.metrics import Metric
 from metaopt.tracking.board import write_board
 from metaopt.tracking.champion import read_champion, record_scores, recorded_scores, register
@@ -355,7 +355,7 @@ class MlflowSearchTracker:
             said += (f"; then up to {plan.limit - len(plan.first)} more of the method that scores best of these, from "
                      f"{len(plan.more)} candidates")
         if plan.first:
-            said += f"; then up to {REFINE_STEPS} local steps here"
+            said += f"; then up to {REFINE_MAX} local steps here, while they make progress"
         self.record_warm(said)
         return plan
 

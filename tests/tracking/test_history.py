@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 from metaopt.search.storage import journal_storage
 from metaopt.search.ranges import FloatRange, IntRange
 from metaopt.search.space import SearchSpace
-from metaopt.search.warm import REFINE_STEPS, WARM_ROUND, local_step, second_round
+from metaopt.search.warm import (GOLDEN, REFINE_MARGIN, REFINE_MAX, REFINE_TOLERANCE, WARM_ROUND, local_step,
+                                 second_round, settled)
 from metaopt.tracking.history import Config, Source, distance, warm_plan
 from tests.search.jobs import search_in, tiny_job
 from tests.test_cli_edges import _main
@@ -83,17 +84,45 @@ def test_a_local_step_moves_one_number_of_the_best_configuration_towards_a_bette
     # a score to maximise: the same moves on the negated curve; one side only: the nearest trial mirrored
     assert local_step([(p, -v) for p, v in curve], space, minimize=False, step=0)[0] == config
     assert local_step([lasso(0.01, 1.0), lasso(0.001, 2.0)], space, minimize=True,
-                      step=0)[0]["alpha"] == pytest.approx(0.1)
+                      step=0)[0]["alpha"] == pytest.approx(0.01 * 10 ** GOLDEN)  # a golden ratio further
     # integers stay integers within range; a baseline's trial (no numbers) is never the one refined
     knn = [({"method": "knn", "knn.neighbors": 4}, 0.3), ({"method": "knn", "knn.neighbors": 5}, 0.5),
            ({"method": "scratch"}, 0.1)]
-    assert local_step(knn, space, minimize=True, step=0)[0] == {"method": "knn", "neighbors": 3}
+    assert local_step(knn, space, minimize=True, step=0)[0] == {"method": "knn", "neighbors": 2}  # 4 - 1.6, rounded
     # a move a running or failed trial already has is not proposed again
-    assert local_step(knn, space, minimize=True, step=0, asked=[{"method": "knn", "knn.neighbors": 3}]) is None
+    assert local_step(knn, space, minimize=True, step=0, asked=[{"method": "knn", "knn.neighbors": 2}]) is None
     assert local_step([({"method": "scratch"}, 0.1)], space, minimize=True, step=0) is None
     # every move tried: none left
     assert local_step([({"method": "knn", "knn.neighbors": 1}, 0.1), ({"method": "knn", "knn.neighbors": 2}, 0.5)],
                       space, minimize=True, step=0) is None
+    # a runner-up within REFINE_MARGIN of the best takes every other step; one further behind none
+    close = [*curve[:2], ({"method": "knn", "knn.neighbors": 4}, curve[1][1] * (1 + REFINE_MARGIN / 2))]
+    assert [local_step(close, space, minimize=True, step=k)[0]["method"] for k in range(4)] == [
+        "lasso", "knn", "lasso", "knn"]
+    far = [*curve[:2], ({"method": "knn", "knn.neighbors": 4}, curve[1][1] * (1 + 2 * REFINE_MARGIN))]
+    assert {local_step(far, space, minimize=True, step=k)[0]["method"] for k in range(4)} == {"lasso"}
+
+
+def test_a_method_settles_after_two_local_steps_that_gain_less_than_the_tolerance():
+    warm = [("lasso", 0.10, False), ("ridge", 0.20, False)]
+    assert settled(warm, minimize=True) == set()
+    tiny = 0.10 * (1 - REFINE_TOLERANCE / 2)  # better, by less than the tolerance
+    assert settled([*warm, ("lasso", 0.11, True), ("lasso", tiny, True)], minimize=True) == {"lasso"}
+    # a step that gains enough keeps the method going; one miss is allowed; a failed step gains nothing
+    assert settled([*warm, ("lasso", 0.11, True), ("lasso", 0.09, True)], minimize=True) == set()
+    assert settled([*warm, ("lasso", 0.11, True), ("ridge", 0.15, True)], minimize=True) == set()
+    assert settled([*warm, ("ridge", None, True), ("ridge", 0.25, True), ("lasso", 0.2, True)],
+                   minimize=True) == {"ridge"}
+    # against the method's own best, whichever round scored it; a score to maximise
+    assert settled([*warm, ("ridge", 0.5, True), ("tpe", 0.0, False), ("ridge", 0.3, True)], minimize=False) == set()
+    assert settled([("knn", 0.5, False), ("knn", 0.4, True), ("knn", 0.5, True)], minimize=False) == {"knn"}
+    # a settled method takes no more steps; its runner-up does
+    space = SearchSpace(["lasso", "ridge"], {m: {"alpha": FloatRange(type="float", low=1e-4, high=1.0, log=True)}
+                                             for m in ("lasso", "ridge")})
+    scored = [({"method": "lasso", "lasso.alpha": 0.01}, 0.10), ({"method": "ridge", "ridge.alpha": 0.01}, 0.101)]
+    assert local_step(scored, space, minimize=True, step=0)[0]["method"] == "lasso"
+    assert local_step(scored, space, minimize=True, step=0, settled={"lasso"})[0]["method"] == "ridge"
+    assert local_step(scored, space, minimize=True, step=0, settled={"lasso", "ridge"}) is None
 
 
 def test_a_warm_started_search_starts_from_the_nearest_key_and_records_it(store, tmp_path):
@@ -133,12 +162,16 @@ def test_the_second_round_tries_more_of_the_method_that_scored_best_and_records_
     said = MlflowClient(uri).get_run(summary.parent_run_id).data.tags["metaopt.warm_start"]
     # then local steps on this key around its best configuration, one at a time, each a trial of its own
     refined = study.user_attrs["warm_refined"]
-    assert 1 <= len(refined) <= REFINE_STEPS
+    assert 1 <= len(refined) <= REFINE_MAX
     assert said.endswith(f"then, of the method that scored best of these here: {second}; then local steps here: "
                          f"{'; '.join(refined)}"), said
     steps = [t for t in study.trials if t.user_attrs.get(WARM_ROUND) == "refine"]
     assert len(steps) == len(refined) and all(t.state == optuna.trial.TrialState.COMPLETE for t in steps)
     assert [t.params["method"] for t in steps] == [r.split()[0] for r in refined]
+    for step in steps:  # never a step of a method that had settled before it
+        assert step.params["method"] not in settled(
+            [(t.params["method"], t.value, t.user_attrs.get(WARM_ROUND) == "refine")
+             for t in study.trials[:step.number]], minimize=True)
 
 
 def test_a_source_of_another_kind_is_never_used(store, tmp_path):
@@ -175,3 +208,14 @@ def test_advise_of_a_bad_option_is_one_line(store, tmp_path, monkeypatch, capsys
         done, _ = _main(["advise", "x", "--family", "sine", *options, "--tracking-uri", uri], tmp_path, monkeypatch,
                         capsys)
         assert done.returncode == 2 and says in _one_line_error(done)
+
+
+def test_a_parabola_whose_vertex_falls_on_the_narrow_side_gives_way_to_the_golden_section_of_the_wide_side():
+    space = SearchSpace(["ridge"], {"ridge": {"alpha": FloatRange(type="float", low=1e-3, high=10.0, log=True)}})
+    # an asymmetric valley (flat, then a steep wall): the parabola through these points puts its vertex below the
+    # best, on the narrow side, though the minimum lies above it
+    curve = [({"method": "ridge", "ridge.alpha": a}, v)
+             for a, v in ((0.0075, 0.1066), (0.0485, 0.1044), (0.989, 0.1193))]  # the vertex: 0.0305
+    (config, _) = local_step(curve, space, minimize=True, step=0)
+    golden = math.exp(math.log(0.0485) + (2 - GOLDEN) * (math.log(0.989) - math.log(0.0485)))
+    assert config["alpha"] == pytest.approx(golden) and 0.0485 < config["alpha"] < 0.989
