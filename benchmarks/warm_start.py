@@ -28,6 +28,7 @@ over the first 10 alone).
 
     python benchmarks/warm_start.py --evaluate [--configs 60] [--workers 2]   # the table (about an hour on 2 cores)
     python benchmarks/warm_start.py [--trials 50] [--seeds 20]               # the replay (minutes)
+    python benchmarks/warm_start.py --report                                  # its recorded tables again
     python benchmarks/warm_start.py --real [--real-family sine|functions --real-trials 20 --real-seeds 3]
     python benchmarks/warm_start.py --real-report benchmarks/results/warm_start_real_functions.json
 """
@@ -473,6 +474,7 @@ def report(results: list[dict[str, Any]], trials: int) -> dict[str, Any]:
         ratios.append(statistics.mean(table["cold tpe"]["to_5pct"]) / statistics.mean(table["warm tpe"]["to_5pct"]))
         print(line)
     summary["median_speedup_to_5pct"] = statistics.median(ratios)
+    summary["slower_to_5pct"] = [r["key"] for r, ratio in zip(results, ratios) if ratio < 1]
     print("\nvs cold: warm tpe / warm cmaes against cold tpe, Mann-Whitney U over the seeds (+ win, - loss, . neither)")
     for t, by in summary["at"].items():
         for s, counts in by.items():
@@ -480,7 +482,8 @@ def report(results: list[dict[str, Any]], trials: int) -> dict[str, Any]:
             print(f"  at {t:>3} trials, {s:<10}: wins on {counts['win']}/{n} keys ({100 * counts['win'] / n:.0f}%), "
                   f"losses on {counts['loss']}/{n} ({100 * counts['loss'] / n:.0f}%)")
     print(f"  trials to within 5% of the best known value, cold tpe / warm tpe, median over keys: "
-          f"{summary['median_speedup_to_5pct']:.2f}x")
+          f"{summary['median_speedup_to_5pct']:.2f}x; warm tpe slower there on "
+          f"{len(summary['slower_to_5pct'])}/{len(results)} keys ({', '.join(summary['slower_to_5pct']) or 'none'})")
     return summary
 
 
@@ -490,6 +493,24 @@ FEW_SEEDS = 10  # the acceptance's least number of seeds
 def first_seeds(result: dict[str, Any], n: int) -> dict[str, Any]:
     """One key's replay (``replay_key``) cut to its first ``n`` seeds."""
     return {**result, "strategies": {s: {k: v[:n] for k, v in by.items()} for s, by in result["strategies"].items()}}
+
+
+def summarised(out: dict[str, Any]) -> dict[str, Any]:
+    """A replay's record with its summaries, the tables printed (all seeds; past 10, the first 10 alone too)."""
+    out = {**out, "summary": report(out["keys"], out["trials"])}
+    if out["seeds"] > FEW_SEEDS:  # the same searches' first seeds alone: what the tests say with less power
+        print(f"\n-- the first {FEW_SEEDS} seeds only --")
+        out[f"summary_first_{FEW_SEEDS}_seeds"] = report([first_seeds(r, FEW_SEEDS) for r in out["keys"]],
+                                                        out["trials"])
+    return out
+
+
+def report_replay(path: Path) -> None:
+    """Print a recorded replay's tables and refresh its summaries (nothing replayed)."""
+    if not path.exists():
+        raise SystemExit(f"{path}: no recorded replay; run `python benchmarks/warm_start.py` first")
+    recorded = json.loads(path.read_text())
+    path.write_text(json.dumps(summarised(recorded), indent=1))
 
 
 def run_replay(args: argparse.Namespace) -> None:
@@ -503,12 +524,8 @@ def run_replay(args: argparse.Namespace) -> None:
     out_cells.unlink(missing_ok=True)
     results = run_cells(out_cells, {k: (k, STRATEGIES, args.seeds, args.trials) for k in keys}, replay_key,
                         workers=args.workers, describe=lambda r: f"{r['key']} ({r['seconds']:.0f}s)")
-    ordered = [results[k] for k in keys]
-    summary = report(ordered, args.trials)
-    out = {"benchmark": "warm_start", "trials": args.trials, "seeds": args.seeds, "summary": summary, "keys": ordered}
-    if args.seeds > FEW_SEEDS:  # the same searches' first seeds alone: what the tests say with less power
-        print(f"\n-- the first {FEW_SEEDS} seeds only --")
-        out[f"summary_first_{FEW_SEEDS}_seeds"] = report([first_seeds(r, FEW_SEEDS) for r in ordered], args.trials)
+    out = summarised({"benchmark": "warm_start", "trials": args.trials, "seeds": args.seeds,
+                      "keys": [results[k] for k in keys]})
     Path(args.json).write_text(json.dumps(out, indent=1))
     print(f"\nwrote {args.json}")
 
@@ -644,9 +661,12 @@ def main() -> None:
     parser.add_argument("--real-seeds", type=int, default=3)
     parser.add_argument("--real-family", choices=list(REAL), default="sine")
     parser.add_argument("--store", default="/tmp/metaopt-warm-start-real", help="--real: the store's folder")
+    parser.add_argument("--report", action="store_true", help="print the recorded replay's tables (--json), nothing run")
     parser.add_argument("--real-report", metavar="JSON", help="print a recorded real comparison's table, nothing run")
     args = parser.parse_args()
-    if args.real_report:
+    if args.report:
+        report_replay(Path(args.json))
+    elif args.real_report:
         print_real(json.loads(Path(args.real_report).read_text()))
     elif args.real:
         run_real(args)
