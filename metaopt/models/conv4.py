@@ -1,6 +1,6 @@
 """Conv-4 (Vinyals et al. 2016; Snell et al. 2017; Finn et al. 2017): four blocks of
 3x3 conv (64 filters) -> batch norm -> ReLU -> 2x2 max-pool (computed pool first: the same
-function), then a linear head.
+function; batch norm, pool and ReLU fused on the CPU, ``metaopt.models.fused``), then a linear head.
 
 Batch norm keeps no running statistics: it always normalises with the statistics of
 the batch it sees, which under ``vmap`` is one task's support (or query) set, the
@@ -14,17 +14,23 @@ import math
 
 from torch import Tensor, nn
 
+from metaopt.models.fused import NormPoolReLU
+
 
 def conv_block(in_channels: int, out_channels: int, *, pool: bool = True) -> nn.Sequential:
     """conv 3x3 -> BN (batch statistics) -> ReLU -> max-pool 2x2 (when ``pool``).
 
     Pooled before the ReLU: the two commute (values and gradients alike: ReLU is monotone),
-    and the ReLU then runs on a quarter of the values.
+    and the ReLU then runs on a quarter of the values. With pooling, the three after the
+    convolution are one module (``NormPoolReLU``: a compiled kernel on the CPU's first-order
+    passes), whose parameters keep batch norm's names.
     """
+    if pool:
+        return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+                             NormPoolReLU(out_channels))
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
         nn.BatchNorm2d(out_channels, track_running_stats=False),
-        *([nn.MaxPool2d(2)] if pool else []),
         nn.ReLU(),
     )
 

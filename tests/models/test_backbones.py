@@ -41,13 +41,18 @@ def test_conv4_pools_before_its_relu_with_the_same_values_and_gradients():
 
     from metaopt.models.conv4 import Conv4
 
+    from metaopt.models.fused import NormPoolReLU
+
     torch.manual_seed(0)
     ours = Conv4(input_shape=(1, 28, 28), out_features=5, hidden=8).double()
-    assert [type(m) for m in ours.features[0]] == [nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ReLU]
+    assert [type(m) for m in ours.features[0]] == [nn.Conv2d, NormPoolReLU]  # BN, pool, ReLU in one module
     textbook = Conv4(input_shape=(1, 28, 28), out_features=5, hidden=8).double()
     textbook.load_state_dict(ours.state_dict())  # the same parameter names: checkpoints load either way
-    for block in textbook.features[:4]:
-        block[2], block[3] = block[3], block[2]  # conv, BN, ReLU, pool
+    for i in range(4):  # conv, BN, ReLU, pool, as the papers draw it
+        conv, fused = textbook.features[i]
+        norm = nn.BatchNorm2d(fused.num_features, track_running_stats=False).double()
+        norm.load_state_dict(fused.state_dict())
+        textbook.features[i] = nn.Sequential(conv, norm, nn.ReLU(), nn.MaxPool2d(2))
     x = torch.randn(10, 1, 28, 28, dtype=torch.float64)
     a, b = ours(x), textbook(x)
     assert torch.equal(a, b)
