@@ -91,12 +91,17 @@ class _NormPoolReLU(torch.autograd.Function):
         return dx, dweight, dbias, None
 
 
+def _transformed(t: Tensor) -> bool:
+    """Whether ``t`` is seen through a ``vmap`` or ``torch.func`` transform (where the fused kernel does not go)."""
+    wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+    return True if wrapped is None else bool(wrapped(t))  # a torch without the query: never fuse
+
+
 def fusable(x: Tensor, weight: Tensor | None) -> bool:
     """Whether ``x`` (a batch norm's input, ``weight`` its scale) can take the fused kernel."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and weight is not None
             and x.shape[2] >= 2 and x.shape[3] >= 2 and weight.dtype == torch.float32
-            and not torch._C._functorch.is_functorch_wrapped_tensor(x)
-            and not torch._C._functorch.is_functorch_wrapped_tensor(weight)
+            and not _transformed(x) and not _transformed(weight)
             and x.is_contiguous(memory_format=torch.channels_last) and extension() is not None)
 
 
