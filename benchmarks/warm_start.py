@@ -275,8 +275,8 @@ def search(table: KeyTable, tables: dict[str, KeyTable], strategy: str, seed: in
     """One replayed search: the value of each trial in order (None for a configuration that failed)."""
     import optuna
 
+    from metaopt.search import warm
     from metaopt.search.strategies import STRATEGIES as METAOPT
-    from metaopt.search.warm import REFINE_MAX, local_step, second_round, settled
     from metaopt.tracking.history import warm_plan
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -286,38 +286,18 @@ def search(table: KeyTable, tables: dict[str, KeyTable], strategy: str, seed: in
         return _cmaes_search(table, tables, space, direction, seed, trials)
     kind = METAOPT["random" if strategy == "cold random" else "tpe"]()
     study = optuna.create_study(direction=direction, sampler=kind.study_sampler(seed, space))
-    plan = None
-    if strategy == "warm tpe":  # as a search does: the first round enqueued, the second once the first is scored
-        plan = warm_plan(warm_sources(table, tables), space, limit=max(1, trials // 4))
-        for config, _ in plan.first:
-            study.enqueue_trial(space.enqueue_params(config))
+    if strategy == "warm tpe":  # exactly as a search does (metaopt.search.loop): the plan, then gated before each ask
+        warm.record_plan(study, space, warm_plan(warm_sources(table, tables), space, limit=max(1, trials // 4)),
+                         enqueued_before=0)
     values: list[float | None] = []
-    refine_from, refined, planned = math.inf, 0, REFINE_MAX  # after the second round; local steps taken, planned
-    history: list[tuple[str, float | None, bool]] = []  # each trial's method, value, whether a local step
-    for number in range(trials):
-        done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-        if plan is not None and number == len(plan.first):
-            second = second_round(plan, [(t.params["method"], t.value) for t in done],
-                                  minimize=not table.higher_is_better)
-            for config, _ in second:
-                study.enqueue_trial(space.enqueue_params(config))
-            refine_from = number + len(second)
-        step = None
-        if refine_from <= number and refined < planned:  # as warm.refine: one local step at a time
-            step = local_step([(t.params, t.value) for t in done], space, not table.higher_is_better, refined,
-                              settled=settled(history, not table.higher_is_better))
-            if step:
-                refined += 1
-                study.enqueue_trial(space.enqueue_params(step[0]))
-            else:
-                planned = refined
+    for _ in range(trials):
+        warm.gate(study, space) or warm.refine(study, space)
         trial = study.ask()
         method, hparams = kind.ask(trial, space)
         value = lookup(table, space, method, hparams)
         study.tell(trial, value if value is not None else None,
                    state=optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL)
         values.append(value)
-        history.append((method, value, step is not None))
     return values
 
 

@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 // Built by metaopt/models/fused.py (torch.utils.cpp_extension.load) on first use; see there.
@@ -67,6 +68,16 @@ __attribute__((noinline)) void grad_window(const float* __restrict__ x0, const f
   }
 }
 
+// Channel c's two sums over the images, from per-image partial sums laid out [N][2][C].
+std::pair<double, double> totals(const std::vector<double>& part, int64_t N, int64_t C, int64_t c) {
+  double first = 0, second = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    first += part[n * 2 * C + c];
+    second += part[n * 2 * C + C + c];
+  }
+  return {first, second};
+}
+
 void check(const Tensor& x) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.dim() == 4 &&
               x.is_contiguous(at::MemoryFormat::ChannelsLast), "fused_block: a channels-last float CPU map");
@@ -104,8 +115,7 @@ std::vector<Tensor> forward(Tensor x, Tensor gamma, Tensor beta, double eps) {
   float *pm = mean.data_ptr<float>(), *pi = invstd.data_ptr<float>();
   const double M = double(N * H * W);
   for (int64_t c = 0; c < C; ++c) {
-    double s = 0, q = 0;
-    for (int64_t n = 0; n < N; ++n) { s += part[n * 2 * C + c]; q += part[n * 2 * C + C + c]; }
+    const auto [s, q] = totals(part, N, C, c);
     const double m = s / M, var = std::max(q / M - m * m, 0.0);
     pm[c] = float(m);
     pi[c] = float(1.0 / std::sqrt(var + eps));
@@ -160,8 +170,7 @@ std::vector<Tensor> backward(Tensor gy, Tensor x, Tensor y, Tensor which, Tensor
   std::vector<float> a(C), c1(C), c2(C);
   const double M = double(N * H * W);
   for (int64_t c = 0; c < C; ++c) {
-    double sg = 0, sx = 0;
-    for (int64_t n = 0; n < N; ++n) { sg += part[n * 2 * C + c]; sx += part[n * 2 * C + C + c]; }
+    const auto [sg, sx] = totals(part, N, C, c);
     const double ac = double(pg[c]) * pi[c], dg = sx * pi[c];  // dgamma = sum gq * xhat
     pdb[c] = float(sg);
     pdg[c] = float(dg);

@@ -114,8 +114,7 @@ def refine(study: optuna.Study, space: SearchSpace) -> str | None:
         return None
     minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
-    scored_numbers = {t.number for t in done}
-    history = [(t.params.get(METHOD_PARAM), t.value if t.number in scored_numbers else None,
+    history = [(t.params.get(METHOD_PARAM), t.value if t.state == optuna.trial.TrialState.COMPLETE else None,
                 t.user_attrs.get(WARM_ROUND) == "refine") for t in trials]
     step = local_step([(t.params, t.value) for t in done if METHOD_PARAM in t.params], space, minimize,
                       len(refined), asked=[t.params for t in trials if METHOD_PARAM in t.params],
