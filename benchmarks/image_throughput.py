@@ -5,25 +5,29 @@ inner SGD step at 0.4, Adam 0.001 outside, the same episodes and the same initia
 for every row, one CPU thread. Each row is checked against metaopt's on the first batch:
 the meta-loss and the largest meta-gradient difference.
 
-1. Gradient learners at meta-batch 4 and 16: second-order MAML (metaopt as it runs, and
-   vmapped over the tasks; higher looping over the tasks; a plain torch.func loop), then
-   first-order MAML, ANIL, Meta-SGD and MAML++ (5 steps, multi-step loss, second order).
+1. Gradient learners at meta-batch 4 and 16: second-order MAML (metaopt as it runs, on
+   PyTorch's kernels instead of its fused Conv-4 block, and vmapped over the tasks; higher
+   looping over the tasks; a plain torch.func loop; with ``--compiled``, compiled), then
+   first-order MAML, ANIL, Meta-SGD and MAML++ (5 steps, multi-step loss, second order),
+   every row timed interleaved.
 2. Metric learners at 4 episodes a step: ProtoNet, Matching Nets, Relation Net (metaopt, and
    the same learner with every episode in one graph: one backward instead of one per episode),
    and, where easyfsl imports (``make bench-easyfsl``: it needs torchvision, which the pinned
    torch lacks), each beside easyfsl 1.5's learner configured alike: Matching Nets with
    full-context embeddings, Relation Nets on 64x7x7 maps (Conv-4 pooling two blocks) with each
-   library's own relation module. Its rows are timed interleaved (one window of each row in
+   library's own relation module. Rows are timed interleaved (one window of each row in
    turn), so that the machine's drift lands on every row alike.
 3. ResNet-12 at 84x84 (miniImageNet's shape; random images): MAML and ProtoNet, meta-batch
    4, with the peak memory of each row.
 4. Peak memory of second-order MAML on Conv-4 at meta-batch 16: metaopt and higher.
 
+The peers (higher, the torch.func loop, easyfsl) run the same Conv-4 module with PyTorch's own
+batch-norm, max-pool and ReLU kernels, as their users have them: the fused block is metaopt's.
 Peak memory is the peak resident set of a fresh (spawned) process that runs only that row,
 and what the row added to it once its workload was built. ``--device cuda`` runs tables 1 and 2 on a GPU (meta-batch 32 too) and reports
 ``torch.cuda.max_memory_allocated`` instead.
 
-    python benchmarks/image_throughput.py [--iterations 20] [--quick] [--device cpu]
+    python benchmarks/image_throughput.py [--iterations 20] [--quick] [--compiled] [--device cpu]
         [--json benchmarks/results/image_throughput.json]
 """
 
@@ -50,6 +54,7 @@ from torch.utils._pytree import tree_map
 from metaopt.allocator import keep_freed_memory
 from metaopt.learners import LEARNERS
 from metaopt.models import build_backbone
+from metaopt.models.fused import NormPoolReLU
 from metaopt.search.fit import bf16_supported
 from metaopt.tasks import FAMILIES, TaskBatch
 
@@ -61,13 +66,15 @@ MALLOC_KEPT = [False]  # whether main() set glibc's malloc as a trial's (memory 
 
 
 # -- the rows ---------------------------------------------------------------------------------------------------
-def ours(method: str, mapping: str = "auto", **hparams: Any) -> Callable[[torch.nn.Module], Step]:
-    """A metaopt learner's meta-step (its meta-gradient, then Adam)."""
+def ours(method: str, mapping: str = "auto", *, compile: bool = False,
+         **hparams: Any) -> Callable[[torch.nn.Module], Step]:
+    """A metaopt learner's meta-step (its meta-gradient, then Adam; ``compile``: through ``torch.compile``)."""
 
     def build(model: torch.nn.Module) -> Step:
         defaults = {"inner_lr": INNER_LR, "outer_lr": OUTER_LR} if method not in METRIC else {"outer_lr": OUTER_LR}
+        options = {"compile": True} if compile else {}  # only the gradient learners compile
         learner = LEARNERS[method](model, {**defaults, **hparams}, task_kind="classification", n_way=WAYS,
-                                   max_iterations=100_000)
+                                   max_iterations=100_000, **options)
         if mapping != "auto":
             learner.task_mapping = mapping
         if method in METRIC:
@@ -88,6 +95,20 @@ def ours(method: str, mapping: str = "auto", **hparams: Any) -> Callable[[torch.
         return step
 
     return build
+
+
+def pytorch_kernels(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` running PyTorch's own batch-norm, max-pool and ReLU kernels, as a peer library's user has them: the
+    fused Conv-4 block (``metaopt.models.fused``) is metaopt's, so every peer row turns it off (the same function)."""
+    for module in model.modules():
+        if isinstance(module, NormPoolReLU):
+            module.fused = False
+    return model
+
+
+def with_pytorch_kernels(build: Callable[[torch.nn.Module], Step]) -> Callable[[torch.nn.Module], Step]:
+    """The row ``build`` on PyTorch's own batch-norm, max-pool and ReLU kernels (what the fused block brings)."""
+    return lambda model: build(pytorch_kernels(model))
 
 
 def per_task_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -114,6 +135,7 @@ def higher_maml() -> Callable[[torch.nn.Module], Step]:
     def build(model: torch.nn.Module) -> Step:
         import higher
 
+        pytorch_kernels(model)
         outer = torch.optim.Adam(model.parameters(), lr=OUTER_LR)
         inner = torch.optim.SGD(model.parameters(), lr=INNER_LR)
 
@@ -130,7 +152,7 @@ def higher_maml() -> Callable[[torch.nn.Module], Step]:
 
 def func_loop(model: torch.nn.Module) -> Step:
     """Second-order MAML as a plain torch.func loop: functional_call and torch.func.grad per task, autograd outside."""
-    params = dict(model.named_parameters())
+    params = dict(pytorch_kernels(model).named_parameters())
     outer = torch.optim.Adam(params.values(), lr=OUTER_LR)
 
     def loss_fn(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -160,6 +182,7 @@ def easyfsl_row(method: str) -> Callable[[torch.nn.Module], Step]:
     def build(model: torch.nn.Module) -> Step:
         from easyfsl import methods
 
+        pytorch_kernels(model)
         if method == "protonet":
             net = methods.PrototypicalNetworks(model)
         elif method == "matchingnet":
@@ -409,10 +432,12 @@ def float64_errors(rows: dict[str, dict[str, Any]], init: torch.nn.Module, batch
                                               for k in reference).sqrt() / norm)
 
 
-def gradient_table(init: torch.nn.Module, meta_batch: int, n: int, device: str, quick: bool) -> dict[str, Any]:
+def gradient_table(init: torch.nn.Module, meta_batch: int, n: int, device: str, quick: bool,
+                   compiled: bool = False) -> dict[str, Any]:
     batches = episodes(n + 1, meta_batch, device=device)
     builds: dict[str, Callable[[torch.nn.Module], Step]] = {
         "metaopt maml": ours("maml"),
+        "metaopt maml, PyTorch's kernels (no fused block)": with_pytorch_kernels(ours("maml")),
         "metaopt maml, vmapped over tasks": ours("maml", "vmap"),
         "higher 0.2.1 maml (per-task loop)": higher_maml(),
         "torch.func per-task loop": func_loop,
@@ -427,11 +452,12 @@ def gradient_table(init: torch.nn.Module, meta_batch: int, n: int, device: str, 
             "metaopt mamlpp (5 steps, MSL, second order)": ours("mamlpp", inner_steps=5, first_order_until=0.0,
                                                                 inner_lr=0.1),
         }
-    rows = {}
-    for name, build in builds.items():
-        rows[name] = run(build, init, batches, device=device)
-        print(f"  {name}: {rows[name]['it_per_s']:.2f} it/s", flush=True)
-    _checked({k: rows[k] for k in list(builds)[:4]}, "metaopt maml")
+    if compiled:  # its first step compiles (minutes on Conv-4 with a cold inductor cache): untimed, as every warm-up
+        builds["metaopt maml, compiled (compile: always)"] = ours("maml", compile=True)
+    rows = run_interleaved({name: (build, init) for name, build in builds.items()}, batches, device=device)
+    for name, row in rows.items():
+        print(f"  {name}: {row['it_per_s']:.2f} it/s (first step {row['first_step_s']:.1f} s)", flush=True)
+    _checked({k: rows[k] for k in list(builds)[:5]}, "metaopt maml")
     float64_errors(rows, init, batches[0])
     for name, row in rows.items():
         if "grad_error_f64" in row:
@@ -522,6 +548,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20, help="timed meta-iterations per Conv-4 row")
     parser.add_argument("--resnet-iterations", type=int, default=3, help="timed meta-iterations per ResNet-12 row")
     parser.add_argument("--quick", action="store_true", help="second-order MAML at meta-batch 4 only")
+    parser.add_argument("--compiled", action="store_true",
+                        help="a compiled second-order MAML row too (its first step compiles: minutes with a cold cache)")
     parser.add_argument("--tables", nargs="+", default=["gradient", "metric", "memory", "resnet12"],
                         choices=["gradient", "metric", "memory", "resnet12"])
     parser.add_argument("--device", default="cpu")
@@ -544,7 +572,7 @@ def main() -> None:
     sizes = [4] if args.quick else [4, 16] + ([32] if args.device.startswith("cuda") else [])
     tables = ["gradient"] if args.quick else args.tables
     if "gradient" in tables:
-        report["gradient"] = {str(m): gradient_table(headed, m, args.iterations, args.device, args.quick)
+        report["gradient"] = {str(m): gradient_table(headed, m, args.iterations, args.device, args.quick, args.compiled)
                               for m in sizes}
     if "metric" in tables:
         report["metric"] = metric_table(embedding, args.iterations, args.device)

@@ -1,21 +1,23 @@
-"""Conv-4's batch norm, 2x2 max-pool and ReLU as one compiled CPU kernel (``fused_block.cpp``), for first-order passes.
+"""Conv-4's batch norm, 2x2 max-pool and ReLU as one compiled CPU kernel (``fused_block.cpp``), with its backward
+and the backward's own derivative (what a second-order meta-gradient differentiates).
 
-On one CPU thread half of a ProtoNet step went to the first block's `[25, 64, 28, 28]` query maps: batch norm's
-forward and backward, max-pool's zero-filled gradient, each a memory pass over the map
-(``benchmarks/image_throughput.py``, README "Image-scale speed"). The fused kernel reads the map twice forward
-(statistics, pooling) and once backward, writing the pooled quarter and the input's gradient once: 2.2x the three
-PyTorch kernels on that map, 1.26-1.30x a whole ProtoNet step.
+On one CPU thread, half of a Conv-4 step outside its convolutions went to these three on the first block's
+`[25, 64, 28, 28]` maps: batch norm's forward, backward and (under MAML) double backward, each a dozen memory passes
+through PyTorch's composite kernels, and NCHW max-pool's slow kernel (``benchmarks/image_throughput.py``, README
+"Image-scale speed"). The fused kernel reads the map twice forward and writes only the pooled quarter; its backward
+and double backward are written in closed form. A ProtoNet step 1.26-1.30x, a second-order MAML step about 1.3x.
 
-It is built with ``torch.utils.cpp_extension`` on first use (about 20 s, once per machine and source: torch caches
+It is built with ``torch.utils.cpp_extension`` on first use (about 20-40 s, once per machine and source: torch caches
 it under ``TORCH_EXTENSIONS_DIR``, the name carrying the source's and the CPU's fingerprint, so a shared home on a
 mixed cluster never loads code built for another CPU's instructions). Where it cannot be built (no compiler), or
-with ``METAOPT_FUSED_BLOCK=0``, the block runs PyTorch's kernels, with a warning once. It takes what the metric and
-model-based learners' CPU passes give it — channels-last float32 maps (``metaopt.models.layout``) outside ``vmap``
-and ``torch.func`` transforms — and is first-order only: differentiating its gradient again raises.
+with ``METAOPT_FUSED_BLOCK=0``, the block runs PyTorch's kernels, with a warning once. It takes float32 CPU maps in
+either layout (the metric learners' channels-last passes, MAML's NCHW ones), under ``torch.func.grad`` too, but not
+under ``vmap`` or ``torch.compile`` (PyTorch's kernels there); a third derivative through it raises.
 
-Its values are PyTorch's to about 1e-5 relative (the statistics are summed in another order); the pooled maximum is
-the first in the window's scan order, as ``max_pool2d`` picks it, so exact ties (a glyph's blank background) route
-the gradient alike.
+Its values are PyTorch's to rounding (statistics summed in double, about a pivot so that the variance does not
+cancel). The window's maximum is the first in scan order, as ``max_pool2d`` picks it, compared before the
+normalisation: so exact ties (a glyph's blank background) route the gradient as PyTorch's kernels do, and values that
+differ are never made equal by the normalisation's rounding.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from types import ModuleType
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 SOURCE = Path(__file__).with_name("fused_block.cpp")
@@ -75,47 +76,116 @@ def extension() -> ModuleType | None:
 
 
 class _NormPoolReLU(torch.autograd.Function):
-    """The fused kernel's forward and (first-order) backward."""
+    """The fused kernel's forward; its backward is ``_NormPoolReLUBackward``, itself differentiable once more."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:  # noqa: D102
-        kernel = extension()
-        y, which, mean, invstd = kernel.forward(x, weight, bias, eps)
-        ctx.save_for_backward(x, y, which, weight, mean, invstd)
-        return y
+    def forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> tuple[Tensor, ...]:  # noqa: D102
+        return tuple(extension().forward(x, weight, bias, eps))  # y, which, mean, invstd
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:  # noqa: D102
-        dx, dweight, dbias = extension().backward(grad, *ctx.saved_tensors)
+    def setup_context(ctx, inputs, output) -> None:  # noqa: D102, ANN001 — separate from forward: torch.func's rule
+        x, weight, _, _ = inputs
+        y, which, mean, invstd = output
+        ctx.mark_non_differentiable(which, mean, invstd)
+        ctx.save_for_backward(x, weight, y, which, mean, invstd)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, *_: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:  # noqa: D102
+        x, weight, y, which, mean, invstd = ctx.saved_tensors
+        dx, dweight, dbias = _NormPoolReLUBackward.apply(grad, x, weight, y, which, mean, invstd)
         return dx, dweight, dbias, None
 
 
+class _NormPoolReLUBackward(torch.autograd.Function):
+    """``(dx, dweight, dbias)`` of the fused block, and their derivative (what a second-order meta-gradient needs).
+
+    The mean and inverse deviation are the forward's, taken as functions of ``x`` in the closed-form double backward
+    (``fused_block.cpp``); ``y`` and ``which`` only select (the ReLU's opening, the window's maximum), so nothing
+    flows back to them, nor to the shift.
+    """
+
+    @staticmethod
+    def forward(grad: Tensor, x: Tensor, weight: Tensor, y: Tensor, which: Tensor, mean: Tensor,  # noqa: D102
+                invstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return tuple(extension().backward(grad, x, y, which, weight, mean, invstd))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # noqa: D102, ANN001
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, adx: Tensor | None, adweight: Tensor | None,  # noqa: D102
+                 adbias: Tensor | None) -> tuple[Tensor, Tensor, Tensor, None, None, None, None]:
+        grad, x, weight, y, which, mean, invstd = ctx.saved_tensors
+        adx = torch.zeros_like(x) if adx is None else adx
+        adweight = torch.zeros_like(weight) if adweight is None else adweight
+        adbias = torch.zeros_like(weight) if adbias is None else adbias
+        dgrad, dx, dweight = _NormPoolReLUDoubleBackward.apply(adx, adweight, adbias, grad, x, weight, y, which, mean,
+                                                                invstd)
+        return dgrad, dx, dweight, None, None, None, None
+
+
+class _NormPoolReLUDoubleBackward(torch.autograd.Function):
+    """The backward's derivative; differentiating it again raises (``once_differentiable`` would not, where
+    ``torch.autograd.grad`` prunes its error node: it would give a silently wrong third derivative)."""
+
+    @staticmethod
+    def forward(adx: Tensor, adweight: Tensor, adbias: Tensor, grad: Tensor, x: Tensor, weight: Tensor,  # noqa: D102
+                y: Tensor, which: Tensor, mean: Tensor, invstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return tuple(extension().double_backward(adx, adweight, adbias, grad, x, y, which, weight, mean, invstd))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # noqa: D102, ANN001
+        pass
+
+    @staticmethod
+    def backward(ctx, *_: Tensor) -> None:  # noqa: D102, ANN001
+        raise RuntimeError(f"metaopt's fused Conv-4 block has no third derivative: run with {SWITCH}=0 for "
+                           "PyTorch's kernels")
+
+
 def _transformed(t: Tensor) -> bool:
-    """Whether ``t`` is seen through a ``vmap`` or ``torch.func`` transform (where the fused kernel does not go)."""
+    """Whether ``t`` is seen through a transform the fused kernel has no rule for: ``vmap``, ``jvp``, functionalisation,
+    ``torch.func.grad`` inside another (one level is fine, with ordinary autograd outside it: MAML's support pass),
+    or ``torch.compile``'s tracing."""
+    if torch.compiler.is_compiling():
+        return True
     wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
-    return True if wrapped is None else bool(wrapped(t))  # a torch without the query: never fuse
+    if wrapped is None:  # a torch without the query: never fuse
+        return True
+    if not wrapped(t):
+        return False
+    from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    levels = [level.key() for level in retrieve_all_functorch_interpreters()]
+    return levels != [TransformType.Grad]
 
 
 def fusable(x: Tensor, weight: Tensor | None) -> bool:
-    """Whether ``x`` (a batch norm's input, ``weight`` its scale) can take the fused kernel."""
+    """Whether ``x`` (a batch norm's input, ``weight`` its scale) can take the fused kernel: a float32 CPU map, dense
+    in either layout (NCHW or channels-last: the output keeps it), outside the transforms it has no rule for."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and weight is not None
             and x.shape[2] >= 2 and x.shape[3] >= 2 and weight.dtype == torch.float32
             and not _transformed(x) and not _transformed(weight)
-            and x.is_contiguous(memory_format=torch.channels_last) and extension() is not None)
+            and (x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous())
+            and extension() is not None)
 
 
 class NormPoolReLU(nn.BatchNorm2d):
     """Batch norm with the batch's statistics (no running ones), 2x2 max-pool, ReLU: Conv-4's block after its
     convolution. Its parameters are the batch norm's (``weight``, ``bias``), so a block's names and saved weights
-    are a ``BatchNorm2d``'s; the fused kernel runs where it applies (``fusable``), PyTorch's three kernels elsewhere.
+    are a ``BatchNorm2d``'s; the fused kernel runs where it applies (``fusable``), PyTorch's three kernels elsewhere
+    and where ``fused`` is False (what a peer library would run: ``benchmarks/image_throughput.py``).
     """
+
+    fused: bool = True
 
     def __init__(self, num_features: int) -> None:
         super().__init__(num_features, track_running_stats=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """``relu(max_pool2d(batch_norm(x), 2))``."""
-        if fusable(x, self.weight):
-            return _NormPoolReLU.apply(x, self.weight, self.bias, self.eps)
+        if self.fused and fusable(x, self.weight):
+            return _NormPoolReLU.apply(x, self.weight, self.bias, self.eps)[0]
         return F.relu(F.max_pool2d(super().forward(x), 2))

@@ -1,208 +1,655 @@
-// Batch norm with the batch's statistics, then 2x2 max-pool (stride 2, floor), then ReLU, on a channels-last float
-// map, fused for the CPU: the forward pass reads the map twice (statistics, pooling) and writes only the pooled
-// quarter; the backward pass reads it once more and writes its gradient once. The loops over channels are written
-// without branches so that the compiler vectorises them.
+// Batch norm with the batch's statistics, then 2x2 max-pool (stride 2, floor), then ReLU, on a float (or double) map
+// in either layout (NCHW, channels-last), fused for the CPU: the forward pass reads the map twice (statistics,
+// pooling) and writes only the pooled quarter; the backward pass reads it twice more and writes its gradient once;
+// the double backward (the backward's own derivative, for second-order meta-gradients) reads the map and its
+// cotangent twice and writes their gradients once. Sums are taken in double across rows and images.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
+#include <array>
 #include <cmath>
-#include <utility>
+#include <cstring>
 #include <vector>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 // Built by metaopt/models/fused.py (torch.utils.cpp_extension.load) on first use; see there.
 using torch::Tensor;
 
 namespace {
 
+// The window functions below run along a vector of windows: across the channels of one window (channels-last: K 1,
+// the constants one per channel), or along a plane of one channel's windows (NCHW: K 0, the channel's constants; the
+// window's four elements split into four lanes). Their loops are written without branches so that the compiler
+// vectorises them, and they are not inlined: inlined into their callers' loops, they did not vectorise.
+//
 // One pooling window across the channels: the first maximum in scan order of the normalised values (as
-// max_pool2d's kernel picks it), ReLU'd, and which of the four it was.
-__attribute__((noinline)) void pool_window(const float* __restrict__ x0, const float* __restrict__ x1,
-                                           const float* __restrict__ x2, const float* __restrict__ x3,
-                                           const float* __restrict__ a, const float* __restrict__ b,
-                                           float* __restrict__ out, uint8_t* __restrict__ which, int64_t C) {
+// max_pool2d's kernel picks it), ReLU'd, and which of the four it was. The values are compared before the
+// normalisation, times the sign of its scale (the same order, exactly): its rounding would make ties of values that
+// differ, and route their gradient by the rounding.
+template <typename T, int K = 1>
+__attribute__((noinline)) void pool_window(const T* __restrict__ x0, const T* __restrict__ x1,
+                                           const T* __restrict__ x2, const T* __restrict__ x3,
+                                           const T* __restrict__ a, const T* __restrict__ b,
+                                           const T* __restrict__ sign, T* __restrict__ out,
+                                           uint8_t* __restrict__ which, int64_t C) {
   for (int64_t c = 0; c < C; ++c) {
-    const float z0 = x0[c] * a[c] + b[c], z1 = x1[c] * a[c] + b[c];
-    const float z2 = x2[c] * a[c] + b[c], z3 = x3[c] * a[c] + b[c];
-    const int b1 = z1 > z0, b3 = z3 > z2;
-    const float m01 = b1 ? z1 : z0, m23 = b3 ? z3 : z2;
-    const int lower = m23 > m01;
-    const float best = lower ? m23 : m01;
-    out[c] = best > 0.f ? best : 0.f;
+    const T s = sign[K * c], v0 = x0[c], v1 = x1[c], v2 = x2[c], v3 = x3[c];
+    const int b1 = v1 * s > v0 * s, b3 = v3 * s > v2 * s;
+    const T m01 = b1 ? v1 : v0, m23 = b3 ? v3 : v2;
+    const int lower = m23 * s > m01 * s;
+    const T best = (lower ? m23 : m01) * a[K * c] + b[K * c];
+    out[c] = best > T(0) ? best : T(0);
     which[c] = static_cast<uint8_t>(lower * (2 + b3) + (1 - lower) * b1);
   }
 }
 
 // The pooled gradient through ReLU (gq), and gq times the centred input it came from, summed per channel.
-// noinline: each window's loop vectorises on its own (inlined into the callers' loops it did not).
-__attribute__((noinline)) void sum_window(const float* __restrict__ x0, const float* __restrict__ x1,
-                                          const float* __restrict__ x2, const float* __restrict__ x3,
-                                          const float* __restrict__ gy, const float* __restrict__ y,
-                                          const uint8_t* __restrict__ which, const float* __restrict__ mean,
-                                          float* __restrict__ sum_g, float* __restrict__ sum_gx, int64_t C) {
+template <typename T, int K = 1>
+__attribute__((noinline)) void sum_window(const T* __restrict__ x0, const T* __restrict__ x1,
+                                          const T* __restrict__ x2, const T* __restrict__ x3,
+                                          const T* __restrict__ gy, const T* __restrict__ y,
+                                          const uint8_t* __restrict__ which, const T* __restrict__ mean,
+                                          T* __restrict__ sum_g, T* __restrict__ sum_gx, int64_t C) {
   for (int64_t c = 0; c < C; ++c) {  // every load unconditional, so that the selects vectorise
     const int32_t k = which[c];
-    const float v0 = x0[c], v1 = x1[c], v2 = x2[c], v3 = x3[c], yc = y[c], gc = gy[c];
-    const float xs = k == 0 ? v0 : k == 1 ? v1 : k == 2 ? v2 : v3;
-    const float gq = yc > 0.f ? gc : 0.f;
+    const T v0 = x0[c], v1 = x1[c], v2 = x2[c], v3 = x3[c], yc = y[c], gc = gy[c];
+    const T xs = k == 0 ? v0 : k == 1 ? v1 : k == 2 ? v2 : v3;
+    const T gq = yc > T(0) ? gc : T(0);
     sum_g[c] += gq;
-    sum_gx[c] += gq * (xs - mean[c]);
+    sum_gx[c] += gq * (xs - mean[K * c]);
   }
 }
 
 // The input's gradient over one window: the statistics' terms everywhere, the pooled gradient at the maximum.
-__attribute__((noinline)) void grad_window(const float* __restrict__ x0, const float* __restrict__ x1,
-                                           const float* __restrict__ x2, const float* __restrict__ x3,
-                                           const float* __restrict__ gy, const float* __restrict__ y,
-                                           const uint8_t* __restrict__ which, const float* __restrict__ a,
-                                           const float* __restrict__ c1, const float* __restrict__ c2,
-                                           float* __restrict__ d0, float* __restrict__ d1, float* __restrict__ d2,
-                                           float* __restrict__ d3, int64_t C) {
+template <typename T, int K = 1>
+__attribute__((noinline)) void grad_window(const T* __restrict__ x0, const T* __restrict__ x1,
+                                           const T* __restrict__ x2, const T* __restrict__ x3,
+                                           const T* __restrict__ gy, const T* __restrict__ y,
+                                           const uint8_t* __restrict__ which, const T* __restrict__ a,
+                                           const T* __restrict__ mean, const T* __restrict__ c1,
+                                           const T* __restrict__ c2, T* __restrict__ d0,
+                                           T* __restrict__ d1, T* __restrict__ d2, T* __restrict__ d3, int64_t C) {
   for (int64_t c = 0; c < C; ++c) {
     const int32_t k = which[c];
-    const float yc = y[c], ga = a[c] * gy[c], base = c1[c], slope = c2[c];
-    const float gq = yc > 0.f ? ga : 0.f;
-    d0[c] = base + slope * x0[c] + (k == 0 ? gq : 0.f);
-    d1[c] = base + slope * x1[c] + (k == 1 ? gq : 0.f);
-    d2[c] = base + slope * x2[c] + (k == 2 ? gq : 0.f);
-    d3[c] = base + slope * x3[c] + (k == 3 ? gq : 0.f);
+    const T yc = y[c], ga = a[K * c] * gy[c], base = c1[K * c], slope = c2[K * c], m = mean[K * c];
+    const T gq = yc > T(0) ? ga : T(0);
+    d0[c] = base + slope * (x0[c] - m) + (k == 0 ? gq : T(0));
+    d1[c] = base + slope * (x1[c] - m) + (k == 1 ? gq : T(0));
+    d2[c] = base + slope * (x2[c] - m) + (k == 2 ? gq : T(0));
+    d3[c] = base + slope * (x3[c] - m) + (k == 3 ? gq : T(0));
   }
 }
 
-// Channel c's two sums over the images, from per-image partial sums laid out [N][2][C].
-std::pair<double, double> totals(const std::vector<double>& part, int64_t N, int64_t C, int64_t c) {
-  double first = 0, second = 0;
-  for (int64_t n = 0; n < N; ++n) {
-    first += part[n * 2 * C + c];
-    second += part[n * 2 * C + C + c];
+// The double backward's sums over one window: of the cotangent ax (A1), of ax times the centred input (A2), of gq
+// (B), of gq times the centred maximum (G), of gq times the cotangent at the maximum (A0).
+template <typename T, int K = 1>
+__attribute__((noinline)) void double_sum_window(const T* __restrict__ x0, const T* __restrict__ x1,
+                                                 const T* __restrict__ x2, const T* __restrict__ x3,
+                                                 const T* __restrict__ a0, const T* __restrict__ a1,
+                                                 const T* __restrict__ a2, const T* __restrict__ a3,
+                                                 const T* __restrict__ gy, const T* __restrict__ y,
+                                                 const uint8_t* __restrict__ which, const T* __restrict__ mean,
+                                                 T* __restrict__ s1, T* __restrict__ s2, T* __restrict__ sb,
+                                                 T* __restrict__ sg, T* __restrict__ s0, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) {
+    const int32_t k = which[c];
+    const T m = mean[K * c], v0 = x0[c] - m, v1 = x1[c] - m, v2 = x2[c] - m, v3 = x3[c] - m;
+    const T e0 = a0[c], e1 = a1[c], e2 = a2[c], e3 = a3[c];
+    const T xs = k == 0 ? v0 : k == 1 ? v1 : k == 2 ? v2 : v3;
+    const T as = k == 0 ? e0 : k == 1 ? e1 : k == 2 ? e2 : e3;
+    const T gq = y[c] > T(0) ? gy[c] : T(0);
+    s1[c] += (e0 + e1) + (e2 + e3);
+    s2[c] += (e0 * v0 + e1 * v1) + (e2 * v2 + e3 * v3);
+    sb[c] += gq;
+    sg[c] += gq * xs;
+    s0[c] += gq * as;
   }
-  return {first, second};
 }
+
+// The double backward over one window: the input's gradient (affine in the input and the cotangent, plus the pooled
+// term at the maximum) and the pooled gradient's.
+template <typename T, int K = 1>
+__attribute__((noinline)) void double_grad_window(const T* __restrict__ x0, const T* __restrict__ x1,
+                                                  const T* __restrict__ x2, const T* __restrict__ x3,
+                                                  const T* __restrict__ a0, const T* __restrict__ a1,
+                                                  const T* __restrict__ a2, const T* __restrict__ a3,
+                                                  const T* __restrict__ gy, const T* __restrict__ y,
+                                                  const uint8_t* __restrict__ which, const T* __restrict__ mean,
+                                                  const T* __restrict__ ca,
+                                                  const T* __restrict__ cx, const T* __restrict__ c0,
+                                                  const T* __restrict__ cg, const T* __restrict__ ea,
+                                                  const T* __restrict__ ex, const T* __restrict__ e0,
+                                                  T* __restrict__ d0, T* __restrict__ d1, T* __restrict__ d2,
+                                                  T* __restrict__ d3, T* __restrict__ ggy, int64_t C) {
+  // NCHW's constants read once (GCC does not vectorise this loop with them read inside it).
+  const T m0 = mean[0], ca0 = ca[0], cx0 = cx[0], c00 = c0[0], cg0 = cg[0], ea0 = ea[0], ex0 = ex[0], e00 = e0[0];
+  for (int64_t c = 0; c < C; ++c) {
+    const int32_t k = which[c];
+    const T m = K ? mean[c] : m0, fa = K ? ca[c] : ca0, fx = K ? cx[c] : cx0, f0 = K ? c0[c] : c00;
+    const T v0 = x0[c] - m, v1 = x1[c] - m, v2 = x2[c] - m, v3 = x3[c] - m;
+    const T w0 = a0[c], w1 = a1[c], w2 = a2[c], w3 = a3[c];
+    const int open = y[c] > T(0);
+    const T gq = open ? gy[c] * (K ? cg[c] : cg0) : T(0);
+    const T xs = k == 0 ? v0 : k == 1 ? v1 : k == 2 ? v2 : v3;
+    const T as = k == 0 ? w0 : k == 1 ? w1 : k == 2 ? w2 : w3;
+    d0[c] = fa * w0 + fx * v0 + f0 + (k == 0 ? gq : T(0));
+    d1[c] = fa * w1 + fx * v1 + f0 + (k == 1 ? gq : T(0));
+    d2[c] = fa * w2 + fx * v2 + f0 + (k == 2 ? gq : T(0));
+    d3[c] = fa * w3 + fx * v3 + f0 + (k == 3 ? gq : T(0));
+    ggy[c] = open ? (K ? ea[c] : ea0) * as + (K ? ex[c] : ex0) * xs + (K ? e0[c] : e00) : T(0);
+  }
+}
+
+// Channel c's sums over the images, from per-image partial sums laid out [N][K][C].
+template <size_t K>
+std::array<double, K> totals(const std::vector<double>& part, int64_t N, int64_t C, int64_t c) {
+  std::array<double, K> out{};
+  for (int64_t n = 0; n < N; ++n)
+    for (size_t j = 0; j < K; ++j) out[j] += part[(n * K + j) * C + c];
+  return out;
+}
+
+// Positions no pooling window covers (an odd last row or column): calls f(h * W + w) for each.
+template <typename F>
+void uncovered(int64_t H, int64_t W, F f) {
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t w = 0; w < W; ++w)
+      if (h >= 2 * (H / 2) || w >= 2 * (W / 2)) f(h * W + w);
+}
+
+// The two layouts. Channels-last: the window functions run across the channels of each window, reading the map in
+// place. NCHW: across one channel's plane of windows, its elements first split into four lanes (element k of every
+// window in lane k, in the pooled plane's order; joined back for a gradient).
+//
+// Even and odd elements of r[0, 2n) into even[0, n) and odd[0, n), and back (a map's rows are short, 28 or 14
+// values: plain loops over them would run mostly in their scalar remainders).
+template <typename T>
+inline void deinterleave(const T* __restrict__ r, int64_t n, T* __restrict__ even, T* __restrict__ odd) {
+  for (int64_t i = 0; i < n; ++i) {
+    even[i] = r[2 * i];
+    odd[i] = r[2 * i + 1];
+  }
+}
+
+template <typename T>
+inline void interleave(const T* __restrict__ even, const T* __restrict__ odd, int64_t n, T* __restrict__ r) {
+  for (int64_t i = 0; i < n; ++i) {
+    r[2 * i] = even[i];
+    r[2 * i + 1] = odd[i];
+  }
+}
+
+#if defined(__AVX512F__)
+inline __mmask16 first(int64_t k) { return k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << k) - 1); }
+
+template <>
+inline void deinterleave<float>(const float* __restrict__ r, int64_t n, float* __restrict__ even,
+                                float* __restrict__ odd) {
+  const __m512i ie = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i io = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t k = std::min<int64_t>(16, n - i);  // outputs in this block; 2k inputs
+    const __m512 a = _mm512_maskz_loadu_ps(first(2 * k), r + 2 * i);
+    const __m512 b = _mm512_maskz_loadu_ps(first(std::max<int64_t>(0, 2 * k - 16)), r + 2 * i + 16);
+    _mm512_mask_storeu_ps(even + i, first(k), _mm512_permutex2var_ps(a, ie, b));
+    _mm512_mask_storeu_ps(odd + i, first(k), _mm512_permutex2var_ps(a, io, b));
+  }
+}
+
+template <>
+inline void interleave<float>(const float* __restrict__ even, const float* __restrict__ odd, int64_t n,
+                              float* __restrict__ r) {
+  const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t k = std::min<int64_t>(16, n - i);
+    const __m512 e = _mm512_maskz_loadu_ps(first(k), even + i), o = _mm512_maskz_loadu_ps(first(k), odd + i);
+    _mm512_mask_storeu_ps(r + 2 * i, first(2 * k), _mm512_permutex2var_ps(e, lo, o));
+    _mm512_mask_storeu_ps(r + 2 * i + 16, first(std::max<int64_t>(0, 2 * k - 16)), _mm512_permutex2var_ps(e, hi, o));
+  }
+}
+#endif
+
+// An NCHW plane's windows as four lanes of OH * OW, and four such lanes back into a plane.
+template <typename T>
+void split(const T* __restrict__ plane, int64_t W, int64_t OH, int64_t OW, T* __restrict__ l) {
+  const int64_t P = OH * OW;
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    const T* r0 = plane + 2 * oh * W;
+    T* q = l + oh * OW;
+    deinterleave(r0, OW, q, q + P);
+    deinterleave(r0 + W, OW, q + 2 * P, q + 3 * P);
+  }
+}
+
+template <typename T>
+void join(const T* __restrict__ l, int64_t W, int64_t OH, int64_t OW, T* __restrict__ plane) {
+  const int64_t P = OH * OW;
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    T* r0 = plane + 2 * oh * W;
+    const T* q = l + oh * OW;
+    interleave(q, q + P, OW, r0);
+    interleave(q + 2 * P, q + 3 * P, OW, r0 + W);
+  }
+}
+
+// A 64-byte vector of T (GCC's and Clang's vector extension: as wide as the CPU has, else split), for the sums
+// along a plane, which the compiler would not vectorise on its own without reassociating them.
+template <typename T>
+struct Lanes;
+template <>
+struct Lanes<float> {
+  typedef float type __attribute__((vector_size(64)));
+  static constexpr int64_t size = 16;
+};
+template <>
+struct Lanes<double> {
+  typedef double type __attribute__((vector_size(64)));
+  static constexpr int64_t size = 8;
+};
+
+// The sum of v[0, n) in double, through one vector of partial sums in T.
+template <typename T>
+double lane_sum(const T* __restrict__ v, int64_t n) {
+  using V = typename Lanes<T>::type;
+  constexpr int64_t L = Lanes<T>::size;
+  V acc = {};
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    V x;
+    std::memcpy(&x, v + i, sizeof(V));
+    acc += x;
+  }
+  double total = 0;
+  for (; i < n; ++i) total += v[i];
+  for (int64_t j = 0; j < L; ++j) total += acc[j];
+  return total;
+}
+
+// Lane sums over a plane -> its totals, added to part_n[j * C + c] (K sums of P lanes each).
+template <typename T>
+void add_lanes(const T* lanes, size_t K, int64_t P, double* part_n, int64_t C, int64_t c) {
+  for (size_t j = 0; j < K; ++j) part_n[j * C + c] += lane_sum(lanes + j * P, P);
+}
+
+// Each NCHW plane (n, c), channel by channel: f(n, c, plane index n * C + c, scratch of `size` values, one per thread).
+template <typename T, typename F>
+void each_plane(int64_t N, int64_t C, int64_t size, F f) {
+  at::parallel_for(0, N * C, 1, [&](int64_t p0, int64_t p1) {
+    std::vector<T> scratch(size);
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t c = p / N, n = p % N;
+      f(n, c, n * C + c, scratch.data());
+    }
+  });
+}
+
+struct Shape {
+  int64_t N, C, H, W, OH, OW;
+  bool cl;  // channels-last, else NCHW
+  explicit Shape(const Tensor& x)
+      : N(x.size(0)), C(x.size(1)), H(x.size(2)), W(x.size(3)), OH(H / 2), OW(W / 2),
+        cl(!x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)) {}
+  at::MemoryFormat format() const { return cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous; }
+  double M() const { return double(N * H * W); }
+};
 
 void check(const Tensor& x) {
-  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.dim() == 4 &&
-              x.is_contiguous(at::MemoryFormat::ChannelsLast), "fused_block: a channels-last float CPU map");
+  TORCH_CHECK(x.device().is_cpu() && (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble) &&
+                  x.dim() == 4 && (x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast)),
+              "fused_block: a dense (NCHW or channels-last) float or double CPU map");
+}
+
+template <typename T>
+std::vector<Tensor> forward_(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps) {
+  const Shape s(x);
+  const int64_t N = s.N, C = s.C, H = s.H, W = s.W, OH = s.OH, OW = s.OW;
+  const T* px = x.data_ptr<T>();
+  const Tensor g = gamma.contiguous(), b = beta.contiguous();
+  const T *pg = g.data_ptr<T>(), *pb = b.data_ptr<T>();
+  // Per image: the sums and sums of squares of x - pivot (rows summed in T), the pivot being the map's first value
+  // in each channel: near the mean, so that the variance does not cancel away (a conv map's mean can be many of its
+  // deviations).
+  std::vector<double> part(N * 2 * C, 0.0);
+  std::vector<T> pivot(C);
+  for (int64_t c = 0; c < C; ++c) pivot[c] = s.cl ? px[c] : px[c * H * W];
+  const T* __restrict__ pv = pivot.data();
+  if (s.cl) {
+    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+      std::vector<T> rs(C), rq(C);
+      for (int64_t n = n0; n < n1; ++n) {
+        double *sum = part.data() + n * 2 * C, *sq = sum + C;
+        for (int64_t h = 0; h < H; ++h) {
+          std::fill(rs.begin(), rs.end(), T(0));
+          std::fill(rq.begin(), rq.end(), T(0));
+          T* __restrict__ fs = rs.data();
+          T* __restrict__ fq = rq.data();
+          const T* __restrict__ p = px + (n * H + h) * W * C;
+          for (int64_t w = 0; w < W; ++w, p += C)
+            for (int64_t c = 0; c < C; ++c) {
+              const T v = p[c] - pv[c];
+              fs[c] += v;
+              fq[c] += v * v;
+            }
+          for (int64_t c = 0; c < C; ++c) { sum[c] += fs[c]; sq[c] += fq[c]; }
+        }
+      }
+    });
+  } else {
+    each_plane<T>(N, C, 0, [&](int64_t n, int64_t c, int64_t p, T*) {
+      using V = typename Lanes<T>::type;
+      constexpr int64_t L = Lanes<T>::size;
+      const T* __restrict__ r = px + p * H * W;
+      const T pc = pv[c];
+      const int64_t HW = H * W;
+      V sum = {}, sq = {};
+      const V pivot_v = V{} + pc;
+      int64_t i = 0;
+      for (; i + L <= HW; i += L) {
+        V v;
+        std::memcpy(&v, r + i, sizeof(V));
+        v -= pivot_v;
+        sum += v;
+        sq += v * v;
+      }
+      double s1 = 0, s2 = 0;
+      for (; i < HW; ++i) {
+        const T v = r[i] - pc;
+        s1 += v;
+        s2 += double(v) * v;
+      }
+      for (int64_t j = 0; j < L; ++j) { s1 += sum[j]; s2 += sq[j]; }
+      part[n * 2 * C + c] = s1;
+      part[n * 2 * C + C + c] = s2;
+    });
+  }
+  const auto opts = x.options();
+  Tensor mean = torch::empty({C}, opts), invstd = torch::empty({C}, opts);
+  std::vector<T> a(C), shift(C), sign(C);
+  T *pm = mean.data_ptr<T>(), *pi = invstd.data_ptr<T>();
+  const double M = s.M();
+  for (int64_t c = 0; c < C; ++c) {
+    const auto [sum, sq] = totals<2>(part, N, C, c);
+    const double d = sum / M, m = double(pivot[c]) + d, var = std::max(sq / M - d * d, 0.0);
+    pm[c] = T(m);
+    pi[c] = T(1.0 / std::sqrt(var + eps));
+    a[c] = pi[c] * pg[c];
+    shift[c] = pb[c] - pm[c] * a[c];
+    sign[c] = T((a[c] > T(0)) - (a[c] < T(0)));  // 0: every value the same after normalising, the first wins
+  }
+  Tensor y = torch::empty({N, C, OH, OW}, opts.memory_format(s.format()));
+  Tensor which = s.cl ? torch::empty({N, OH, OW, C}, opts.dtype(torch::kUInt8))
+                      : torch::empty({N, C, OH, OW}, opts.dtype(torch::kUInt8));
+  T* py = y.data_ptr<T>();
+  uint8_t* pw = which.data_ptr<uint8_t>();
+  if (s.cl) {
+    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n)
+        for (int64_t oh = 0; oh < OH; ++oh)
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            const T* x0 = px + ((n * H + 2 * oh) * W + 2 * ow) * C;
+            const int64_t o = ((n * OH + oh) * OW + ow) * C;
+            pool_window(x0, x0 + C, x0 + W * C, x0 + W * C + C, a.data(), shift.data(), sign.data(), py + o,
+                        pw + o, C);
+          }
+    });
+  } else {
+    const int64_t P = OH * OW;
+    each_plane<T>(N, C, 4 * P, [&](int64_t, int64_t c, int64_t p, T* l) {
+      split(px + p * H * W, W, OH, OW, l);
+      pool_window<T, 0>(l, l + P, l + 2 * P, l + 3 * P, a.data() + c, shift.data() + c, sign.data() + c, py + p * P,
+                        pw + p * P, P);
+    });
+  }
+  return {y, which, mean, invstd};
+}
+
+template <typename T>
+std::vector<Tensor> backward_(const Tensor& gy, const Tensor& x, const Tensor& y, const Tensor& which,
+                              const Tensor& gamma, const Tensor& mean, const Tensor& invstd) {
+  const Shape s(x);
+  const int64_t N = s.N, C = s.C, H = s.H, W = s.W, OH = s.OH, OW = s.OW;
+  const T *px = x.data_ptr<T>(), *pgy = gy.data_ptr<T>(), *py = y.data_ptr<T>();
+  const uint8_t* pw = which.data_ptr<uint8_t>();
+  const Tensor g = gamma.contiguous();
+  const T *pg = g.data_ptr<T>(), *pm = mean.data_ptr<T>(), *pi = invstd.data_ptr<T>();
+  std::vector<double> part(N * 2 * C, 0.0);  // per image: sum of gq, sum of gq (x - mean); rows in T
+  if (s.cl) {
+    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+      std::vector<T> rg(C), rx(C);
+      for (int64_t n = n0; n < n1; ++n) {
+        double *sg = part.data() + n * 2 * C, *sx = sg + C;
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          std::fill(rg.begin(), rg.end(), T(0));
+          std::fill(rx.begin(), rx.end(), T(0));
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            const T* x0 = px + ((n * H + 2 * oh) * W + 2 * ow) * C;
+            const int64_t o = ((n * OH + oh) * OW + ow) * C;
+            sum_window(x0, x0 + C, x0 + W * C, x0 + W * C + C, pgy + o, py + o, pw + o, pm, rg.data(), rx.data(),
+                       C);
+          }
+          for (int64_t c = 0; c < C; ++c) { sg[c] += rg[c]; sx[c] += rx[c]; }
+        }
+      }
+    });
+  } else {
+    const int64_t P = OH * OW;
+    each_plane<T>(N, C, 6 * P, [&](int64_t n, int64_t c, int64_t p, T* l) {
+      T* sums = l + 4 * P;
+      std::fill(sums, sums + 2 * P, T(0));
+      split(px + p * H * W, W, OH, OW, l);
+      sum_window<T, 0>(l, l + P, l + 2 * P, l + 3 * P, pgy + p * P, py + p * P, pw + p * P, pm + c, sums, sums + P, P);
+      add_lanes(sums, 2, P, part.data() + n * 2 * C, C, c);
+    });
+  }
+  const auto opts = x.options();
+  Tensor dgamma = torch::empty({C}, opts), dbeta = torch::empty({C}, opts);
+  T *pdg = dgamma.data_ptr<T>(), *pdb = dbeta.data_ptr<T>();
+  std::vector<T> a(C), c1(C), c2(C);
+  const double M = s.M();
+  for (int64_t c = 0; c < C; ++c) {
+    const auto [sg, sx] = totals<2>(part, N, C, c);
+    const double ac = double(pg[c]) * pi[c], dg = sx * pi[c];  // dgamma = sum gq * xhat
+    pdb[c] = T(sg);
+    pdg[c] = T(dg);
+    a[c] = T(ac);
+    // dx = a (g - dbeta / M - xhat dgamma / M) = c1 + c2 (x - mean) off the maximum
+    c2[c] = T(-ac * pi[c] * dg / M);
+    c1[c] = T(-ac * sg / M);
+  }
+  Tensor dx = torch::empty_like(x, s.format());
+  T* pdx = dx.data_ptr<T>();
+  if (s.cl) {
+    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        const T* p = px + n * H * W * C;
+        T* d = pdx + n * H * W * C;
+        uncovered(H, W, [&](int64_t e) {
+          for (int64_t c = 0; c < C; ++c) d[e * C + c] = c1[c] + c2[c] * (p[e * C + c] - pm[c]);
+        });
+        for (int64_t oh = 0; oh < OH; ++oh)
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            const int64_t e = ((2 * oh) * W + 2 * ow) * C, o = ((n * OH + oh) * OW + ow) * C;
+            const T* x0 = p + e;
+            T* d0 = d + e;
+            grad_window(x0, x0 + C, x0 + W * C, x0 + W * C + C, pgy + o, py + o, pw + o, a.data(), pm, c1.data(),
+                        c2.data(), d0, d0 + C, d0 + W * C, d0 + W * C + C, C);
+          }
+      }
+    });
+  } else {
+    const int64_t P = OH * OW;
+    each_plane<T>(N, C, 8 * P, [&](int64_t, int64_t c, int64_t p, T* l) {
+      const T* plane = px + p * H * W;
+      T *d = pdx + p * H * W, *q = l + 4 * P;
+      uncovered(H, W, [&](int64_t e) { d[e] = c1[c] + c2[c] * (plane[e] - pm[c]); });
+      split(plane, W, OH, OW, l);
+      grad_window<T, 0>(l, l + P, l + 2 * P, l + 3 * P, pgy + p * P, py + p * P, pw + p * P, a.data() + c, pm + c,
+                        c1.data() + c, c2.data() + c, q, q + P, q + 2 * P, q + 3 * P, P);
+      join(q, W, OH, OW, d);
+    });
+  }
+  return {dx, dgamma, dbeta};
+}
+
+// The cotangents (ax, agamma, abeta) of backward's (dx, dgamma, dbeta) -> those of its inputs (gy, x, gamma); beta
+// moves only which element wins and whether ReLU opens, so its derivative is zero. With M elements a channel,
+// s = invstd, xhat = (x - mean) s, gq the pooled gradient through ReLU, gz it at each window's maximum (zero
+// elsewhere), B = sum gq, G = sum gq xhat_max, A0 = sum gq ax_max, A1 = sum ax, A2 = sum ax xhat,
+// P = A0 - A1 B / M - A2 G / M and Q = agamma - gamma s A2 / M:
+//   d gamma = s P
+//   d gy    = [y > 0] (gamma s (ax_max - A1 / M - A2 xhat_max / M) + agamma xhat_max + abeta)
+//   d x     = -gamma s^2 G / M ax + (-gamma s^2 P / M + gamma s^2 G A2 / M^2 - Q s G / M) xhat
+//             + gamma s^2 G A1 / M^2 - Q s B / M + Q s gz
+template <typename T>
+std::vector<Tensor> double_backward_(const Tensor& ax, const Tensor& agamma, const Tensor& abeta, const Tensor& gy,
+                                     const Tensor& x, const Tensor& y, const Tensor& which, const Tensor& gamma,
+                                     const Tensor& mean, const Tensor& invstd) {
+  const Shape s(x);
+  const int64_t N = s.N, C = s.C, H = s.H, W = s.W, OH = s.OH, OW = s.OW;
+  const T *px = x.data_ptr<T>(), *pa = ax.data_ptr<T>(), *pgy = gy.data_ptr<T>(), *py = y.data_ptr<T>();
+  const uint8_t* pw = which.data_ptr<uint8_t>();
+  const Tensor g = gamma.contiguous(), ag = agamma.contiguous(), ab = abeta.contiguous();
+  const T *pg = g.data_ptr<T>(), *pag = ag.data_ptr<T>(), *pab = ab.data_ptr<T>();
+  const T *pm = mean.data_ptr<T>(), *pi = invstd.data_ptr<T>();
+  constexpr size_t K = 5;  // per image: A1, A2 / s, B, G / s, A0; rows in T
+  std::vector<double> part(N * K * C, 0.0);
+  if (s.cl) {
+    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+      std::vector<T> rows(K * C);
+      for (int64_t n = n0; n < n1; ++n) {
+        double* sums = part.data() + n * K * C;
+        const T *p = px + n * H * W * C, *q = pa + n * H * W * C;
+        uncovered(H, W, [&](int64_t e) {
+          for (int64_t c = 0; c < C; ++c) {
+            sums[c] += q[e * C + c];
+            sums[C + c] += q[e * C + c] * (p[e * C + c] - pm[c]);
+          }
+        });
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          std::fill(rows.begin(), rows.end(), T(0));
+          T* r = rows.data();
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            const int64_t e = ((2 * oh) * W + 2 * ow) * C, o = ((n * OH + oh) * OW + ow) * C;
+            double_sum_window(p + e, p + e + C, p + e + W * C, p + e + W * C + C, q + e, q + e + C, q + e + W * C,
+                              q + e + W * C + C, pgy + o, py + o, pw + o, pm, r, r + C, r + 2 * C, r + 3 * C,
+                              r + 4 * C, C);
+          }
+          for (size_t j = 0; j < K * C; ++j) sums[j] += rows[j];
+        }
+      }
+    });
+  } else {
+    const int64_t P = OH * OW;
+    each_plane<T>(N, C, (8 + K) * P, [&](int64_t n, int64_t c, int64_t p, T* l) {
+      T *la = l + 4 * P, *r = l + 8 * P;
+      std::fill(r, r + K * P, T(0));
+      const T *plane = px + p * H * W, *aplane = pa + p * H * W;
+      double* part_n = part.data() + n * K * C;
+      uncovered(H, W, [&](int64_t e) {
+        part_n[c] += aplane[e];
+        part_n[C + c] += aplane[e] * (plane[e] - pm[c]);
+      });
+      split(plane, W, OH, OW, l);
+      split(aplane, W, OH, OW, la);
+      double_sum_window<T, 0>(l, l + P, l + 2 * P, l + 3 * P, la, la + P, la + 2 * P, la + 3 * P, pgy + p * P,
+                              py + p * P, pw + p * P, pm + c, r, r + P, r + 2 * P, r + 3 * P, r + 4 * P, P);
+      add_lanes(r, K, P, part_n, C, c);
+    });
+  }
+  const auto opts = x.options();
+  Tensor dgamma = torch::empty({C}, opts);
+  T* pdg = dgamma.data_ptr<T>();
+  std::vector<T> ca(C), cx(C), c0(C), cg(C), ea(C), ex(C), e0(C);
+  const double M = s.M();
+  for (int64_t c = 0; c < C; ++c) {
+    const auto t = totals<K>(part, N, C, c);
+    const double si = pi[c], gm = pg[c], A1 = t[0], A2 = t[1] * si, B = t[2], G = t[3] * si, A0 = t[4];
+    const double P = A0 - A1 * B / M - A2 * G / M, Q = double(pag[c]) - gm * si * A2 / M;
+    pdg[c] = T(si * P);
+    const double h = -gm * si * si * P / M + gm * si * si * G * A2 / (M * M) - Q * si * G / M;  // the xhat term
+    ca[c] = T(-gm * si * si * G / M);  // d x = ca ax + cx (x - mean) + c0 (+ cg gq at the maximum)
+    cx[c] = T(h * si);
+    c0[c] = T(gm * si * si * G * A1 / (M * M) - Q * si * B / M);
+    cg[c] = T(Q * si);
+    ea[c] = T(gm * si);  // d gy = [y > 0] (ea ax_max + ex (x_max - mean) + e0)
+    ex[c] = T(Q * si);
+    e0[c] = T(-gm * si * A1 / M + double(pab[c]));
+  }
+  Tensor dx = torch::empty_like(x, s.format());
+  Tensor dgy = torch::empty_like(y, s.format());
+  T *pdx = dx.data_ptr<T>(), *pdgy = dgy.data_ptr<T>();
+  if (s.cl) {
+    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        const T *p = px + n * H * W * C, *q = pa + n * H * W * C;
+        T* d = pdx + n * H * W * C;
+        uncovered(H, W, [&](int64_t e) {
+          for (int64_t c = 0; c < C; ++c)
+            d[e * C + c] = ca[c] * q[e * C + c] + cx[c] * (p[e * C + c] - pm[c]) + c0[c];
+        });
+        for (int64_t oh = 0; oh < OH; ++oh)
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            const int64_t e = ((2 * oh) * W + 2 * ow) * C, o = ((n * OH + oh) * OW + ow) * C;
+            double_grad_window(p + e, p + e + C, p + e + W * C, p + e + W * C + C, q + e, q + e + C, q + e + W * C,
+                               q + e + W * C + C, pgy + o, py + o, pw + o, pm, ca.data(), cx.data(), c0.data(),
+                               cg.data(), ea.data(), ex.data(), e0.data(), d + e, d + e + C, d + e + W * C,
+                               d + e + W * C + C, pdgy + o, C);
+          }
+      }
+    });
+  } else {
+    const int64_t P = OH * OW;
+    each_plane<T>(N, C, 12 * P, [&](int64_t, int64_t c, int64_t p, T* l) {
+      T *la = l + 4 * P, *q = l + 8 * P;
+      const T *plane = px + p * H * W, *aplane = pa + p * H * W;
+      T* d = pdx + p * H * W;
+      uncovered(H, W, [&](int64_t e) { d[e] = ca[c] * aplane[e] + cx[c] * (plane[e] - pm[c]) + c0[c]; });
+      split(plane, W, OH, OW, l);
+      split(aplane, W, OH, OW, la);
+      double_grad_window<T, 0>(l, l + P, l + 2 * P, l + 3 * P, la, la + P, la + 2 * P, la + 3 * P, pgy + p * P,
+                               py + p * P, pw + p * P, pm + c, ca.data() + c, cx.data() + c, c0.data() + c,
+                               cg.data() + c, ea.data() + c, ex.data() + c, e0.data() + c, q, q + P, q + 2 * P,
+                               q + 3 * P, pdgy + p * P, P);
+      join(q, W, OH, OW, d);
+    });
+  }
+  return {dgy, dx, dgamma};
 }
 
 }  // namespace
 
-// (y, which, mean, invstd): y [N, C, H/2, W/2] channels-last; which [N, H/2, W/2, C] uint8, the window's maximum.
+// (y, which, mean, invstd): y [N, C, H/2, W/2] in x's layout; which uint8, the window's maximum ([N, H/2, W/2, C]
+// channels-last, [N, C, H/2, W/2] NCHW).
 std::vector<Tensor> forward(Tensor x, Tensor gamma, Tensor beta, double eps) {
   check(x);
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), OH = H / 2, OW = W / 2;
-  const float* px = x.data_ptr<float>();
-  const Tensor g = gamma.contiguous(), b = beta.contiguous();
-  const float *pg = g.data_ptr<float>(), *pb = b.data_ptr<float>();
-  std::vector<double> part(N * 2 * C, 0.0);  // per image: the sums and sums of squares, rows summed in float
-  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-    std::vector<float> rs(C), rq(C);
-    for (int64_t n = n0; n < n1; ++n) {
-      double *s = part.data() + n * 2 * C, *q = s + C;
-      for (int64_t h = 0; h < H; ++h) {
-        std::fill(rs.begin(), rs.end(), 0.f);
-        std::fill(rq.begin(), rq.end(), 0.f);
-        float* __restrict__ fs = rs.data();
-        float* __restrict__ fq = rq.data();
-        const float* __restrict__ p = px + (n * H + h) * W * C;
-        for (int64_t w = 0; w < W; ++w, p += C)
-          for (int64_t c = 0; c < C; ++c) { fs[c] += p[c]; fq[c] += p[c] * p[c]; }
-        for (int64_t c = 0; c < C; ++c) { s[c] += fs[c]; q[c] += fq[c]; }
-      }
-    }
-  });
-  const auto opts = x.options();
-  Tensor mean = torch::empty({C}, opts), invstd = torch::empty({C}, opts);
-  std::vector<float> a(C), shift(C);
-  float *pm = mean.data_ptr<float>(), *pi = invstd.data_ptr<float>();
-  const double M = double(N * H * W);
-  for (int64_t c = 0; c < C; ++c) {
-    const auto [s, q] = totals(part, N, C, c);
-    const double m = s / M, var = std::max(q / M - m * m, 0.0);
-    pm[c] = float(m);
-    pi[c] = float(1.0 / std::sqrt(var + eps));
-    a[c] = pi[c] * pg[c];
-    shift[c] = pb[c] - pm[c] * a[c];
-  }
-  Tensor y = torch::empty({N, C, OH, OW}, opts.memory_format(at::MemoryFormat::ChannelsLast));
-  Tensor which = torch::empty({N, OH, OW, C}, opts.dtype(torch::kUInt8));
-  float* py = y.data_ptr<float>();
-  uint8_t* pw = which.data_ptr<uint8_t>();
-  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n)
-      for (int64_t oh = 0; oh < OH; ++oh)
-        for (int64_t ow = 0; ow < OW; ++ow) {
-          const float* x0 = px + ((n * H + 2 * oh) * W + 2 * ow) * C;
-          const int64_t o = ((n * OH + oh) * OW + ow) * C;
-          pool_window(x0, x0 + C, x0 + W * C, x0 + W * C + C, a.data(), shift.data(), py + o, pw + o, C);
-        }
-  });
-  return {y, which, mean, invstd};
+  if (x.scalar_type() == torch::kDouble) return forward_<double>(x, gamma, beta, eps);
+  return forward_<float>(x, gamma, beta, eps);
 }
 
 // (dx, dgamma, dbeta) from the gradient of y and what forward returned.
 std::vector<Tensor> backward(Tensor gy, Tensor x, Tensor y, Tensor which, Tensor gamma, Tensor mean, Tensor invstd) {
   check(x);
-  gy = gy.contiguous(at::MemoryFormat::ChannelsLast);
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), OH = H / 2, OW = W / 2;
-  const float *px = x.data_ptr<float>(), *pgy = gy.data_ptr<float>(), *py = y.data_ptr<float>();
-  const uint8_t* pw = which.data_ptr<uint8_t>();
-  const Tensor g = gamma.contiguous();
-  const float *pg = g.data_ptr<float>(), *pm = mean.data_ptr<float>(), *pi = invstd.data_ptr<float>();
-  std::vector<double> part(N * 2 * C, 0.0);  // per image: sum of gq, sum of gq (x - mean); rows in float
-  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-    std::vector<float> rg(C), rx(C);
-    for (int64_t n = n0; n < n1; ++n) {
-      double *sg = part.data() + n * 2 * C, *sx = sg + C;
-      for (int64_t oh = 0; oh < OH; ++oh) {
-        std::fill(rg.begin(), rg.end(), 0.f);
-        std::fill(rx.begin(), rx.end(), 0.f);
-        for (int64_t ow = 0; ow < OW; ++ow) {
-          const float* x0 = px + ((n * H + 2 * oh) * W + 2 * ow) * C;
-          const int64_t o = ((n * OH + oh) * OW + ow) * C;
-          sum_window(x0, x0 + C, x0 + W * C, x0 + W * C + C, pgy + o, py + o, pw + o, pm, rg.data(), rx.data(), C);
-        }
-        for (int64_t c = 0; c < C; ++c) { sg[c] += rg[c]; sx[c] += rx[c]; }
-      }
-    }
-  });
-  const auto opts = x.options();
-  Tensor dgamma = torch::empty({C}, opts), dbeta = torch::empty({C}, opts);
-  float *pdg = dgamma.data_ptr<float>(), *pdb = dbeta.data_ptr<float>();
-  std::vector<float> a(C), c1(C), c2(C);
-  const double M = double(N * H * W);
-  for (int64_t c = 0; c < C; ++c) {
-    const auto [sg, sx] = totals(part, N, C, c);
-    const double ac = double(pg[c]) * pi[c], dg = sx * pi[c];  // dgamma = sum gq * xhat
-    pdb[c] = float(sg);
-    pdg[c] = float(dg);
-    a[c] = float(ac);
-    const double k2 = -ac * pi[c] * dg / M;  // dx = a (g - dbeta / M - xhat dgamma / M): its terms in x
-    c2[c] = float(k2);
-    c1[c] = float(-ac * sg / M - k2 * pm[c]);
-  }
-  Tensor dx = torch::empty_like(x, at::MemoryFormat::ChannelsLast);
-  float* pdx = dx.data_ptr<float>();
-  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n) {
-      const float* p = px + n * H * W * C;
-      float* d = pdx + n * H * W * C;
-      for (int64_t h = 0; h < H; ++h)  // rows and columns no window covers (odd sizes): the statistics' terms
-        for (int64_t w = 0; w < W; ++w)
-          if (h >= 2 * OH || w >= 2 * OW)
-            for (int64_t c = 0; c < C; ++c) d[(h * W + w) * C + c] = c1[c] + c2[c] * p[(h * W + w) * C + c];
-      for (int64_t oh = 0; oh < OH; ++oh)
-        for (int64_t ow = 0; ow < OW; ++ow) {
-          const int64_t e = ((2 * oh) * W + 2 * ow) * C, o = ((n * OH + oh) * OW + ow) * C;
-          const float* x0 = p + e;
-          float* d0 = d + e;
-          grad_window(x0, x0 + C, x0 + W * C, x0 + W * C + C, pgy + o, py + o, pw + o, a.data(), c1.data(),
-                      c2.data(), d0, d0 + C, d0 + W * C, d0 + W * C + C, C);
-        }
-    }
-  });
-  return {dx, dgamma, dbeta};
+  gy = gy.contiguous(Shape(x).format());
+  if (x.scalar_type() == torch::kDouble) return backward_<double>(gy, x, y, which, gamma, mean, invstd);
+  return backward_<float>(gy, x, y, which, gamma, mean, invstd);
+}
+
+// (d gy, d x, d gamma) from the cotangents of backward's (dx, dgamma, dbeta), its inputs and what forward returned.
+std::vector<Tensor> double_backward(Tensor ax, Tensor agamma, Tensor abeta, Tensor gy, Tensor x, Tensor y,
+                                    Tensor which, Tensor gamma, Tensor mean, Tensor invstd) {
+  check(x);
+  ax = ax.contiguous(Shape(x).format());
+  gy = gy.contiguous(Shape(x).format());
+  if (x.scalar_type() == torch::kDouble)
+    return double_backward_<double>(ax, agamma, abeta, gy, x, y, which, gamma, mean, invstd);
+  return double_backward_<float>(ax, agamma, abeta, gy, x, y, which, gamma, mean, invstd);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "batch norm (batch statistics), max-pool 2x2, ReLU: forward");
   m.def("backward", &backward, "batch norm (batch statistics), max-pool 2x2, ReLU: backward");
+  m.def("double_backward", &double_backward, "batch norm (batch statistics), max-pool 2x2, ReLU: double backward");
 }

@@ -181,6 +181,12 @@ class CompileDecision:
     marker beside that cache records after each compile — so the first trial of a search
     compiles, and the others on the machine find it. The first compiled step's time is
     reported as ``compile_seconds``, and whether the cache was warm as ``compile_cache_warm``.
+
+    ``auto`` then times ``PROBE`` compiled steps against the eager probe (its first step left out: it pays one-off
+    costs, a fused kernel's build among them) and goes back to eager steps where compiled ones are slower — on the
+    CPU, Conv-4's eager second-order step, with its fused block (``metaopt.models.fused``), outruns the compiled one,
+    which cannot take that kernel in. The ratio is reported as ``compile_speedup`` and kept in the marker, so the
+    machine's later trials of that graph do not compile it at all.
     """
 
     PROBE = 20
@@ -193,6 +199,7 @@ class CompileDecision:
         self.can_compile = learner.compilable and mode != "never"
         self.start, self.eager_rate = 0.0, 0.0
         self.compiled_at: int | None = None
+        self.compiled_clock = 0.0
         self.next_check: int | None = None
         self.marker: Path | None = None
         self.claimed = False
@@ -206,11 +213,11 @@ class CompileDecision:
         if not self.can_compile or self.compiled_at is not None:
             return
         if it == 1:
-            self.start = time.perf_counter()
+            self.start = time.perf_counter()  # restarted after this step: the probe leaves its one-off costs out
             if self.mode != "always":
                 return
         elif it == self.PROBE + 1:
-            self.eager_rate = self.PROBE / (time.perf_counter() - self.start)
+            self.eager_rate = (self.PROBE - 1) / (time.perf_counter() - self.start)
         elif it != self.next_check:
             return
         usable_s = min((self.iterations - it + 1) / self.eager_rate if self.eager_rate else 0.0,
@@ -221,6 +228,11 @@ class CompileDecision:
         warm = self.marker is not None and self.marker.exists()
         if self.mode == "auto" and usable_s <= (self.WARM_PAYBACK_S if warm else self.PAYBACK_S):
             self.can_compile = False
+            return
+        speedup = self._marked().get("speedup") if warm else None
+        if self.mode == "auto" and speedup is not None and speedup < 1.0:  # compiled before here, and slower
+            self.can_compile = False
+            self.metrics = {"compiled": 0.0, "compile_speedup": float(speedup)}
             return
         if not warm and self.marker is not None and not self._claim():
             self.next_check = it + self.PROBE  # another trial is compiling it: eager steps meanwhile
@@ -248,17 +260,38 @@ class CompileDecision:
         return True
 
     def after_step(self, it: int) -> None:
-        """Time the first compiled step; mark its graph compiled on this machine."""
+        """Restart the eager probe's clock after its first step; time the first compiled step and mark its graph
+        compiled on this machine; under ``auto``, keep the compiled step only if the next ``PROBE`` are faster."""
+        if it == 1 and self.compiled_at is None:
+            self.start = time.perf_counter()
         if it == self.compiled_at:
             seconds = time.perf_counter() - self.start
             self.metrics = {"compiled": 1.0, "compile_seconds": seconds, **self.metrics}
-            if self.marker is not None:
-                with contextlib.suppress(OSError):  # a read-only cache only costs the next trial a cold guess
-                    self.marker.parent.mkdir(parents=True, exist_ok=True)
-                    self.marker.write_text(json.dumps({"compile_seconds": seconds}))
-                if self.claimed:
-                    with contextlib.suppress(OSError):
-                        self.marker.with_suffix(".compiling").unlink()
+            self._mark({"compile_seconds": seconds})
+            if self.claimed:
+                with contextlib.suppress(OSError):
+                    self.marker.with_suffix(".compiling").unlink()
+            self.compiled_clock = time.perf_counter()
+        elif self.compiled_at is not None and it == self.compiled_at + self.PROBE and self.eager_rate:
+            speedup = self.PROBE / (time.perf_counter() - self.compiled_clock) / self.eager_rate
+            self.metrics = {**self.metrics, "compile_speedup": speedup}
+            self._mark({**self._marked(), "speedup": speedup})
+            if self.mode == "auto" and speedup < 1.0:
+                self.learner.compiled = None  # back to the faster eager step
+                self.metrics["compiled"] = 0.0
+
+    def _marked(self) -> dict[str, float]:
+        """What the marker of this graph says (empty where there is none or it cannot be read)."""
+        try:
+            return json.loads(self.marker.read_text()) if self.marker is not None else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _mark(self, facts: dict[str, float]) -> None:
+        if self.marker is not None:
+            with contextlib.suppress(OSError):  # a read-only cache only costs the next trial a cold guess
+                self.marker.parent.mkdir(parents=True, exist_ok=True)
+                self.marker.write_text(json.dumps(facts))
 
     def pop_metrics(self) -> dict[str, float]:
         """The compile metrics not yet reported."""

@@ -146,3 +146,29 @@ def test_a_short_trial_of_a_compilable_learner_trains_eagerly_to_its_deadline():
         fit(learner, Sine(), iterations=10**7, generator=torch.Generator().manual_seed(0), compile="auto",
             deadline=time.monotonic() + 2.0)
     assert learner.compiled is None and learner.iteration > _CompileDecision.PROBE
+
+
+def test_auto_goes_back_to_eager_steps_where_compiled_ones_are_slower_and_remembers(tmp_path, monkeypatch):
+    """On the CPU, Conv-4's eager second-order step (its fused block) outruns the compiled one: ``auto`` times both,
+    keeps the faster, and the machine's next trial of that graph does not compile it."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+
+    def trial(signature: str, slow_when_compiled: bool) -> tuple[Probe, dict, list[bool]]:
+        learner = Probe(signature)
+        decision = _CompileDecision("auto", learner, 10**9)
+        compiled_at_each = []
+        for it in range(1, 2 * _CompileDecision.PROBE + 3):
+            decision.before_step(it, object())
+            time.sleep(0.004 if bool(learner.compiled) == slow_when_compiled else 0.0)
+            decision.after_step(it)
+            compiled_at_each.append(bool(learner.compiled))
+        return learner, decision.pop_metrics(), compiled_at_each
+
+    slower, metrics, history = trial("compiled-is-slower", slow_when_compiled=True)
+    assert any(history) and not history[-1]  # compiled for PROBE steps, then back to eager
+    assert metrics["compiled"] == 0.0 and metrics["compile_speedup"] < 1.0
+    again, metrics, history = trial("compiled-is-slower", slow_when_compiled=True)
+    assert not any(history) and set(metrics) == {"compiled", "compile_speedup"}
+    assert metrics["compiled"] == 0.0 and metrics["compile_speedup"] < 1.0
+    faster, metrics, history = trial("compiled-is-faster", slow_when_compiled=False)
+    assert history[-1] and metrics["compiled"] == 1.0 and metrics["compile_speedup"] > 1.0
