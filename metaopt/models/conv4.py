@@ -22,8 +22,8 @@ def conv_block(in_channels: int, out_channels: int, *, pool: bool = True) -> nn.
 
     Pooled before the ReLU: the two commute (values and gradients alike: ReLU is monotone),
     and the ReLU then runs on a quarter of the values. With pooling, the three after the
-    convolution are one module (``NormPoolReLU``: a compiled kernel on the CPU's first-order
-    passes), whose parameters keep batch norm's names.
+    convolution are one module (``NormPoolReLU``: a compiled kernel on the CPU, first and second
+    order), whose parameters keep batch norm's names.
     """
     if pool:
         return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),

@@ -80,19 +80,19 @@ class _NormPoolReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> tuple[Tensor, ...]:  # noqa: D102
-        return tuple(extension().forward(x, weight, bias, eps))  # y, which, mean, invstd
+        return tuple(extension().forward(x, weight, bias, eps))  # y, which, mean, invstd, best_x
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # noqa: D102, ANN001 — separate from forward: torch.func's rule
         x, weight, _, _ = inputs
-        y, which, mean, invstd = output
-        ctx.mark_non_differentiable(which, mean, invstd)
-        ctx.save_for_backward(x, weight, y, which, mean, invstd)
+        y, which, mean, invstd, best_x = output
+        ctx.mark_non_differentiable(which, mean, invstd, best_x)
+        ctx.save_for_backward(x, weight, y, which, best_x, mean, invstd)
 
     @staticmethod
     def backward(ctx, grad: Tensor, *_: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:  # noqa: D102
-        x, weight, y, which, mean, invstd = ctx.saved_tensors
-        dx, dweight, dbias = _NormPoolReLUBackward.apply(grad, x, weight, y, which, mean, invstd)
+        x, weight, y, which, best_x, mean, invstd = ctx.saved_tensors
+        dx, dweight, dbias = _NormPoolReLUBackward.apply(grad, x, weight, y, which, best_x, mean, invstd)
         return dx, dweight, dbias, None
 
 
@@ -105,9 +105,9 @@ class _NormPoolReLUBackward(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(grad: Tensor, x: Tensor, weight: Tensor, y: Tensor, which: Tensor, mean: Tensor,  # noqa: D102
-                invstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return tuple(extension().backward(grad, x, y, which, weight, mean, invstd))
+    def forward(grad: Tensor, x: Tensor, weight: Tensor, y: Tensor, which: Tensor, best_x: Tensor,  # noqa: D102
+                mean: Tensor, invstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return tuple(extension().backward(grad, x, y, which, best_x, weight, mean, invstd))
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # noqa: D102, ANN001
@@ -115,14 +115,14 @@ class _NormPoolReLUBackward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, adx: Tensor | None, adweight: Tensor | None,  # noqa: D102
-                 adbias: Tensor | None) -> tuple[Tensor, Tensor, Tensor, None, None, None, None]:
-        grad, x, weight, y, which, mean, invstd = ctx.saved_tensors
+                 adbias: Tensor | None) -> tuple[Tensor, Tensor, Tensor, None, None, None, None, None]:
+        grad, x, weight, y, which, best_x, mean, invstd = ctx.saved_tensors
         adx = torch.zeros_like(x) if adx is None else adx
         adweight = torch.zeros_like(weight) if adweight is None else adweight
         adbias = torch.zeros_like(weight) if adbias is None else adbias
-        dgrad, dx, dweight = _NormPoolReLUDoubleBackward.apply(adx, adweight, adbias, grad, x, weight, y, which, mean,
-                                                                invstd)
-        return dgrad, dx, dweight, None, None, None, None
+        dgrad, dx, dweight = _NormPoolReLUDoubleBackward.apply(adx, adweight, adbias, grad, x, weight, y, which,
+                                                                best_x, mean, invstd)
+        return dgrad, dx, dweight, None, None, None, None, None
 
 
 class _NormPoolReLUDoubleBackward(torch.autograd.Function):
@@ -131,8 +131,9 @@ class _NormPoolReLUDoubleBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(adx: Tensor, adweight: Tensor, adbias: Tensor, grad: Tensor, x: Tensor, weight: Tensor,  # noqa: D102
-                y: Tensor, which: Tensor, mean: Tensor, invstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return tuple(extension().double_backward(adx, adweight, adbias, grad, x, y, which, weight, mean, invstd))
+                y: Tensor, which: Tensor, best_x: Tensor, mean: Tensor, invstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return tuple(extension().double_backward(adx, adweight, adbias, grad, x, y, which, best_x, weight, mean,
+                                                 invstd))
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # noqa: D102, ANN001

@@ -25,7 +25,7 @@ namespace {
 // vectorises them, and they are not inlined: inlined into their callers' loops, they did not vectorise.
 //
 // One pooling window across the channels: the first maximum in scan order of the normalised values (as
-// max_pool2d's kernel picks it), ReLU'd, and which of the four it was. The values are compared before the
+// max_pool2d's kernel picks it), ReLU'd, which of the four it was, and its input. The values are compared before the
 // normalisation, times the sign of its scale (the same order, exactly): its rounding would make ties of values that
 // differ, and route their gradient by the rounding.
 template <typename T, int K = 1>
@@ -33,13 +33,14 @@ __attribute__((noinline)) void pool_window(const T* __restrict__ x0, const T* __
                                            const T* __restrict__ x2, const T* __restrict__ x3,
                                            const T* __restrict__ a, const T* __restrict__ b,
                                            const T* __restrict__ sign, T* __restrict__ out,
-                                           uint8_t* __restrict__ which, int64_t C) {
+                                           uint8_t* __restrict__ which, T* __restrict__ best_x, int64_t C) {
   for (int64_t c = 0; c < C; ++c) {
     const T s = sign[K * c], v0 = x0[c], v1 = x1[c], v2 = x2[c], v3 = x3[c];
     const int b1 = v1 * s > v0 * s, b3 = v3 * s > v2 * s;
     const T m01 = b1 ? v1 : v0, m23 = b3 ? v3 : v2;
     const int lower = m23 * s > m01 * s;
-    const T best = (lower ? m23 : m01) * a[K * c] + b[K * c];
+    const T chosen = lower ? m23 : m01, best = chosen * a[K * c] + b[K * c];
+    best_x[c] = chosen;
     out[c] = best > T(0) ? best : T(0);
     which[c] = static_cast<uint8_t>(lower * (2 + b3) + (1 - lower) * b1);
   }
@@ -268,6 +269,68 @@ double lane_sum(const T* __restrict__ v, int64_t n) {
   return total;
 }
 
+// NCHW: over a plane's P pooled outputs, the sums of gq and of gq (x at the maximum - m), in double.
+template <typename T>
+std::array<double, 2> pooled_sums(const T* __restrict__ gy, const T* __restrict__ y, const T* __restrict__ best_x,
+                                  T m, int64_t P) {
+  using V = typename Lanes<T>::type;
+  constexpr int64_t L = Lanes<T>::size;
+  const V zero = {}, mv = V{} + m;
+  V sg = {}, sx = {};
+  int64_t i = 0;
+  for (; i + L <= P; i += L) {
+    V g, v, b;
+    std::memcpy(&g, gy + i, sizeof(V));
+    std::memcpy(&v, y + i, sizeof(V));
+    std::memcpy(&b, best_x + i, sizeof(V));
+    const V gq = v > zero ? g : zero;
+    sg += gq;
+    sx += gq * (b - mv);
+  }
+  std::array<double, 2> out{};
+  for (; i < P; ++i) {
+    const T gq = y[i] > T(0) ? gy[i] : T(0);
+    out[0] += gq;
+    out[1] += gq * (best_x[i] - m);
+  }
+  for (int64_t j = 0; j < L; ++j) { out[0] += sg[j]; out[1] += sx[j]; }
+  return out;
+}
+
+// NCHW: over a plane's n values, the sums of ax and of ax (x - m), in double.
+template <typename T>
+std::array<double, 2> map_sums(const T* __restrict__ ax, const T* __restrict__ x, T m, int64_t n) {
+  using V = typename Lanes<T>::type;
+  constexpr int64_t L = Lanes<T>::size;
+  const V mv = V{} + m;
+  V s1 = {}, s2 = {};
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    V a, v;
+    std::memcpy(&a, ax + i, sizeof(V));
+    std::memcpy(&v, x + i, sizeof(V));
+    s1 += a;
+    s2 += a * (v - mv);
+  }
+  std::array<double, 2> out{};
+  for (; i < n; ++i) {
+    out[0] += ax[i];
+    out[1] += ax[i] * (x[i] - m);
+  }
+  for (int64_t j = 0; j < L; ++j) { out[0] += s1[j]; out[1] += s2[j]; }
+  return out;
+}
+
+// NCHW: f(pooled index, the plane offset of its window's maximum) for each of a plane's pooled outputs.
+template <typename F>
+void each_maximum(const uint8_t* __restrict__ which, int64_t W, int64_t OH, int64_t OW, F f) {
+  for (int64_t oh = 0; oh < OH; ++oh)
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      const int64_t o = oh * OW + ow, k = which[o];
+      f(o, (2 * oh + (k >> 1)) * W + 2 * ow + (k & 1));
+    }
+}
+
 // Lane sums over a plane -> its totals, added to part_n[j * C + c] (K sums of P lanes each).
 template <typename T>
 void add_lanes(const T* lanes, size_t K, int64_t P, double* part_n, int64_t C, int64_t c) {
@@ -382,7 +445,8 @@ std::vector<Tensor> forward_(const Tensor& x, const Tensor& gamma, const Tensor&
   Tensor y = torch::empty({N, C, OH, OW}, opts.memory_format(s.format()));
   Tensor which = s.cl ? torch::empty({N, OH, OW, C}, opts.dtype(torch::kUInt8))
                       : torch::empty({N, C, OH, OW}, opts.dtype(torch::kUInt8));
-  T* py = y.data_ptr<T>();
+  Tensor best_x = torch::empty_like(which, opts);  // the window's maximum input (NCHW's backward reads it)
+  T *py = y.data_ptr<T>(), *pb_x = best_x.data_ptr<T>();
   uint8_t* pw = which.data_ptr<uint8_t>();
   if (s.cl) {
     at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
@@ -392,7 +456,7 @@ std::vector<Tensor> forward_(const Tensor& x, const Tensor& gamma, const Tensor&
             const T* x0 = px + ((n * H + 2 * oh) * W + 2 * ow) * C;
             const int64_t o = ((n * OH + oh) * OW + ow) * C;
             pool_window(x0, x0 + C, x0 + W * C, x0 + W * C + C, a.data(), shift.data(), sign.data(), py + o,
-                        pw + o, C);
+                        pw + o, pb_x + o, C);
           }
     });
   } else {
@@ -400,18 +464,18 @@ std::vector<Tensor> forward_(const Tensor& x, const Tensor& gamma, const Tensor&
     each_plane<T>(N, C, 4 * P, [&](int64_t, int64_t c, int64_t p, T* l) {
       split(px + p * H * W, W, OH, OW, l);
       pool_window<T, 0>(l, l + P, l + 2 * P, l + 3 * P, a.data() + c, shift.data() + c, sign.data() + c, py + p * P,
-                        pw + p * P, P);
+                        pw + p * P, pb_x + p * P, P);
     });
   }
-  return {y, which, mean, invstd};
+  return {y, which, mean, invstd, best_x};
 }
 
 template <typename T>
 std::vector<Tensor> backward_(const Tensor& gy, const Tensor& x, const Tensor& y, const Tensor& which,
-                              const Tensor& gamma, const Tensor& mean, const Tensor& invstd) {
+                              const Tensor& best_x, const Tensor& gamma, const Tensor& mean, const Tensor& invstd) {
   const Shape s(x);
   const int64_t N = s.N, C = s.C, H = s.H, W = s.W, OH = s.OH, OW = s.OW;
-  const T *px = x.data_ptr<T>(), *pgy = gy.data_ptr<T>(), *py = y.data_ptr<T>();
+  const T *px = x.data_ptr<T>(), *pgy = gy.data_ptr<T>(), *py = y.data_ptr<T>(), *pb_x = best_x.data_ptr<T>();
   const uint8_t* pw = which.data_ptr<uint8_t>();
   const Tensor g = gamma.contiguous();
   const T *pg = g.data_ptr<T>(), *pm = mean.data_ptr<T>(), *pi = invstd.data_ptr<T>();
@@ -435,13 +499,11 @@ std::vector<Tensor> backward_(const Tensor& gy, const Tensor& x, const Tensor& y
       }
     });
   } else {
-    const int64_t P = OH * OW;
-    each_plane<T>(N, C, 6 * P, [&](int64_t n, int64_t c, int64_t p, T* l) {
-      T* sums = l + 4 * P;
-      std::fill(sums, sums + 2 * P, T(0));
-      split(px + p * H * W, W, OH, OW, l);
-      sum_window<T, 0>(l, l + P, l + 2 * P, l + 3 * P, pgy + p * P, py + p * P, pw + p * P, pm + c, sums, sums + P, P);
-      add_lanes(sums, 2, P, part.data() + n * 2 * C, C, c);
+    const int64_t P = OH * OW;  // NCHW: the pooled outputs alone (the maximum's input kept by the forward pass)
+    each_plane<T>(N, C, 0, [&](int64_t n, int64_t c, int64_t p, T*) {
+      const auto [sg, sx] = pooled_sums(pgy + p * P, py + p * P, pb_x + p * P, pm[c], P);
+      part[n * 2 * C + c] = sg;
+      part[n * 2 * C + C + c] = sx;
     });
   }
   const auto opts = x.options();
@@ -480,15 +542,14 @@ std::vector<Tensor> backward_(const Tensor& gy, const Tensor& x, const Tensor& y
       }
     });
   } else {
-    const int64_t P = OH * OW;
-    each_plane<T>(N, C, 8 * P, [&](int64_t, int64_t c, int64_t p, T* l) {
-      const T* plane = px + p * H * W;
-      T *d = pdx + p * H * W, *q = l + 4 * P;
-      uncovered(H, W, [&](int64_t e) { d[e] = c1[c] + c2[c] * (plane[e] - pm[c]); });
-      split(plane, W, OH, OW, l);
-      grad_window<T, 0>(l, l + P, l + 2 * P, l + 3 * P, pgy + p * P, py + p * P, pw + p * P, a.data() + c, pm + c,
-                        c1.data() + c, c2.data() + c, q, q + P, q + 2 * P, q + 3 * P, P);
-      join(q, W, OH, OW, d);
+    const int64_t P = OH * OW;  // NCHW: the statistics' terms over the plane, then the pooled term at each maximum
+    each_plane<T>(N, C, 0, [&](int64_t, int64_t c, int64_t p, T*) {
+      const T* __restrict__ plane = px + p * H * W;
+      T* __restrict__ d = pdx + p * H * W;
+      const T base = c1[c], slope = c2[c], m = pm[c], ac = a[c];
+      for (int64_t e = 0; e < H * W; ++e) d[e] = base + slope * (plane[e] - m);
+      const T *g = pgy + p * P, *v = py + p * P;
+      each_maximum(pw + p * P, W, OH, OW, [&](int64_t o, int64_t e) { d[e] += v[o] > T(0) ? ac * g[o] : T(0); });
     });
   }
   return {dx, dgamma, dbeta};
@@ -505,11 +566,12 @@ std::vector<Tensor> backward_(const Tensor& gy, const Tensor& x, const Tensor& y
 //             + gamma s^2 G A1 / M^2 - Q s B / M + Q s gz
 template <typename T>
 std::vector<Tensor> double_backward_(const Tensor& ax, const Tensor& agamma, const Tensor& abeta, const Tensor& gy,
-                                     const Tensor& x, const Tensor& y, const Tensor& which, const Tensor& gamma,
-                                     const Tensor& mean, const Tensor& invstd) {
+                                     const Tensor& x, const Tensor& y, const Tensor& which, const Tensor& best_x,
+                                     const Tensor& gamma, const Tensor& mean, const Tensor& invstd) {
   const Shape s(x);
   const int64_t N = s.N, C = s.C, H = s.H, W = s.W, OH = s.OH, OW = s.OW;
   const T *px = x.data_ptr<T>(), *pa = ax.data_ptr<T>(), *pgy = gy.data_ptr<T>(), *py = y.data_ptr<T>();
+  const T* pb_x = best_x.data_ptr<T>();
   const uint8_t* pw = which.data_ptr<uint8_t>();
   const Tensor g = gamma.contiguous(), ag = agamma.contiguous(), ab = abeta.contiguous();
   const T *pg = g.data_ptr<T>(), *pag = ag.data_ptr<T>(), *pab = ab.data_ptr<T>();
@@ -542,21 +604,24 @@ std::vector<Tensor> double_backward_(const Tensor& ax, const Tensor& agamma, con
       }
     });
   } else {
-    const int64_t P = OH * OW;
-    each_plane<T>(N, C, (8 + K) * P, [&](int64_t n, int64_t c, int64_t p, T* l) {
-      T *la = l + 4 * P, *r = l + 8 * P;
-      std::fill(r, r + K * P, T(0));
-      const T *plane = px + p * H * W, *aplane = pa + p * H * W;
-      double* part_n = part.data() + n * K * C;
-      uncovered(H, W, [&](int64_t e) {
-        part_n[c] += aplane[e];
-        part_n[C + c] += aplane[e] * (plane[e] - pm[c]);
+    const int64_t P = OH * OW;  // NCHW: the map's sums along the plane, the pooled ones at each maximum
+    each_plane<T>(N, C, 0, [&](int64_t n, int64_t c, int64_t p, T*) {
+      const T *plane = px + p * H * W, *aplane = pa + p * H * W, *g = pgy + p * P, *v = py + p * P;
+      const T *b_x = pb_x + p * P, m = pm[c];
+      const auto [a1, a2] = map_sums(aplane, plane, m, H * W);
+      double sb = 0, sg = 0, s0 = 0;
+      each_maximum(pw + p * P, W, OH, OW, [&](int64_t o, int64_t e) {
+        const T gq = v[o] > T(0) ? g[o] : T(0);
+        sb += gq;
+        sg += gq * (b_x[o] - m);
+        s0 += gq * aplane[e];
       });
-      split(plane, W, OH, OW, l);
-      split(aplane, W, OH, OW, la);
-      double_sum_window<T, 0>(l, l + P, l + 2 * P, l + 3 * P, la, la + P, la + 2 * P, la + 3 * P, pgy + p * P,
-                              py + p * P, pw + p * P, pm + c, r, r + P, r + 2 * P, r + 3 * P, r + 4 * P, P);
-      add_lanes(r, K, P, part_n, C, c);
+      double* part_n = part.data() + n * K * C;
+      part_n[c] = a1;
+      part_n[C + c] = a2;
+      part_n[2 * C + c] = sb;
+      part_n[3 * C + c] = sg;
+      part_n[4 * C + c] = s0;
     });
   }
   const auto opts = x.options();
@@ -601,19 +666,20 @@ std::vector<Tensor> double_backward_(const Tensor& ax, const Tensor& agamma, con
       }
     });
   } else {
-    const int64_t P = OH * OW;
-    each_plane<T>(N, C, 12 * P, [&](int64_t, int64_t c, int64_t p, T* l) {
-      T *la = l + 4 * P, *q = l + 8 * P;
-      const T *plane = px + p * H * W, *aplane = pa + p * H * W;
-      T* d = pdx + p * H * W;
-      uncovered(H, W, [&](int64_t e) { d[e] = ca[c] * aplane[e] + cx[c] * (plane[e] - pm[c]) + c0[c]; });
-      split(plane, W, OH, OW, l);
-      split(aplane, W, OH, OW, la);
-      double_grad_window<T, 0>(l, l + P, l + 2 * P, l + 3 * P, la, la + P, la + 2 * P, la + 3 * P, pgy + p * P,
-                               py + p * P, pw + p * P, pm + c, ca.data() + c, cx.data() + c, c0.data() + c,
-                               cg.data() + c, ea.data() + c, ex.data() + c, e0.data() + c, q, q + P, q + 2 * P,
-                               q + 3 * P, pdgy + p * P, P);
-      join(q, W, OH, OW, d);
+    const int64_t P = OH * OW;  // NCHW: the terms along the plane, then the pooled ones at each maximum
+    each_plane<T>(N, C, 0, [&](int64_t, int64_t c, int64_t p, T*) {
+      const T* __restrict__ plane = px + p * H * W;
+      const T* __restrict__ aplane = pa + p * H * W;
+      T* __restrict__ d = pdx + p * H * W;
+      const T m = pm[c], fa = ca[c], fx = cx[c], f0 = c0[c], fg = cg[c], ga = ea[c], gx = ex[c], g0 = e0[c];
+      for (int64_t e = 0; e < H * W; ++e) d[e] = fa * aplane[e] + fx * (plane[e] - m) + f0;
+      const T *g = pgy + p * P, *v = py + p * P, *b_x = pb_x + p * P;
+      T* gg = pdgy + p * P;
+      each_maximum(pw + p * P, W, OH, OW, [&](int64_t o, int64_t e) {
+        const bool open = v[o] > T(0);
+        d[e] += open ? fg * g[o] : T(0);
+        gg[o] = open ? ga * aplane[e] + gx * (b_x[o] - m) + g0 : T(0);
+      });
     });
   }
   return {dgy, dx, dgamma};
@@ -621,8 +687,8 @@ std::vector<Tensor> double_backward_(const Tensor& ax, const Tensor& agamma, con
 
 }  // namespace
 
-// (y, which, mean, invstd): y [N, C, H/2, W/2] in x's layout; which uint8, the window's maximum ([N, H/2, W/2, C]
-// channels-last, [N, C, H/2, W/2] NCHW).
+// (y, which, mean, invstd, best_x): y [N, C, H/2, W/2] in x's layout; which (uint8: which of the window's four is its
+// maximum) and best_x (that maximum's input) [N, H/2, W/2, C] channels-last, [N, C, H/2, W/2] NCHW.
 std::vector<Tensor> forward(Tensor x, Tensor gamma, Tensor beta, double eps) {
   check(x);
   if (x.scalar_type() == torch::kDouble) return forward_<double>(x, gamma, beta, eps);
@@ -630,22 +696,23 @@ std::vector<Tensor> forward(Tensor x, Tensor gamma, Tensor beta, double eps) {
 }
 
 // (dx, dgamma, dbeta) from the gradient of y and what forward returned.
-std::vector<Tensor> backward(Tensor gy, Tensor x, Tensor y, Tensor which, Tensor gamma, Tensor mean, Tensor invstd) {
+std::vector<Tensor> backward(Tensor gy, Tensor x, Tensor y, Tensor which, Tensor best_x, Tensor gamma, Tensor mean,
+                             Tensor invstd) {
   check(x);
   gy = gy.contiguous(Shape(x).format());
-  if (x.scalar_type() == torch::kDouble) return backward_<double>(gy, x, y, which, gamma, mean, invstd);
-  return backward_<float>(gy, x, y, which, gamma, mean, invstd);
+  if (x.scalar_type() == torch::kDouble) return backward_<double>(gy, x, y, which, best_x, gamma, mean, invstd);
+  return backward_<float>(gy, x, y, which, best_x, gamma, mean, invstd);
 }
 
 // (d gy, d x, d gamma) from the cotangents of backward's (dx, dgamma, dbeta), its inputs and what forward returned.
 std::vector<Tensor> double_backward(Tensor ax, Tensor agamma, Tensor abeta, Tensor gy, Tensor x, Tensor y,
-                                    Tensor which, Tensor gamma, Tensor mean, Tensor invstd) {
+                                    Tensor which, Tensor best_x, Tensor gamma, Tensor mean, Tensor invstd) {
   check(x);
   ax = ax.contiguous(Shape(x).format());
   gy = gy.contiguous(Shape(x).format());
   if (x.scalar_type() == torch::kDouble)
-    return double_backward_<double>(ax, agamma, abeta, gy, x, y, which, gamma, mean, invstd);
-  return double_backward_<float>(ax, agamma, abeta, gy, x, y, which, gamma, mean, invstd);
+    return double_backward_<double>(ax, agamma, abeta, gy, x, y, which, best_x, gamma, mean, invstd);
+  return double_backward_<float>(ax, agamma, abeta, gy, x, y, which, best_x, gamma, mean, invstd);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
