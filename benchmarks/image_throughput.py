@@ -326,6 +326,16 @@ def _rss_mb() -> float:
         return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def _peak_rss_mb() -> float:
+    """This process's own peak resident set (VmHWM): ``ru_maxrss`` keeps the peak of the image it was spawned from
+    (Linux carries it across ``exec``), so a row spawned by a big parent would report the parent's peak."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 # The rows of the memory tables, by name: a spawned child (a fresh process) rebuilds its row from these.
 ROWS: dict[str, Callable[[], Callable[[torch.nn.Module], Step]]] = {
     "metaopt maml": lambda: ours("maml"),
@@ -352,7 +362,7 @@ def _in_child(row: str, backbone: str, meta_batch: int, n: int, answer: Any, kep
     init, batches = workload(backbone, meta_batch, n)
     start = _rss_mb()
     result = run(ROWS[row](), init, batches, windows=1)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     answer.send({"it_per_s": result["it_per_s"], "peak_rss_mb": peak, "added_mb": peak - start,
                  "first_loss": result["first_loss"]})
 
@@ -548,6 +558,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20, help="timed meta-iterations per Conv-4 row")
     parser.add_argument("--resnet-iterations", type=int, default=3, help="timed meta-iterations per ResNet-12 row")
     parser.add_argument("--quick", action="store_true", help="second-order MAML at meta-batch 4 only")
+    parser.add_argument("--meta-batches", type=int, nargs="+", default=None,
+                        help="meta-batch sizes of the gradient table (default: 4 and 16; 32 too on cuda)")
     parser.add_argument("--compiled", action="store_true",
                         help="a compiled second-order MAML row too (its first step compiles: minutes with a cold cache)")
     parser.add_argument("--tables", nargs="+", default=["gradient", "metric", "memory", "resnet12"],
@@ -570,6 +582,7 @@ def main() -> None:
                               "threads": args.threads, "machine": platform.processor() or platform.machine(),
                               "iterations": args.iterations, "malloc_keeps_freed": kept}
     sizes = [4] if args.quick else [4, 16] + ([32] if args.device.startswith("cuda") else [])
+    sizes = args.meta_batches or sizes
     tables = ["gradient"] if args.quick else args.tables
     if "gradient" in tables:
         report["gradient"] = {str(m): gradient_table(headed, m, args.iterations, args.device, args.quick, args.compiled)
