@@ -19,10 +19,10 @@ using torch::Tensor;
 
 namespace {
 
-// The window functions below run along a vector of windows: across the channels of one window (channels-last: K 1,
-// the constants one per channel), or along a plane of one channel's windows (NCHW: K 0, the channel's constants; the
-// window's four elements split into four lanes). Their loops are written without branches so that the compiler
-// vectorises them, and they are not inlined: inlined into their callers' loops, they did not vectorise.
+// The window functions below run across the channels of one channels-last window (and, for the NCHW forward
+// pass, pool_window along a plane of one channel's windows split into four lanes: K 0, the channel's constants).
+// Their loops are written without branches so that the compiler vectorises them, and they are not inlined: inlined
+// into their callers' loops, they did not vectorise.
 //
 // One pooling window across the channels: the first maximum in scan order of the normalised values (as
 // max_pool2d's kernel picks it), ReLU'd, which of the four it was, and its input. The values are compared before the
@@ -47,7 +47,7 @@ __attribute__((noinline)) void pool_window(const T* __restrict__ x0, const T* __
 }
 
 // The pooled gradient through ReLU (gq), and gq times the centred input it came from, summed per channel.
-template <typename T, int K = 1>
+template <typename T>
 __attribute__((noinline)) void sum_window(const T* __restrict__ x0, const T* __restrict__ x1,
                                           const T* __restrict__ x2, const T* __restrict__ x3,
                                           const T* __restrict__ gy, const T* __restrict__ y,
@@ -59,12 +59,12 @@ __attribute__((noinline)) void sum_window(const T* __restrict__ x0, const T* __r
     const T xs = k == 0 ? v0 : k == 1 ? v1 : k == 2 ? v2 : v3;
     const T gq = yc > T(0) ? gc : T(0);
     sum_g[c] += gq;
-    sum_gx[c] += gq * (xs - mean[K * c]);
+    sum_gx[c] += gq * (xs - mean[c]);
   }
 }
 
 // The input's gradient over one window: the statistics' terms everywhere, the pooled gradient at the maximum.
-template <typename T, int K = 1>
+template <typename T>
 __attribute__((noinline)) void grad_window(const T* __restrict__ x0, const T* __restrict__ x1,
                                            const T* __restrict__ x2, const T* __restrict__ x3,
                                            const T* __restrict__ gy, const T* __restrict__ y,
@@ -74,7 +74,7 @@ __attribute__((noinline)) void grad_window(const T* __restrict__ x0, const T* __
                                            T* __restrict__ d1, T* __restrict__ d2, T* __restrict__ d3, int64_t C) {
   for (int64_t c = 0; c < C; ++c) {
     const int32_t k = which[c];
-    const T yc = y[c], ga = a[K * c] * gy[c], base = c1[K * c], slope = c2[K * c], m = mean[K * c];
+    const T yc = y[c], ga = a[c] * gy[c], base = c1[c], slope = c2[c], m = mean[c];
     const T gq = yc > T(0) ? ga : T(0);
     d0[c] = base + slope * (x0[c] - m) + (k == 0 ? gq : T(0));
     d1[c] = base + slope * (x1[c] - m) + (k == 1 ? gq : T(0));
@@ -85,7 +85,7 @@ __attribute__((noinline)) void grad_window(const T* __restrict__ x0, const T* __
 
 // The double backward's sums over one window: of the cotangent ax (A1), of ax times the centred input (A2), of gq
 // (B), of gq times the centred maximum (G), of gq times the cotangent at the maximum (A0).
-template <typename T, int K = 1>
+template <typename T>
 __attribute__((noinline)) void double_sum_window(const T* __restrict__ x0, const T* __restrict__ x1,
                                                  const T* __restrict__ x2, const T* __restrict__ x3,
                                                  const T* __restrict__ a0, const T* __restrict__ a1,
@@ -96,7 +96,7 @@ __attribute__((noinline)) void double_sum_window(const T* __restrict__ x0, const
                                                  T* __restrict__ sg, T* __restrict__ s0, int64_t C) {
   for (int64_t c = 0; c < C; ++c) {
     const int32_t k = which[c];
-    const T m = mean[K * c], v0 = x0[c] - m, v1 = x1[c] - m, v2 = x2[c] - m, v3 = x3[c] - m;
+    const T m = mean[c], v0 = x0[c] - m, v1 = x1[c] - m, v2 = x2[c] - m, v3 = x3[c] - m;
     const T e0 = a0[c], e1 = a1[c], e2 = a2[c], e3 = a3[c];
     const T xs = k == 0 ? v0 : k == 1 ? v1 : k == 2 ? v2 : v3;
     const T as = k == 0 ? e0 : k == 1 ? e1 : k == 2 ? e2 : e3;
@@ -111,7 +111,7 @@ __attribute__((noinline)) void double_sum_window(const T* __restrict__ x0, const
 
 // The double backward over one window: the input's gradient (affine in the input and the cotangent, plus the pooled
 // term at the maximum) and the pooled gradient's.
-template <typename T, int K = 1>
+template <typename T>
 __attribute__((noinline)) void double_grad_window(const T* __restrict__ x0, const T* __restrict__ x1,
                                                   const T* __restrict__ x2, const T* __restrict__ x3,
                                                   const T* __restrict__ a0, const T* __restrict__ a1,
@@ -124,22 +124,19 @@ __attribute__((noinline)) void double_grad_window(const T* __restrict__ x0, cons
                                                   const T* __restrict__ ex, const T* __restrict__ e0,
                                                   T* __restrict__ d0, T* __restrict__ d1, T* __restrict__ d2,
                                                   T* __restrict__ d3, T* __restrict__ ggy, int64_t C) {
-  // NCHW's constants read once (GCC does not vectorise this loop with them read inside it).
-  const T m0 = mean[0], ca0 = ca[0], cx0 = cx[0], c00 = c0[0], cg0 = cg[0], ea0 = ea[0], ex0 = ex[0], e00 = e0[0];
   for (int64_t c = 0; c < C; ++c) {
     const int32_t k = which[c];
-    const T m = K ? mean[c] : m0, fa = K ? ca[c] : ca0, fx = K ? cx[c] : cx0, f0 = K ? c0[c] : c00;
-    const T v0 = x0[c] - m, v1 = x1[c] - m, v2 = x2[c] - m, v3 = x3[c] - m;
+    const T m = mean[c], v0 = x0[c] - m, v1 = x1[c] - m, v2 = x2[c] - m, v3 = x3[c] - m;
     const T w0 = a0[c], w1 = a1[c], w2 = a2[c], w3 = a3[c];
     const int open = y[c] > T(0);
-    const T gq = open ? gy[c] * (K ? cg[c] : cg0) : T(0);
+    const T gq = open ? gy[c] * cg[c] : T(0);
     const T xs = k == 0 ? v0 : k == 1 ? v1 : k == 2 ? v2 : v3;
     const T as = k == 0 ? w0 : k == 1 ? w1 : k == 2 ? w2 : w3;
-    d0[c] = fa * w0 + fx * v0 + f0 + (k == 0 ? gq : T(0));
-    d1[c] = fa * w1 + fx * v1 + f0 + (k == 1 ? gq : T(0));
-    d2[c] = fa * w2 + fx * v2 + f0 + (k == 2 ? gq : T(0));
-    d3[c] = fa * w3 + fx * v3 + f0 + (k == 3 ? gq : T(0));
-    ggy[c] = open ? (K ? ea[c] : ea0) * as + (K ? ex[c] : ex0) * xs + (K ? e0[c] : e00) : T(0);
+    d0[c] = ca[c] * w0 + cx[c] * v0 + c0[c] + (k == 0 ? gq : T(0));
+    d1[c] = ca[c] * w1 + cx[c] * v1 + c0[c] + (k == 1 ? gq : T(0));
+    d2[c] = ca[c] * w2 + cx[c] * v2 + c0[c] + (k == 2 ? gq : T(0));
+    d3[c] = ca[c] * w3 + cx[c] * v3 + c0[c] + (k == 3 ? gq : T(0));
+    ggy[c] = open ? ea[c] * as + ex[c] * xs + e0[c] : T(0);
   }
 }
 
@@ -161,24 +158,17 @@ void uncovered(int64_t H, int64_t W, F f) {
 }
 
 // The two layouts. Channels-last: the window functions run across the channels of each window, reading the map in
-// place. NCHW: across one channel's plane of windows, its elements first split into four lanes (element k of every
-// window in lane k, in the pooled plane's order; joined back for a gradient).
+// place. NCHW: the forward pass splits a channel's plane into four lanes (element k of every window in lane k, in
+// the pooled plane's order) and pools along them; the backward passes run along the plane, then add the pooled terms
+// at each window's maximum.
 //
-// Even and odd elements of r[0, 2n) into even[0, n) and odd[0, n), and back (a map's rows are short, 28 or 14
-// values: plain loops over them would run mostly in their scalar remainders).
+// Even and odd elements of r[0, 2n) into even[0, n) and odd[0, n) (a map's rows are short, 28 or 14 values: a plain
+// loop over them would run mostly in its scalar remainder).
 template <typename T>
 inline void deinterleave(const T* __restrict__ r, int64_t n, T* __restrict__ even, T* __restrict__ odd) {
   for (int64_t i = 0; i < n; ++i) {
     even[i] = r[2 * i];
     odd[i] = r[2 * i + 1];
-  }
-}
-
-template <typename T>
-inline void interleave(const T* __restrict__ even, const T* __restrict__ odd, int64_t n, T* __restrict__ r) {
-  for (int64_t i = 0; i < n; ++i) {
-    r[2 * i] = even[i];
-    r[2 * i + 1] = odd[i];
   }
 }
 
@@ -198,22 +188,9 @@ inline void deinterleave<float>(const float* __restrict__ r, int64_t n, float* _
     _mm512_mask_storeu_ps(odd + i, first(k), _mm512_permutex2var_ps(a, io, b));
   }
 }
-
-template <>
-inline void interleave<float>(const float* __restrict__ even, const float* __restrict__ odd, int64_t n,
-                              float* __restrict__ r) {
-  const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-  const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
-  for (int64_t i = 0; i < n; i += 16) {
-    const int64_t k = std::min<int64_t>(16, n - i);
-    const __m512 e = _mm512_maskz_loadu_ps(first(k), even + i), o = _mm512_maskz_loadu_ps(first(k), odd + i);
-    _mm512_mask_storeu_ps(r + 2 * i, first(2 * k), _mm512_permutex2var_ps(e, lo, o));
-    _mm512_mask_storeu_ps(r + 2 * i + 16, first(std::max<int64_t>(0, 2 * k - 16)), _mm512_permutex2var_ps(e, hi, o));
-  }
-}
 #endif
 
-// An NCHW plane's windows as four lanes of OH * OW, and four such lanes back into a plane.
+// An NCHW plane's windows as four lanes of OH * OW.
 template <typename T>
 void split(const T* __restrict__ plane, int64_t W, int64_t OH, int64_t OW, T* __restrict__ l) {
   const int64_t P = OH * OW;
@@ -222,17 +199,6 @@ void split(const T* __restrict__ plane, int64_t W, int64_t OH, int64_t OW, T* __
     T* q = l + oh * OW;
     deinterleave(r0, OW, q, q + P);
     deinterleave(r0 + W, OW, q + 2 * P, q + 3 * P);
-  }
-}
-
-template <typename T>
-void join(const T* __restrict__ l, int64_t W, int64_t OH, int64_t OW, T* __restrict__ plane) {
-  const int64_t P = OH * OW;
-  for (int64_t oh = 0; oh < OH; ++oh) {
-    T* r0 = plane + 2 * oh * W;
-    const T* q = l + oh * OW;
-    interleave(q, q + P, OW, r0);
-    interleave(q + 2 * P, q + 3 * P, OW, r0 + W);
   }
 }
 
@@ -250,24 +216,6 @@ struct Lanes<double> {
   typedef double type __attribute__((vector_size(64)));
   static constexpr int64_t size = 8;
 };
-
-// The sum of v[0, n) in double, through one vector of partial sums in T.
-template <typename T>
-double lane_sum(const T* __restrict__ v, int64_t n) {
-  using V = typename Lanes<T>::type;
-  constexpr int64_t L = Lanes<T>::size;
-  V acc = {};
-  int64_t i = 0;
-  for (; i + L <= n; i += L) {
-    V x;
-    std::memcpy(&x, v + i, sizeof(V));
-    acc += x;
-  }
-  double total = 0;
-  for (; i < n; ++i) total += v[i];
-  for (int64_t j = 0; j < L; ++j) total += acc[j];
-  return total;
-}
 
 // NCHW: over a plane's P pooled outputs, the sums of gq and of gq (x at the maximum - m), in double.
 template <typename T>
@@ -329,12 +277,6 @@ void each_maximum(const uint8_t* __restrict__ which, int64_t W, int64_t OH, int6
       const int64_t o = oh * OW + ow, k = which[o];
       f(o, (2 * oh + (k >> 1)) * W + 2 * ow + (k & 1));
     }
-}
-
-// Lane sums over a plane -> its totals, added to part_n[j * C + c] (K sums of P lanes each).
-template <typename T>
-void add_lanes(const T* lanes, size_t K, int64_t P, double* part_n, int64_t C, int64_t c) {
-  for (size_t j = 0; j < K; ++j) part_n[j * C + c] += lane_sum(lanes + j * P, P);
 }
 
 // Each NCHW plane (n, c), channel by channel: f(n, c, plane index n * C + c, scratch of `size` values, one per thread).
