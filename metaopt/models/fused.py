@@ -11,7 +11,8 @@ It is built with ``torch.utils.cpp_extension`` on first use (about 20-40 s, once
 it under ``TORCH_EXTENSIONS_DIR``, the name carrying the source's and the CPU's fingerprint, so a shared home on a
 mixed cluster never loads code built for another CPU's instructions). Where it cannot be built (no compiler), or
 with ``METAOPT_FUSED_BLOCK=0``, the block runs PyTorch's kernels, with a warning once. It takes float32 CPU maps in
-either layout (the metric learners' channels-last passes, MAML's NCHW ones), under ``torch.func.grad`` too, but not
+either layout (the metric learners' channels-last passes, MAML's NCHW ones; under bf16 autocast, the convolution's
+bf16 map cast up to float32), under ``torch.func.grad`` too, but not
 under ``vmap`` or ``torch.compile`` (PyTorch's kernels there); a third derivative through it raises.
 
 Its values are PyTorch's to rounding (statistics summed in double, about a pivot so that the variance does not
@@ -187,6 +188,16 @@ class NormPoolReLU(nn.BatchNorm2d):
 
     def forward(self, x: Tensor) -> Tensor:
         """``relu(max_pool2d(batch_norm(x), 2))``."""
+        if self.fused and _autocast_map(x, self.weight):
+            x = x.float()  # the block in fp32 on the map autocast's convolution wrote in bf16; the next one casts back
         if self.fused and fusable(x, self.weight):
             return _NormPoolReLU.apply(x, self.weight, self.bias, self.eps)[0]
         return F.relu(F.max_pool2d(super().forward(x), 2))
+
+
+def _autocast_map(x: Tensor, weight: Tensor | None) -> bool:
+    """Whether ``x`` is a lower-precision map that CPU autocast (``precision: bf16``) made of an fp32 network's
+    convolution: the fused kernel takes it once cast up (one pass over the map; PyTorch's three kernels in bf16, which
+    it would run instead, made a bf16 step slower than an fp32 one)."""
+    return (x.dtype in (torch.bfloat16, torch.float16) and x.device.type == "cpu" and weight is not None
+            and weight.dtype == torch.float32 and torch.is_autocast_enabled("cpu"))

@@ -184,3 +184,24 @@ def test_nested_torch_func_grads_take_pytorchs_kernels():
     plain = torch.func.grad(outer_loss)(meta)
     for name in meta:
         assert torch.allclose(nested[name], plain[name])
+
+
+def test_under_bf16_autocast_the_block_fuses_on_the_map_cast_up_and_differentiates_twice():
+    """``precision: bf16``: the convolution writes a bf16 map; the block takes it in fp32 (the fused kernel, not
+    PyTorch's three kernels in bf16), and a second-order gradient flows back through the cast to the bf16 map."""
+    block = block_with(8, 0)
+    x = torch.randn(6, 8, 10, 10).bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = block(x)
+    assert y.dtype == torch.float32 and type(y.grad_fn).__name__ == "_NormPoolReLUBackward"  # fused
+    assert torch.equal(y, block(x.detach().float()))
+    (gx, gw) = torch.autograd.grad(y.square().sum(), [x, block.weight], create_graph=True)
+    assert gx.dtype == torch.bfloat16
+    (ggw,) = torch.autograd.grad(gw.square().sum(), [block.weight])
+    reference = native(x.detach().float().requires_grad_(), block)
+    (rw,) = torch.autograd.grad(reference.square().sum(), [block.weight], create_graph=True)
+    (rgw,) = torch.autograd.grad(rw.square().sum(), [block.weight])
+    assert torch.allclose(ggw, rgw, rtol=1e-3, atol=1e-3 * float(rgw.abs().max()))
+    block.fused = False  # a peer's row: PyTorch's kernels under autocast, as before
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert block(x).dtype == torch.bfloat16
