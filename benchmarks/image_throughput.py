@@ -23,7 +23,8 @@ the meta-loss and the largest meta-gradient difference.
 
 The peers (higher, the torch.func loop, easyfsl) run the same Conv-4 module with PyTorch's own
 batch-norm, max-pool and ReLU kernels, as their users have them: the fused block is metaopt's.
-Peak memory is the peak resident set of a fresh (spawned) process that runs only that row,
+Peak memory is the peak resident set of a fresh (spawned) process that runs only that row (without the ceiling's
+replay, which holds every recorded convolution's tensors at once),
 and what the row added to it once its workload was built. ``--device cuda`` runs tables 1 and 2 on a GPU (meta-batch 32 too) and reports
 ``torch.cuda.max_memory_allocated`` instead.
 
@@ -232,13 +233,14 @@ def _sync(device: str) -> None:
 
 
 def run(build: Callable[[torch.nn.Module], Step], init: torch.nn.Module, batches: list[TaskBatch], *,
-        device: str = "cpu", windows: int = 3) -> dict[str, Any]:
+        device: str = "cpu", windows: int = 3, ceiling: bool = True) -> dict[str, Any]:
     """Warm up on the first batch (its loss and gradients kept for the check), then time the rest in windows."""
-    return run_interleaved({"row": (build, init)}, batches, device=device, windows=windows)["row"]
+    return run_interleaved({"row": (build, init)}, batches, device=device, windows=windows, ceiling=ceiling)["row"]
 
 
 def run_interleaved(builds: dict[str, tuple[Callable[[torch.nn.Module], Step], torch.nn.Module]],
-                    batches: list[TaskBatch], *, device: str = "cpu", windows: int = 3) -> dict[str, dict[str, Any]]:
+                    batches: list[TaskBatch], *, device: str = "cpu", windows: int = 3,
+                    ceiling: bool = True) -> dict[str, dict[str, Any]]:
     """Every row warmed up on the first batch (its loss and gradients kept for the check), then timed on the rest in
     windows taken in turn — row 1's first window, row 2's, ..., row 1's second — so that a machine's drift (another
     process, the clock) lands on every row alike; each row's rate is the median of its windows."""
@@ -252,9 +254,10 @@ def run_interleaved(builds: dict[str, tuple[Callable[[torch.nn.Module], Step], t
         _sync(device)
         rows[name] = {"first_step_s": time.perf_counter() - start, "first_loss": float(loss),
                       "first_grads": {k: v.detach().clone().cpu() for k, v in grads.items() if v is not None}}
-        with ConvolutionCalls() as recorded:  # one more step of every row alike, its convolutions recorded
-            steps[name](batches[0])
-        convolutions[name] = recorded.calls
+        if ceiling:
+            with ConvolutionCalls() as recorded:  # one more step of every row alike, its convolutions recorded
+                steps[name](batches[0])
+            convolutions[name] = recorded.calls
     timed = batches[1:]
     per_window = max(1, len(timed) // windows)
     rates: dict[str, list[float]] = {name: [] for name in builds}
@@ -270,8 +273,9 @@ def run_interleaved(builds: dict[str, tuple[Callable[[torch.nn.Module], Step], t
         row["it_per_s"] = statistics.median(rates[name])
         row["window_rates"] = rates[name]
         row["tasks_per_s"] = row["it_per_s"] * batches[0].num_tasks
-        row["convolutions"] = len(convolutions[name])
-        row["conv_replay_ms"] = replay_ms(convolutions[name], device)
+        if ceiling:  # the replay holds every recorded call's tensors at once: a memory row leaves it out
+            row["convolutions"] = len(convolutions[name])
+            row["conv_replay_ms"] = replay_ms(convolutions[name], device)
         row["step_ms"] = 1000 / row["it_per_s"]
     return rows
 
@@ -361,7 +365,7 @@ def _in_child(row: str, backbone: str, meta_batch: int, n: int, answer: Any, kep
         keep_freed_memory()
     init, batches = workload(backbone, meta_batch, n)
     start = _rss_mb()
-    result = run(ROWS[row](), init, batches, windows=1)
+    result = run(ROWS[row](), init, batches, windows=1, ceiling=False)
     peak = _peak_rss_mb()
     answer.send({"it_per_s": result["it_per_s"], "peak_rss_mb": peak, "added_mb": peak - start,
                  "first_loss": result["first_loss"]})
@@ -373,7 +377,7 @@ def run_with_memory(row: str, backbone: str, meta_batch: int, n: int, device: st
     if device.startswith("cuda"):
         init, batches = workload(backbone, meta_batch, n, device)
         torch.cuda.reset_peak_memory_stats()
-        result = run(ROWS[row](), init, batches, device=device, windows=1)
+        result = run(ROWS[row](), init, batches, device=device, windows=1, ceiling=False)
         return {**result, "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20}
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)

@@ -5,7 +5,8 @@ On one CPU thread, half of a Conv-4 step outside its convolutions went to these 
 `[25, 64, 28, 28]` maps: batch norm's forward, backward and (under MAML) double backward, each a dozen memory passes
 through PyTorch's composite kernels, and NCHW max-pool's slow kernel (``benchmarks/image_throughput.py``, README
 "Image-scale speed"). The fused kernel reads the map twice forward and writes only the pooled quarter; its backward
-and double backward are written in closed form. A ProtoNet step 1.26-1.30x, a second-order MAML step 1.6x.
+and double backward are written in closed form. A ProtoNet step 1.26-1.30x, a second-order MAML step 1.4-1.6x (its
+row with PyTorch's kernels beside it).
 
 It is built with ``torch.utils.cpp_extension`` on first use (about 20-40 s, once per machine and source: torch caches
 it under ``TORCH_EXTENSIONS_DIR``, the name carrying the source's and the CPU's fingerprint, so a shared home on a
