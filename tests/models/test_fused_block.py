@@ -72,7 +72,7 @@ def pytorch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("n, channels, size", [(3, 4, 6), (2, 3, 7), (2, 2, 3)])
+@pytest.mark.parametrize("n, channels, size", [(3, 4, 6), (2, 3, 7), (2, 2, 3), (1, 11, 4)])  # 11: vector lanes and a tail
 def test_the_second_derivative_passes_gradgradcheck_in_float64(layout, n, channels, size):
     generator = torch.Generator().manual_seed(size)
     x = torch.randn(n, channels, size, size, dtype=torch.double, generator=generator)

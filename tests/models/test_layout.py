@@ -22,8 +22,9 @@ def test_channels_last_copies_every_conv_weight_including_one_input_channel_and_
     fast_first = F.conv2d(x, fast["first"], fast["bias"], padding=1)
     assert fast_first.is_contiguous(memory_format=torch.channels_last) and not fast_first.is_contiguous()
     fast_out = F.conv2d(fast_first, fast["second"], padding=1)
-    assert torch.allclose(fast_out, slow_out, atol=1e-5)
+    # the same sums in another order: rounding of the largest value's size (1.5e-5 of 95 on an AVX2 CPU)
+    assert torch.allclose(fast_out, slow_out, rtol=1e-5, atol=1e-6 * float(slow_out.abs().max()))
     slow_grads = torch.autograd.grad(slow_out.square().sum(), list(weights.values()))
     fast_grads = torch.autograd.grad(fast_out.square().sum(), list(weights.values()))  # through the copies
     for slow, quick in zip(slow_grads, fast_grads, strict=True):
-        assert torch.allclose(slow, quick, rtol=1e-4, atol=1e-3)
+        assert torch.allclose(slow, quick, rtol=1e-4, atol=1e-5 * float(slow.abs().max()))
