@@ -56,6 +56,7 @@ from metaopt.allocator import keep_freed_memory
 from metaopt.learners import LEARNERS
 from metaopt.models import build_backbone
 from metaopt.models.fused import NormPoolReLU
+from metaopt.models.thin_conv import ThinConv2d
 from metaopt.search.fit import bf16_supported
 from metaopt.tasks import FAMILIES, TaskBatch
 
@@ -102,7 +103,7 @@ def pytorch_kernels(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` running PyTorch's own batch-norm, max-pool and ReLU kernels, as a peer library's user has them: the
     fused Conv-4 block (``metaopt.models.fused``) is metaopt's, so every peer row turns it off (the same function)."""
     for module in model.modules():
-        if isinstance(module, NormPoolReLU):
+        if isinstance(module, (NormPoolReLU, ThinConv2d)):
             module.fused = False
     return model
 

@@ -15,6 +15,7 @@ import math
 from torch import Tensor, nn
 
 from metaopt.models.fused import NormPoolReLU
+from metaopt.models.thin_conv import ThinConv2d
 
 
 def conv_block(in_channels: int, out_channels: int, *, pool: bool = True) -> nn.Sequential:
@@ -23,13 +24,14 @@ def conv_block(in_channels: int, out_channels: int, *, pool: bool = True) -> nn.
     Pooled before the ReLU: the two commute (values and gradients alike: ReLU is monotone),
     and the ReLU then runs on a quarter of the values. With pooling, the three after the
     convolution are one module (``NormPoolReLU``: a compiled kernel on the CPU, first and second
-    order), whose parameters keep batch norm's names.
+    order), whose parameters keep batch norm's names. The convolution of the network's input (one or three
+    channels) takes metaopt's thin-input kernel on the CPU (``ThinConv2d``: an ``nn.Conv2d``, the same names).
     """
     if pool:
-        return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        return nn.Sequential(ThinConv2d(in_channels, out_channels, kernel_size=3, padding=1),
                              NormPoolReLU(out_channels))
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        ThinConv2d(in_channels, out_channels, kernel_size=3, padding=1),
         nn.BatchNorm2d(out_channels, track_running_stats=False),
         nn.ReLU(),
     )

@@ -38,8 +38,9 @@ from torch import Tensor, nn
 from torch._functorch.utils import unwrap_dead_wrappers
 from torch.nn import functional as F
 
-SOURCE = Path(__file__).with_name("fused_block.cpp")
-SWITCH = "METAOPT_FUSED_BLOCK"  # "0": PyTorch's kernels only
+SOURCES = [Path(__file__).with_name(name) for name in ("kernels.cpp", "fused_block.cpp", "thin_conv.cpp")]
+HEADERS = [Path(__file__).with_name("lanes.h")]
+SWITCH = "METAOPT_FUSED_BLOCK"  # "0": PyTorch's kernels only (this block's and the thin convolution's)
 
 
 def _cpu_fingerprint() -> str:
@@ -59,7 +60,8 @@ def extension() -> ModuleType | None:
     cannot be built."""
     if os.environ.get(SWITCH, "1") == "0":
         return None
-    tag = hashlib.sha256(SOURCE.read_bytes() + _cpu_fingerprint().encode() + torch.__version__.encode()).hexdigest()
+    code = b"".join(path.read_bytes() for path in SOURCES + HEADERS)
+    tag = hashlib.sha256(code + _cpu_fingerprint().encode() + torch.__version__.encode()).hexdigest()
     try:
         from torch.utils.cpp_extension import load
 
@@ -70,8 +72,8 @@ def extension() -> ModuleType | None:
         except ImportError:
             pass
 
-        return load(f"metaopt_fused_block_{tag[:12]}", [str(SOURCE)], extra_cflags=["-O3", "-march=native"],
-                    verbose=False)
+        return load(f"metaopt_fused_block_{tag[:12]}", [str(path) for path in SOURCES],
+                    extra_cflags=["-O3", "-march=native"], verbose=False)
     except Exception as error:  # noqa: BLE001 — no compiler or ninja, a read-only cache: PyTorch's kernels instead
         warnings.warn(f"metaopt: the fused Conv-4 block could not be built ({type(error).__name__}: "
                       f"{str(error).splitlines()[0] if str(error) else ''}); using PyTorch's kernels "
@@ -79,7 +81,7 @@ def extension() -> ModuleType | None:
         return None
 
 
-def _apply(function: type[torch.autograd.Function], *args: Any) -> Any:
+def apply_function(function: type[torch.autograd.Function], *args: Any) -> Any:
     """``function.apply(*args)``, without the signature binding ``Function.apply`` does on every call of a function with
     ``setup_context`` (``inspect.signature``: about 90 us a call, 6% of a Conv-4 MAML step; these forwards take no
     defaults to fill): where no ``torch.func`` transform is active, the C++ apply that ``Function.apply`` ends in."""
@@ -105,7 +107,7 @@ class _NormPoolReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor, *_: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:  # noqa: D102
         x, weight, y, which, best_x, mean, invstd = ctx.saved_tensors
-        dx, dweight, dbias = _apply(_NormPoolReLUBackward, grad, x, weight, y, which, best_x, mean, invstd)
+        dx, dweight, dbias = apply_function(_NormPoolReLUBackward, grad, x, weight, y, which, best_x, mean, invstd)
         return dx, dweight, dbias, None
 
 
@@ -133,7 +135,7 @@ class _NormPoolReLUBackward(torch.autograd.Function):
         adx = torch.zeros_like(x) if adx is None else adx
         adweight = torch.zeros_like(weight) if adweight is None else adweight
         adbias = torch.zeros_like(weight) if adbias is None else adbias
-        dgrad, dx, dweight = _apply(_NormPoolReLUDoubleBackward, adx, adweight, adbias, grad, x, weight, y, which,
+        dgrad, dx, dweight = apply_function(_NormPoolReLUDoubleBackward, adx, adweight, adbias, grad, x, weight, y, which,
                                                                 best_x, mean, invstd)
         return dgrad, dx, dweight, None, None, None, None, None
 
@@ -158,7 +160,7 @@ class _NormPoolReLUDoubleBackward(torch.autograd.Function):
                            "PyTorch's kernels")
 
 
-def _transformed(t: Tensor) -> bool:
+def transformed(t: Tensor) -> bool:
     """Whether ``t`` is seen through a transform the fused kernel has no rule for: ``vmap``, ``jvp``, functionalisation,
     ``torch.func.grad`` inside another (one level is fine, with ordinary autograd outside it: MAML's support pass),
     or ``torch.compile``'s tracing."""
@@ -181,7 +183,7 @@ def fusable(x: Tensor, weight: Tensor | None) -> bool:
     in either layout (NCHW or channels-last: the output keeps it), outside the transforms it has no rule for."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and weight is not None
             and x.shape[2] >= 2 and x.shape[3] >= 2 and weight.dtype == torch.float32
-            and not _transformed(x) and not _transformed(weight)
+            and not transformed(x) and not transformed(weight)
             and (x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous())
             and extension() is not None)
 
@@ -203,7 +205,7 @@ class NormPoolReLU(nn.BatchNorm2d):
         if self.fused and _autocast_map(x, self.weight):
             x = x.float()  # the block in fp32 on the map autocast's convolution wrote in bf16; the next one casts back
         if self.fused and fusable(x, self.weight):
-            return _apply(_NormPoolReLU, x, self.weight, self.bias, self.eps)[0]
+            return apply_function(_NormPoolReLU, x, self.weight, self.bias, self.eps)[0]
         return F.relu(F.max_pool2d(super().forward(x), 2))
 
 

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <type_traits>
 #include <vector>
+
+#include "lanes.h"
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -20,56 +22,11 @@ using torch::Tensor;
 
 namespace {
 
-// Vectors of T in the CPU's own width (GCC's and Clang's vector extension), their comparisons' integer lanes, and as
-// many bytes (`which`), for the loops the compiler would not vectorise on its own: the sums along a plane (it may not
-// reassociate them) and the selects across a window's channels. In the CPU's width: GCC kept the sums of vectors
-// wider than the CPU's on the stack and ran their comparisons lane by lane with a branch each; under AVX2 that made
-// the channels-last backward 9x and the NCHW forward 2.6x slower (measured; AVX-512 hid it).
-#if defined(__AVX512F__)
-constexpr int kNativeBytes = 64;
-#elif defined(__AVX__)
-constexpr int kNativeBytes = 32;
-#else
-constexpr int kNativeBytes = 16;
-#endif
-
-template <typename T, int Bytes>
-struct Vec {
-  using I = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
-  typedef T type __attribute__((vector_size(Bytes)));
-  typedef I mask __attribute__((vector_size(Bytes)));
-  typedef uint8_t bytes __attribute__((vector_size(Bytes / sizeof(T))));
-  static constexpr int64_t size = Bytes / sizeof(T);
-};
-template <typename T>
-using Lanes = Vec<T, kNativeBytes>;
-
-template <typename V, typename P>
-inline V load(const P* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-
-template <typename V, typename P>
-inline void store(P* p, const V& v) {
-  std::memcpy(p, &v, sizeof(V));
-}
-
-// mask ? a : b, lane by lane (mask: a comparison's lanes, all ones or zero), as bitwise operations.
-template <typename T>
-inline typename Lanes<T>::type pick(typename Lanes<T>::mask mask, typename Lanes<T>::type a,
-                                     typename Lanes<T>::type b) {
-  using M = typename Lanes<T>::mask;
-  using V = typename Lanes<T>::type;
-  return (V)(((M)a & mask) | ((M)b & ~mask));
-}
-
-// `which` at c .. c + L as integer lanes.
-template <typename T>
-inline typename Lanes<T>::mask lanes_of(const uint8_t* which) {
-  return __builtin_convertvector(load<typename Lanes<T>::bytes>(which), typename Lanes<T>::mask);
-}
+using metaopt::Lanes;
+using metaopt::lanes_of;
+using metaopt::load;
+using metaopt::pick;
+using metaopt::store;
 
 // The window functions below run across the channels of one channels-last window (and, for the NCHW forward
 // pass, pool_window along a plane of one channel's windows split into four lanes: K 0, the channel's constants).
@@ -705,6 +662,8 @@ std::vector<Tensor> double_backward_(const Tensor& ax, const Tensor& agamma, con
 
 }  // namespace
 
+namespace metaopt::block {
+
 // (y, which, mean, invstd, best_x): y [N, C, H/2, W/2] in x's layout; which (uint8: which of the window's four is its
 // maximum) and best_x (that maximum's input) [N, H/2, W/2, C] channels-last, [N, C, H/2, W/2] NCHW.
 std::vector<Tensor> forward(Tensor x, Tensor gamma, Tensor beta, double eps) {
@@ -733,8 +692,4 @@ std::vector<Tensor> double_backward(Tensor ax, Tensor agamma, Tensor abeta, Tens
   return double_backward_<float>(ax, agamma, abeta, gy, x, y, which, best_x, gamma, mean, invstd);
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "batch norm (batch statistics), max-pool 2x2, ReLU: forward");
-  m.def("backward", &backward, "batch norm (batch statistics), max-pool 2x2, ReLU: backward");
-  m.def("double_backward", &double_backward, "batch norm (batch statistics), max-pool 2x2, ReLU: double backward");
-}
+}  // namespace metaopt::block

@@ -2,7 +2,8 @@
 
 Batch norm keeps no running statistics (per-task batch statistics under ``vmap``,
 as in Conv-4). No pretrained weights: none can be downloaded here, and few-shot
-meta-learning trains from scratch.
+meta-learning trains from scratch. The convolutions of the network's input (three channels) take metaopt's
+thin-input kernel on the CPU (``metaopt.models.thin_conv``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from torch import Tensor, nn
+
+from metaopt.models.thin_conv import ThinConv2d
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -22,11 +25,11 @@ class ResNet12Block(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), _bn(out_channels), nn.LeakyReLU(0.1),
+            ThinConv2d(in_channels, out_channels, 3, padding=1, bias=False), _bn(out_channels), nn.LeakyReLU(0.1),
             nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), _bn(out_channels), nn.LeakyReLU(0.1),
             nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), _bn(out_channels),
         )
-        self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), _bn(out_channels))
+        self.shortcut = nn.Sequential(ThinConv2d(in_channels, out_channels, 1, bias=False), _bn(out_channels))
         self.out = nn.Sequential(nn.LeakyReLU(0.1), nn.MaxPool2d(2))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -82,7 +85,8 @@ class ResNet18(_Headed):
 
     def __init__(self, *, input_shape: tuple[int, ...], out_features: int | None = None,
                  channels: Sequence[int] = (64, 128, 256, 512)) -> None:
-        stem = nn.Sequential(nn.Conv2d(input_shape[0], channels[0], 3, padding=1, bias=False), _bn(channels[0]), nn.ReLU())
+        stem = nn.Sequential(ThinConv2d(input_shape[0], channels[0], 3, padding=1, bias=False), _bn(channels[0]),
+                             nn.ReLU())
         stages, width = [], channels[0]
         for i, out in enumerate(channels):
             stride = 1 if i == 0 else 2

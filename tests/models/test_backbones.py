@@ -42,10 +42,11 @@ def test_conv4_pools_before_its_relu_with_the_same_values_and_gradients():
     from metaopt.models.conv4 import Conv4
 
     from metaopt.models.fused import NormPoolReLU
+    from metaopt.models.thin_conv import ThinConv2d
 
     torch.manual_seed(0)
     ours = Conv4(input_shape=(1, 28, 28), out_features=5, hidden=8).double()
-    assert [type(m) for m in ours.features[0]] == [nn.Conv2d, NormPoolReLU]  # BN, pool, ReLU in one module
+    assert [type(m) for m in ours.features[0]] == [ThinConv2d, NormPoolReLU]  # BN, pool, ReLU in one module
     textbook = Conv4(input_shape=(1, 28, 28), out_features=5, hidden=8).double()
     textbook.load_state_dict(ours.state_dict())  # the same parameter names: checkpoints load either way
     for i in range(4):  # conv, BN, ReLU, pool, as the papers draw it
