@@ -94,46 +94,59 @@ void forward_cl(const float* x, const float* wt, const float* bias, const Geomet
   });
 }
 
-// NCHW output: two channels x four vectors along the row a tile, every tap (the patch rows are padded so that a
-// tile's loads past the row's last vector stay inside; what they sum is not stored).
+// An NCHW image's patches, tap-major over its output plane: out[k * OH * OW + oh * OW + ow] (zero-filled first).
+void gather_image(const float* x, const Geometry& g, int64_t n, float* out) {
+  const int64_t P = g.OH * g.OW;
+  std::fill(out, out + g.KP * P, 0.f);
+  for (int64_t oh = 0; oh < g.OH; ++oh) gather(x, g, n, oh, false, P, out + oh * g.OW);
+}
+
+// NCHW output: each output plane as one flat row (its rows end to end, as the patches are laid out), two channels x
+// four vectors a tile, every tap; the plane's last values (fewer than a vector) one by one.
 void forward_nchw(const float* x, const float* wt, const float* bias, const Geometry& g, float* out) {
-  const int64_t O = g.O, KP = g.KP, OWP = (g.OW + L - 1) / L * L, NV = OWP / L;
-  at::parallel_for(0, g.N * g.OH, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<float> patch(KP * OWP + 4 * L);
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t n = r / g.OH, oh = r % g.OH;
-      std::fill(patch.begin(), patch.end(), 0.f);
-      gather(x, g, n, oh, false, OWP, patch.data());
+  const int64_t O = g.O, KP = g.KP, P = g.OH * g.OW, full = P / L * L;
+  at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
+    std::vector<float> patch(KP * P);
+    for (int64_t n = n0; n < n1; ++n) {
+      gather_image(x, g, n, patch.data());
       for (int64_t o = 0; o < O; o += 2) {
-        const int64_t no = std::min<int64_t>(2, O - o), o1 = std::min(o + 1, O - 1);
-        for (int64_t v0 = 0; v0 < NV; v0 += 4) {
-          const int64_t nv = std::min<int64_t>(4, NV - v0);
-          V acc[2][4];
-          for (int64_t v = 0; v < 4; ++v) { acc[0][v] = V{} + bias[o]; acc[1][v] = V{} + bias[o1]; }
-          const float* pk = patch.data() + v0 * L;
-          for (int64_t k = 0; k < KP; ++k, pk += OWP) {
+        const int64_t o1 = std::min(o + 1, O - 1);
+        float *out0 = out + (n * O + o) * P, *out1 = out + (n * O + o1) * P;
+        int64_t e = 0;
+        for (; e + 4 * L <= full; e += 4 * L) {
+          V a0[4], a1[4];
+          for (int64_t v = 0; v < 4; ++v) { a0[v] = V{} + bias[o]; a1[v] = V{} + bias[o1]; }
+          const float* pk = patch.data() + e;
+          for (int64_t k = 0; k < KP; ++k, pk += P) {
             const float w0 = wt[k * O + o], w1 = wt[k * O + o1];
             for (int64_t v = 0; v < 4; ++v) {
               const V pv = load<V>(pk + v * L);
-              acc[0][v] += w0 * pv;
-              acc[1][v] += w1 * pv;
+              a0[v] += w0 * pv;
+              a1[v] += w1 * pv;
             }
           }
-          // each vector by its constant index (a loop's would keep the tile in memory, not in registers)
-          const auto put = [&](int64_t a, int64_t v, const V& value) {
-            if (a >= no || v >= nv) return;
-            float* at = out + ((n * O + o + a) * g.OH + oh) * g.OW + (v0 + v) * L;
-            const int64_t count = std::min(L, g.OW - (v0 + v) * L);
-            if (count == L) {
-              store(at, value);
-            } else {
-              float part[L];
-              store(part, value);
-              std::memcpy(at, part, count * sizeof(float));
-            }
-          };
-          put(0, 0, acc[0][0]), put(0, 1, acc[0][1]), put(0, 2, acc[0][2]), put(0, 3, acc[0][3]);
-          put(1, 0, acc[1][0]), put(1, 1, acc[1][1]), put(1, 2, acc[1][2]), put(1, 3, acc[1][3]);
+          for (int64_t v = 0; v < 4; ++v) store(out1 + e + v * L, a1[v]);  // o1 == o on an odd last channel: o last
+          for (int64_t v = 0; v < 4; ++v) store(out0 + e + v * L, a0[v]);
+        }
+        for (; e + L <= full; e += L) {
+          V a0 = V{} + bias[o], a1 = V{} + bias[o1];
+          const float* pk = patch.data() + e;
+          for (int64_t k = 0; k < KP; ++k, pk += P) {
+            const V pv = load<V>(pk);
+            a0 += wt[k * O + o] * pv;
+            a1 += wt[k * O + o1] * pv;
+          }
+          store(out1 + e, a1);
+          store(out0 + e, a0);
+        }
+        for (; e < P; ++e) {
+          float s0 = bias[o], s1 = bias[o1];
+          for (int64_t k = 0; k < KP; ++k) {
+            s0 += wt[k * O + o] * patch[k * P + e];
+            s1 += wt[k * O + o1] * patch[k * P + e];
+          }
+          out1[e] = s1;
+          out0[e] = s0;
         }
       }
     }
@@ -178,31 +191,34 @@ void weight_grad_cl(const float* x, const float* gy, const Geometry& g, int64_t 
   }
 }
 
-// The same, NCHW gradient: per channel, TAPS taps a tile of vectors along the rows, summed over the plane in float.
+// The same, NCHW gradient: per channel, TAPS taps a tile, each a dot product of the output's gradient plane with
+// the taps' patches over the plane (flat), in float vectors, added in double.
 void weight_grad_nchw(const float* x, const float* gy, const Geometry& g, int64_t n, double* dw, double* db) {
-  const int64_t KP = g.KP, OWP = (g.OW + L - 1) / L * L, NV = OWP / L;
-  std::vector<float> patch(g.OH * KP * OWP, 0.f), row(OWP, 0.f);
-  for (int64_t oh = 0; oh < g.OH; ++oh) gather(x, g, n, oh, false, OWP, patch.data() + oh * KP * OWP);
+  const int64_t KP = g.KP, P = g.OH * g.OW, full = P / L * L;
+  std::vector<float> patch(KP * P);
+  gather_image(x, g, n, patch.data());
   for (int64_t o = 0; o < g.O; ++o) {
-    const float* plane = gy + (n * g.O + o) * g.OH * g.OW;
+    const float* plane = gy + (n * g.O + o) * P;
     for (int64_t k0 = 0; k0 < KP; k0 += TAPS) {
       V acc[TAPS] = {}, sb = {};
-      for (int64_t oh = 0; oh < g.OH; ++oh) {
-        std::memcpy(row.data(), plane + oh * g.OW, g.OW * sizeof(float));  // zero past the row's end
-        const float* p = patch.data() + oh * KP * OWP + k0 * OWP;
-        for (int64_t v = 0; v < NV; ++v) {
-          const V gv = load<V>(row.data() + v * L);
-          for (int64_t t = 0; t < TAPS; ++t) acc[t] += gv * load<V>(p + t * OWP + v * L);
-          if (k0 == 0) sb += gv;
-        }
+      const float* pk = patch.data() + k0 * P;
+      for (int64_t e = 0; e < full; e += L) {
+        const V gv = load<V>(plane + e);
+        for (int64_t t = 0; t < TAPS; ++t) acc[t] += gv * load<V>(pk + t * P + e);
+        if (k0 == 0) sb += gv;
       }
       for (int64_t t = 0; t < TAPS && k0 + t < g.K; ++t) {
         double s = 0;
         for (int64_t l = 0; l < L; ++l) s += acc[t][l];
+        for (int64_t e = full; e < P; ++e) s += plane[e] * pk[t * P + e];
         dw[o * g.K + k0 + t] += s;
       }
-      if (k0 == 0)
-        for (int64_t l = 0; l < L; ++l) db[o] += sb[l];
+      if (k0 == 0) {
+        double s = 0;
+        for (int64_t l = 0; l < L; ++l) s += sb[l];
+        for (int64_t e = full; e < P; ++e) s += plane[e];
+        db[o] += s;
+      }
     }
   }
 }
