@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from metaopt.learners.base import POSITIVE_FLOAT, HParam, MetaLearner
-from metaopt.learners.core import TASK_LOSSES, InnerLoop, Params, task_by_task_gradient
+from metaopt.learners.core import TASK_LOSSES, InnerLoop, Params, has_tied_tensors, run_with, task_by_task_gradient
 from metaopt.learners.outer import OUTER_HPARAMS, OuterStep, Schedule
 from metaopt.learners.transforms import Adam
 from metaopt.models.layout import channels_last
@@ -63,6 +63,7 @@ class EpisodicLearner(MetaLearner):
         self.params: Params = dict(backbone.named_parameters())
         self.extras: dict[str, nn.Parameter] = self.make_extras()
         self.buffers = dict(backbone.named_buffers())
+        self.tied = has_tied_tensors(backbone)
         self.criterion = TASK_LOSSES[task_kind]
 
     # -- what a subclass says ---------------------------------------------------------
@@ -96,7 +97,7 @@ class EpisodicLearner(MetaLearner):
 
     def embed(self, meta: Params, x: Tensor) -> Tensor:
         """The backbone's outputs ``[n, ...]`` on ``x [n, ...]`` with its parameters taken from ``meta``."""
-        return functional_call(self.backbone, ({k: meta[k] for k in self.params}, self.buffers), (x,))
+        return run_with(self.backbone, {k: meta[k] for k in self.params}, self.buffers, x, tied=self.tied)
 
     def call(self, part: str, meta: Params, *args: Any, **kwargs: Any) -> Tensor:
         """The backbone's submodule ``part`` on ``args`` with its parameters taken from ``meta`` (a network of parts)."""
