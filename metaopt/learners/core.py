@@ -238,8 +238,12 @@ def task_by_task_gradient(loss_of: Callable[[TaskBatch], Tensor], batch: TaskBat
     for t in range(batch.num_tasks):
         loss = loss_of(batch.slice(t, t + 1)) / batch.num_tasks
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-        summed = list(grads) if summed is None else [b if a is None else a if b is None else a + b
-                                                     for a, b in zip(summed, grads)]
+        if summed is None:
+            summed = list(grads)
+        elif all(a is not None and b is not None for a, b in zip(summed, grads)):
+            summed = list(torch._foreach_add(summed, grads))  # one operation for every parameter
+        else:
+            summed = [b if a is None else a if b is None else a + b for a, b in zip(summed, grads)]
         total = total + loss.detach()
     return dict(zip(params, summed or [])), total
 
