@@ -8,7 +8,8 @@ through PyTorch's composite kernels, and NCHW max-pool's slow kernel (``benchmar
 and double backward are written in closed form. A ProtoNet step 1.26-1.30x, a second-order MAML step 1.4-1.6x (its
 row with PyTorch's kernels beside it).
 
-It is built with ``torch.utils.cpp_extension`` on first use (about 20-40 s, once per machine and source: torch caches
+It is built with ``torch.utils.cpp_extension`` on first use, in one module with the thin-input convolution
+(``thin_conv.py``; ``kernels.cpp`` defines the module) (about 20-40 s, once per machine and source: torch caches
 it under ``TORCH_EXTENSIONS_DIR``, the name carrying the source's and the CPU's fingerprint, so a shared home on a
 mixed cluster never loads code built for another CPU's instructions). Where it cannot be built (no compiler), or
 with ``METAOPT_FUSED_BLOCK=0``, the block runs PyTorch's kernels, with a warning once. It takes float32 CPU maps in
