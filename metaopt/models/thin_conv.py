@@ -3,10 +3,10 @@ kernel (``thin_conv.cpp``) with its weight's gradient and that gradient's own de
 
 Such a layer has K = channels x taps products an output (9 for a 3x3 convolution of one channel): oneDNN's kernels,
 blocked for wide inputs, ran its weight gradient at 5-13 GFLOP/s on one CPU thread — 3.7 ms for the 23 MFLOP of a
-[25, 1, 28, 28] batch in NCHW, more than the next layer's 360 MFLOP — and, under second-order MAML, took 18% of a
-Conv-4 step's convolution time for 2% of its arithmetic (``benchmarks/image_throughput.py``). The kernel gathers each
-output row's patches once and multiplies them into register tiles; its weight gradient sums in float along a row and
-in double across rows and images (nearer float64 than oneDNN's, measured).
+[25, 1, 28, 28] batch in NCHW, two thirds of what the next layer's 360 MFLOP take — and, under second-order MAML, took
+18% of a Conv-4 step's convolution time for 2% of its arithmetic (``benchmarks/image_throughput.py``). The kernel
+gathers each image's patches once and multiplies them into register tiles; its weight gradient sums in float along a
+plane (NCHW) or row (channels-last) and in double across them and the images (nearer float64 than oneDNN's).
 
 It runs where the input needs no gradient (a network's input): the weight's gradient is then the whole backward,
 and its derivative with respect to the output's gradient is the forward convolution again (the two are adjoint), so
