@@ -15,8 +15,11 @@ the meta-loss and the largest meta-gradient difference.
    and, where easyfsl imports (``make bench-easyfsl``: it needs torchvision, which the pinned
    torch lacks), each beside easyfsl 1.5's learner configured alike: Matching Nets with
    full-context embeddings, Relation Nets on 64x7x7 maps (Conv-4 pooling two blocks) with each
-   library's own relation module. Rows are timed interleaved (one window of each row in
-   turn), so that the machine's drift lands on every row alike.
+   library's own relation module.
+
+Rows are timed interleaved (one window of each row in turn, ``--windows`` rounds for table 1,
+10 for table 2), so that the machine's drift lands on every row alike; a row's speed is the
+median of its windows, a ratio between two rows the median of their windows' ratios.
 3. ResNet-12 at 84x84 (miniImageNet's shape; random images): MAML and ProtoNet, meta-batch
    4, with the peak memory of each row.
 4. Peak memory of second-order MAML on Conv-4 at meta-batch 16: metaopt and higher.
@@ -281,6 +284,12 @@ def run_interleaved(builds: dict[str, tuple[Callable[[torch.nn.Module], Step], t
     return rows
 
 
+def paired_ratio(row: dict[str, Any], peer: dict[str, Any]) -> float:
+    """``row``'s speed over ``peer``'s: the median of their windows' ratios, each pair timed in the same round, so a
+    drift of the machine between rounds cancels (the ratio of the medians would pick up a round's noise on one side)."""
+    return statistics.median(a / b for a, b in zip(row["window_rates"], peer["window_rates"], strict=True))
+
+
 class ConvolutionCalls(TorchDispatchMode):
     """Every convolution a step calls below autograd — forward, backward and double backward
     (``aten.convolution``, ``aten.convolution_backward``) — with its arguments' shapes, strides and dtypes."""
@@ -398,13 +407,18 @@ def _checked(rows: dict[str, dict[str, Any]], reference: str) -> None:
 
 
 def _print(title: str, rows: dict[str, dict[str, Any]], peers: dict[str, str], unit: str = "it/s") -> None:
+    """The table of ``rows``, each beside every peer (``x_<peer>``, a paired ratio, kept in the row for the JSON)."""
+    keys = {n: f"x_{n.replace(' ', '_')}" for n in peers}
+    for row in rows.values():
+        for n, peer in peers.items():
+            if peer in rows:
+                row[keys[n]] = paired_ratio(row, rows[peer])
     print(f"\n{title}")
     names = list(peers)
     print(f"{'implementation':<46}{unit:>9}" + "".join(f"{'x ' + n:>14}" for n in names)
           + f"{'|loss diff|':>13}{'|grad diff|':>13}{'step ms':>9}{'conv ms':>9}{'step/conv':>10}")
     for name, row in rows.items():
-        ratios = "".join(f"{row['it_per_s'] / rows[peers[n]]['it_per_s']:>13.2f}x" if peers[n] in rows else f"{'-':>14}"
-                         for n in names)
+        ratios = "".join(f"{row[keys[n]]:>13.2f}x" if keys[n] in row else f"{'-':>14}" for n in names)
         ceiling = (f"{row['step_ms']:>9.1f}{row['conv_replay_ms']:>9.1f}{row['step_ms'] / row['conv_replay_ms']:>9.2f}x"
                    if row.get("conv_replay_ms") else "")
         print(f"{name:<46}{row['it_per_s']:>9.2f}{ratios}{row.get('loss_diff', 0):>13.1e}"
@@ -448,7 +462,7 @@ def float64_errors(rows: dict[str, dict[str, Any]], init: torch.nn.Module, batch
 
 
 def gradient_table(init: torch.nn.Module, meta_batch: int, n: int, device: str, quick: bool,
-                   compiled: bool = False) -> dict[str, Any]:
+                   compiled: bool = False, windows: int = 5) -> dict[str, Any]:
     batches = episodes(n + 1, meta_batch, device=device)
     builds: dict[str, Callable[[torch.nn.Module], Step]] = {
         "metaopt maml": ours("maml"),
@@ -469,7 +483,8 @@ def gradient_table(init: torch.nn.Module, meta_batch: int, n: int, device: str, 
         }
     if compiled:  # its first step compiles (minutes on Conv-4 with a cold inductor cache): untimed, as every warm-up
         builds["metaopt maml, compiled (compile: always)"] = ours("maml", compile=True)
-    rows = run_interleaved({name: (build, init) for name, build in builds.items()}, batches, device=device)
+    rows = run_interleaved({name: (build, init) for name, build in builds.items()}, batches, device=device,
+                           windows=windows)
     for name, row in rows.items():
         print(f"  {name}: {row['it_per_s']:.2f} it/s (first step {row['first_step_s']:.1f} s)", flush=True)
     _checked({k: rows[k] for k in list(builds)[:5]}, "metaopt maml")
@@ -519,8 +534,7 @@ def metric_table(init: torch.nn.Module, n: int, device: str) -> dict[str, Any]:
         mine = f"metaopt {method} as easyfsl runs it" if f"metaopt {method} as easyfsl runs it" in rows \
             else f"metaopt {method}"
         if peer:  # the median of the paired windows' ratios: each pair ran back to back
-            rows[mine]["x_easyfsl"] = statistics.median(a / b for a, b in zip(rows[mine]["window_rates"],
-                                                                              peer["window_rates"]))
+            rows[mine]["x_easyfsl"] = paired_ratio(rows[mine], peer)
             peer["x_easyfsl"] = 1.0
     print(f"\n2. metric learners, Conv-4, glyphs 5w1s, 4 episodes a step, {device} (losses differ from easyfsl's: "
           "it scores ProtoNet by Euclidean distance, ours by its square; its relation module is its own)")
@@ -561,6 +575,8 @@ def memory_table(n: int, device: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=20, help="timed meta-iterations per Conv-4 row")
+    parser.add_argument("--windows", type=int, default=5,
+                        help="rounds of the gradient table (each row timed once a round; ratios are paired per round)")
     parser.add_argument("--resnet-iterations", type=int, default=3, help="timed meta-iterations per ResNet-12 row")
     parser.add_argument("--quick", action="store_true", help="second-order MAML at meta-batch 4 only")
     parser.add_argument("--meta-batches", type=int, nargs="+", default=None,
@@ -585,12 +601,13 @@ def main() -> None:
     embedding = build_backbone({"name": "conv4"}, input_shape=(1, 28, 28), out_features=None)
     report: dict[str, Any] = {"benchmark": "image_throughput", "torch": torch.__version__, "device": args.device,
                               "threads": args.threads, "machine": platform.processor() or platform.machine(),
-                              "iterations": args.iterations, "malloc_keeps_freed": kept}
+                              "iterations": args.iterations, "windows": args.windows, "malloc_keeps_freed": kept}
     sizes = [4] if args.quick else [4, 16] + ([32] if args.device.startswith("cuda") else [])
     sizes = args.meta_batches or sizes
     tables = ["gradient"] if args.quick else args.tables
     if "gradient" in tables:
-        report["gradient"] = {str(m): gradient_table(headed, m, args.iterations, args.device, args.quick, args.compiled)
+        report["gradient"] = {str(m): gradient_table(headed, m, args.iterations, args.device, args.quick, args.compiled,
+                                                    args.windows)
                               for m in sizes}
     if "metric" in tables:
         report["metric"] = metric_table(embedding, args.iterations, args.device)

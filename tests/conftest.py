@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.utils.cpp_extension
 
 from metaopt.environment import quiet_mlflow
 
@@ -26,6 +27,13 @@ quiet_mlflow()
 TEST_CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10"}
 for _name, _value in TEST_CLIENT_ENV.items():
     os.environ.setdefault(_name, _value)
+# The kernels build once a machine (15-30 s) into torch's cache: the folder torch picks by default (under
+# XDG_CACHE_HOME, one per Python and accelerator), named here so that a test that points XDG_CACHE_HOME or HOME at
+# its tmp_path (its datasets' cache) keeps finding that one build, which a benchmark or a search may have made.
+_ACCELERATOR = f"cu{torch.version.cuda.replace('.', '')}" if torch.version.cuda else "cpu"
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(
+    torch.utils.cpp_extension.get_default_build_root(),
+    f"py{sys.version_info.major}{sys.version_info.minor}{getattr(sys, 'abiflags', '')}_{_ACCELERATOR}"))
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,8 +35,9 @@ def test_fewshot_table_on_an_omniglot_directory_prints_published_numbers(tmp_pat
         [sys.executable, "benchmarks/fewshot_table.py", "--family", "omniglot", "--root", str(root), "--methods",
          "protonet", "--settings", "5w1s", "--train-episodes", "10", "--workers", "1", "--json",
          str(tmp_path / "out.json")],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env={"XDG_CACHE_HOME": str(tmp_path / "cache"),
-                                                                     "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={"XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+             "TORCH_EXTENSIONS_DIR": os.environ["TORCH_EXTENSIONS_DIR"]},  # the kernels' one build (conftest.py)
     )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()

@@ -55,7 +55,7 @@ def test_a_regression_table_from_init_to_a_champion_that_adapts_better_than_it_s
     assert key in out and "champion:" in out
     learner = _champion(key, tmp_path)
     family = Tabular.from_options(options)
-    batch = family.sample(200, "test", torch.Generator().manual_seed(7))
+    batch = family.sample(60, "test", torch.Generator().manual_seed(7))  # 11.7 ± 1.1 on 200 tasks: 60 decide it
     adapted, unadapted = [], []
     for t in range(batch.num_tasks):
         target = batch.query_y[t]

@@ -8,10 +8,10 @@ through PyTorch's composite kernels, and NCHW max-pool's slow kernel (``benchmar
 and double backward are written in closed form. A ProtoNet step 1.26-1.30x, a second-order MAML step 1.4-1.6x (its
 row with PyTorch's kernels beside it).
 
-It is built with ``torch.utils.cpp_extension`` on first use, in one module with the thin-input convolution
-(``thin_conv.py``; ``kernels.cpp`` defines the module) (about 20-40 s, once per machine and source: torch caches
-it under ``TORCH_EXTENSIONS_DIR``, the name carrying the source's and the CPU's fingerprint, so a shared home on a
-mixed cluster never loads code built for another CPU's instructions). Where it cannot be built (no compiler), or
+It is built with ``torch.utils.cpp_extension`` on first use, in one library with the thin-input convolution
+(``thin_conv.py``; ``kernels.cpp`` registers their operators) (about 15-30 s, once per machine and source: torch
+caches it under ``TORCH_EXTENSIONS_DIR``, the name carrying the source's and the CPU's fingerprint, so a shared home
+on a mixed cluster never loads code built for another CPU's instructions). Where it cannot be built (no compiler), or
 with ``METAOPT_FUSED_BLOCK=0``, the block runs PyTorch's kernels, with a warning once. It takes float32 CPU maps in
 either layout (the metric learners' channels-last passes, MAML's NCHW ones; under bf16 autocast, the convolution's
 bf16 map cast up to float32), under ``torch.func.grad`` too, but not
@@ -31,7 +31,6 @@ import os
 import platform
 import warnings
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
@@ -56,9 +55,9 @@ def _cpu_fingerprint() -> str:
 
 
 @functools.cache
-def extension() -> ModuleType | None:
-    """The compiled kernel (built on first call, then loaded from torch's cache); None where it is switched off or
-    cannot be built."""
+def extension() -> Any:
+    """The compiled kernels' operators, ``torch.ops.<name>`` (built on first call, then loaded from torch's cache);
+    None where they are switched off or cannot be built."""
     if os.environ.get(SWITCH, "1") == "0":
         return None
     code = b"".join(path.read_bytes() for path in SOURCES + HEADERS)
@@ -73,8 +72,10 @@ def extension() -> ModuleType | None:
         except ImportError:
             pass
 
-        return load(f"metaopt_fused_block_{tag[:12]}", [str(path) for path in SOURCES],
-                    extra_cflags=["-O3", "-march=native"], verbose=False)
+        name = f"metaopt_kernels_{tag[:12]}"
+        load(name, [str(path) for path in SOURCES], extra_cflags=["-O3", "-march=native"], is_python_module=False,
+             verbose=False)
+        return getattr(torch.ops, name)
     except Exception as error:  # noqa: BLE001 — no compiler or ninja, a read-only cache: PyTorch's kernels instead
         warnings.warn(f"metaopt: the fused Conv-4 block could not be built ({type(error).__name__}: "
                       f"{str(error).splitlines()[0] if str(error) else ''}); using PyTorch's kernels "

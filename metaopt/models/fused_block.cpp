@@ -3,8 +3,11 @@
 // pooling) and writes only the pooled quarter; the backward pass reads it twice more and writes its gradient once;
 // the double backward (the backward's own derivative, for second-order meta-gradients) reads the map and its
 // cotangent twice and writes their gradients once. Sums are taken in double across rows and images.
-#include <torch/extension.h>
+// ATen's own headers, not <torch/extension.h>: a third of the build time (kernels.cpp alone binds Python).
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -18,7 +21,7 @@
 #endif
 
 // Built by metaopt/models/fused.py (torch.utils.cpp_extension.load) on first use; see there.
-using torch::Tensor;
+using at::Tensor;
 
 namespace {
 
@@ -340,7 +343,7 @@ struct Shape {
 };
 
 void check(const Tensor& x) {
-  TORCH_CHECK(x.device().is_cpu() && (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble) &&
+  TORCH_CHECK(x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) &&
                   x.dim() == 4 && (x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast)),
               "fused_block: a dense (NCHW or channels-last) float or double CPU map");
 }
@@ -409,7 +412,7 @@ std::vector<Tensor> forward_(const Tensor& x, const Tensor& gamma, const Tensor&
     });
   }
   const auto opts = x.options();
-  Tensor mean = torch::empty({C}, opts), invstd = torch::empty({C}, opts);
+  Tensor mean = at::empty({C}, opts), invstd = at::empty({C}, opts);
   std::vector<T> a(C), shift(C), sign(C);
   T *pm = mean.data_ptr<T>(), *pi = invstd.data_ptr<T>();
   const double M = s.M();
@@ -422,10 +425,10 @@ std::vector<Tensor> forward_(const Tensor& x, const Tensor& gamma, const Tensor&
     shift[c] = pb[c] - pm[c] * a[c];
     sign[c] = T((a[c] > T(0)) - (a[c] < T(0)));  // 0: every value the same after normalising, the first wins
   }
-  Tensor y = torch::empty({N, C, OH, OW}, opts.memory_format(s.format()));
-  Tensor which = s.cl ? torch::empty({N, OH, OW, C}, opts.dtype(torch::kUInt8))
-                      : torch::empty({N, C, OH, OW}, opts.dtype(torch::kUInt8));
-  Tensor best_x = torch::empty_like(which, opts);  // the window's maximum input (NCHW's backward reads it)
+  Tensor y = at::empty({N, C, OH, OW}, opts.memory_format(s.format()));
+  Tensor which = s.cl ? at::empty({N, OH, OW, C}, opts.dtype(at::kByte))
+                      : at::empty({N, C, OH, OW}, opts.dtype(at::kByte));
+  Tensor best_x = at::empty_like(which, opts);  // the window's maximum input (NCHW's backward reads it)
   T *py = y.data_ptr<T>(), *pb_x = best_x.data_ptr<T>();
   uint8_t* pw = which.data_ptr<uint8_t>();
   if (s.cl) {
@@ -485,7 +488,7 @@ std::vector<Tensor> backward_(const Tensor& gy, const Tensor& x, const Tensor& y
     });
   }
   const auto opts = x.options();
-  Tensor dgamma = torch::empty({C}, opts), dbeta = torch::empty({C}, opts);
+  Tensor dgamma = at::empty({C}, opts), dbeta = at::empty({C}, opts);
   T *pdg = dgamma.data_ptr<T>(), *pdb = dbeta.data_ptr<T>();
   std::vector<T> a(C), c1(C), c2(C);
   const double M = s.M();
@@ -499,7 +502,7 @@ std::vector<Tensor> backward_(const Tensor& gy, const Tensor& x, const Tensor& y
     c2[c] = T(-ac * pi[c] * dg / M);
     c1[c] = T(-ac * sg / M);
   }
-  Tensor dx = torch::empty_like(x, s.format());
+  Tensor dx = at::empty_like(x, s.format());
   T* pdx = dx.data_ptr<T>();
   if (s.cl) {
     at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
@@ -604,7 +607,7 @@ std::vector<Tensor> double_backward_(const Tensor& ax, const Tensor& agamma, con
     });
   }
   const auto opts = x.options();
-  Tensor dgamma = torch::empty({C}, opts);
+  Tensor dgamma = at::empty({C}, opts);
   T* pdg = dgamma.data_ptr<T>();
   std::vector<T> ca(C), cx(C), c0(C), cg(C), ea(C), ex(C), e0(C);
   const double M = s.M();
@@ -622,8 +625,8 @@ std::vector<Tensor> double_backward_(const Tensor& ax, const Tensor& agamma, con
     ex[c] = T(Q * si);
     e0[c] = T(-gm * si * A1 / M + double(pab[c]));
   }
-  Tensor dx = torch::empty_like(x, s.format());
-  Tensor dgy = torch::empty_like(y, s.format());
+  Tensor dx = at::empty_like(x, s.format());
+  Tensor dgy = at::empty_like(y, s.format());
   T *pdx = dx.data_ptr<T>(), *pdgy = dgy.data_ptr<T>();
   if (s.cl) {
     at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
@@ -673,7 +676,7 @@ namespace metaopt::block {
 // maximum) and best_x (that maximum's input) [N, H/2, W/2, C] channels-last, [N, C, H/2, W/2] NCHW.
 std::vector<Tensor> forward(Tensor x, Tensor gamma, Tensor beta, double eps) {
   check(x);
-  if (x.scalar_type() == torch::kDouble) return forward_<double>(x, gamma, beta, eps);
+  if (x.scalar_type() == at::kDouble) return forward_<double>(x, gamma, beta, eps);
   return forward_<float>(x, gamma, beta, eps);
 }
 
@@ -682,7 +685,7 @@ std::vector<Tensor> backward(Tensor gy, Tensor x, Tensor y, Tensor which, Tensor
                              Tensor invstd) {
   check(x);
   gy = gy.contiguous(Shape(x).format());
-  if (x.scalar_type() == torch::kDouble) return backward_<double>(gy, x, y, which, best_x, gamma, mean, invstd);
+  if (x.scalar_type() == at::kDouble) return backward_<double>(gy, x, y, which, best_x, gamma, mean, invstd);
   return backward_<float>(gy, x, y, which, best_x, gamma, mean, invstd);
 }
 
@@ -692,7 +695,7 @@ std::vector<Tensor> double_backward(Tensor ax, Tensor agamma, Tensor abeta, Tens
   check(x);
   ax = ax.contiguous(Shape(x).format());
   gy = gy.contiguous(Shape(x).format());
-  if (x.scalar_type() == torch::kDouble)
+  if (x.scalar_type() == at::kDouble)
     return double_backward_<double>(ax, agamma, abeta, gy, x, y, which, best_x, gamma, mean, invstd);
   return double_backward_<float>(ax, agamma, abeta, gy, x, y, which, best_x, gamma, mean, invstd);
 }

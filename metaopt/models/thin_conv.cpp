@@ -5,15 +5,18 @@
 // zero outside the image) and multiplied into register tiles: outputs across channels (channels-last) or along the
 // row (NCHW), in the CPU's vector width. The weight's gradient is the same products summed over the pixels, in float
 // along a row (NCHW: a plane) and in double across rows and images, in a fixed order whatever the threads.
-#include <torch/extension.h>
+// ATen's own headers, not <torch/extension.h>: a third of the build time (kernels.cpp alone binds Python).
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <algorithm>
 #include <optional>
 #include <vector>
 
 #include "lanes.h"
 
-using torch::Tensor;
+using at::Tensor;
 
 namespace {
 
@@ -224,7 +227,7 @@ void weight_grad_nchw(const float* x, const float* gy, const Geometry& g, int64_
 }
 
 void check(const Tensor& x, const char* what) {
-  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.dim() == 4,
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 4,
               "thin_conv: ", what, " must be a 4-D float32 CPU tensor");
 }
 
@@ -241,10 +244,10 @@ Tensor forward(Tensor x, Tensor weight, std::optional<Tensor> bias, int64_t ph, 
   const Geometry g(x, weight.size(0), weight.size(2), weight.size(3), ph, pw);
   TORCH_CHECK(weight.size(1) == g.C && g.OH > 0 && g.OW > 0, "thin_conv: shapes do not match");
   // the weight as [KP][O] (taps padded with zeros), the bias as O values
-  Tensor wt = torch::zeros({g.KP, g.O}, x.options());
+  Tensor wt = at::zeros({g.KP, g.O}, x.options());
   wt.narrow(0, 0, g.K).copy_(weight.reshape({g.O, g.K}).t());
-  Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : torch::zeros({g.O}, x.options());
-  Tensor out = torch::empty({g.N, g.O, g.OH, g.OW},
+  Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::zeros({g.O}, x.options());
+  Tensor out = at::empty({g.N, g.O, g.OH, g.OW},
                             x.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
                                                                     : at::MemoryFormat::Contiguous));
   if (channels_last) forward_cl(x.data_ptr<float>(), wt.data_ptr<float>(), b.data_ptr<float>(), g, out.data_ptr<float>());
@@ -269,7 +272,7 @@ std::vector<Tensor> weight_grad(Tensor gy, Tensor x, int64_t kh, int64_t kw, int
       else weight_grad_nchw(px, pg, g, n, dw.data() + n * g.O * g.K, db.data() + n * g.O);
     }
   });
-  Tensor dweight = torch::empty({g.O, g.C, kh, kw}, x.options());
+  Tensor dweight = at::empty({g.O, g.C, kh, kw}, x.options());
   float* out = dweight.data_ptr<float>();
   for (int64_t e = 0; e < g.O * g.K; ++e) {
     double s = 0;
@@ -278,7 +281,7 @@ std::vector<Tensor> weight_grad(Tensor gy, Tensor x, int64_t kh, int64_t kw, int
   }
   Tensor dbias;
   if (bias) {
-    dbias = torch::empty({g.O}, x.options());
+    dbias = at::empty({g.O}, x.options());
     for (int64_t o = 0; o < g.O; ++o) {
       double s = 0;
       for (int64_t n = 0; n < g.N; ++n) s += db[n * g.O + o];
