@@ -16,13 +16,13 @@ the meta-loss and the largest meta-gradient difference.
    torch lacks), each beside easyfsl 1.5's learner configured alike: Matching Nets with
    full-context embeddings, Relation Nets on 64x7x7 maps (Conv-4 pooling two blocks) with each
    library's own relation module.
+3. ResNet-12 at 84x84 (miniImageNet's shape; random images): MAML and ProtoNet, meta-batch
+   4, with the peak memory of each row.
+4. Peak memory of second-order MAML on Conv-4 at meta-batch 16: metaopt and higher.
 
 Rows are timed interleaved (one window of each row in turn, ``--windows`` rounds for table 1,
 10 for table 2), so that the machine's drift lands on every row alike; a row's speed is the
 median of its windows, a ratio between two rows the median of their windows' ratios.
-3. ResNet-12 at 84x84 (miniImageNet's shape; random images): MAML and ProtoNet, meta-batch
-   4, with the peak memory of each row.
-4. Peak memory of second-order MAML on Conv-4 at meta-batch 16: metaopt and higher.
 
 The peers (higher, the torch.func loop, easyfsl) run the same Conv-4 module with PyTorch's own
 batch-norm, max-pool and ReLU kernels, as their users have them: the fused block is metaopt's.
