@@ -3,7 +3,7 @@
 // pooling) and writes only the pooled quarter; the backward pass reads it twice more and writes its gradient once;
 // the double backward (the backward's own derivative, for second-order meta-gradients) reads the map and its
 // cotangent twice and writes their gradients once. Sums are taken in double across rows and images.
-// ATen's own headers, not <torch/extension.h>: a third of the build time (kernels.cpp alone binds Python).
+// ATen's own headers, not <torch/extension.h>: a third of the build time (kernels.cpp registers the operators).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>

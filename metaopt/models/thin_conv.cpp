@@ -5,7 +5,7 @@
 // zero outside the image) and multiplied into register tiles: outputs across channels (channels-last) or along the
 // row (NCHW), in the CPU's vector width. The weight's gradient is the same products summed over the pixels, in float
 // along a row (NCHW: a plane) and in double across rows and images, in a fixed order whatever the threads.
-// ATen's own headers, not <torch/extension.h>: a third of the build time (kernels.cpp alone binds Python).
+// ATen's own headers, not <torch/extension.h>: a third of the build time (kernels.cpp registers the operators).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
