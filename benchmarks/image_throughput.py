@@ -22,7 +22,10 @@ the meta-loss and the largest meta-gradient difference.
 
 Rows are timed interleaved (one window of each row in turn, ``--windows`` rounds for table 1,
 10 for table 2), so that the machine's drift lands on every row alike; a row's speed is the
-median of its windows, a ratio between two rows the median of their windows' ratios.
+median of its windows, a ratio between two rows the median of their windows' ratios. The process is a
+trial's, for every row alike: freed memory kept (``--default-malloc`` leaves glibc's default) and, while the
+rows are timed, what the warmed-up process holds left out of Python's full collections, as ``fit()`` runs a
+trial's loop (``--default-gc`` leaves the collector as it is).
 
 The peers (higher, the torch.func loop, easyfsl) run the same Conv-4 module with PyTorch's own
 batch-norm, max-pool and ReLU kernels, as their users have them: the fused block is metaopt's.
@@ -38,6 +41,7 @@ and what the row added to it once its workload was built. ``--device cuda`` runs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import multiprocessing
@@ -55,7 +59,7 @@ from torch.func import functional_call, grad
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
-from metaopt.allocator import keep_freed_memory
+from metaopt.allocator import keep_freed_memory, long_lived_frozen
 from metaopt.learners import LEARNERS
 from metaopt.models import build_backbone
 from metaopt.models.fused import NormPoolReLU
@@ -68,6 +72,7 @@ Step = Callable[[TaskBatch], tuple[torch.Tensor, dict[str, torch.Tensor]]]  # (m
 
 
 MALLOC_KEPT = [False]  # whether main() set glibc's malloc as a trial's (memory rows' fresh processes do the same)
+GC_FROZEN = [True]  # whether the timed steps run with the warmed-up process's objects frozen, as fit() runs a trial's
 
 
 # -- the rows ---------------------------------------------------------------------------------------------------
@@ -265,14 +270,15 @@ def run_interleaved(builds: dict[str, tuple[Callable[[torch.nn.Module], Step], t
     timed = batches[1:]
     per_window = max(1, len(timed) // windows)
     rates: dict[str, list[float]] = {name: [] for name in builds}
-    for w in range(min(windows, len(timed))):
-        chunk = timed[w * per_window:(w + 1) * per_window]
-        for name, step in steps.items():
-            start = time.perf_counter()
-            for batch in chunk:
-                step(batch)
-            _sync(device)
-            rates[name].append(len(chunk) / (time.perf_counter() - start))
+    with long_lived_frozen() if GC_FROZEN[0] else contextlib.nullcontext():  # as fit() does after a trial's first step
+        for w in range(min(windows, len(timed))):
+            chunk = timed[w * per_window:(w + 1) * per_window]
+            for name, step in steps.items():
+                start = time.perf_counter()
+                for batch in chunk:
+                    step(batch)
+                _sync(device)
+                rates[name].append(len(chunk) / (time.perf_counter() - start))
     for name, row in rows.items():
         row["it_per_s"] = statistics.median(rates[name])
         row["window_rates"] = rates[name]
@@ -591,8 +597,12 @@ def main() -> None:
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's malloc as it is (by default the process is a trial's: freed memory kept, "
                              "metaopt.allocator; every row, the peers' too, runs in this one process)")
+    parser.add_argument("--default-gc", action="store_true",
+                        help="leave Python's collector as it is while timing (by default, as in a trial's fit(), what "
+                             "the warmed-up process holds is frozen: metaopt.allocator.long_lived_frozen)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    GC_FROZEN[0] = not args.default_gc
     kept = MALLOC_KEPT[0] = False if args.default_malloc else keep_freed_memory()
     print(f"malloc: {'freed memory kept, as in a trial (every row alike)' if kept else 'glibc default'}")
     torch.manual_seed(0)
@@ -601,7 +611,8 @@ def main() -> None:
     embedding = build_backbone({"name": "conv4"}, input_shape=(1, 28, 28), out_features=None)
     report: dict[str, Any] = {"benchmark": "image_throughput", "torch": torch.__version__, "device": args.device,
                               "threads": args.threads, "machine": platform.processor() or platform.machine(),
-                              "iterations": args.iterations, "windows": args.windows, "malloc_keeps_freed": kept}
+                              "iterations": args.iterations, "windows": args.windows, "malloc_keeps_freed": kept,
+                              "gc_frozen_while_timed": GC_FROZEN[0]}
     sizes = [4] if args.quick else [4, 16] + ([32] if args.device.startswith("cuda") else [])
     sizes = args.meta_batches or sizes
     tables = ["gradient"] if args.quick else args.tables

@@ -1,13 +1,18 @@
-"""A trial's process keeps freed activation memory in the heap (glibc): a block of a few MB is not a fresh mapping."""
+"""A trial's process keeps freed activation memory in the heap (glibc): a block of a few MB is not a fresh mapping; and
+while it trains, what it held after its first step is left out of Python's full collections."""
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import platform
+import weakref
 
 import pytest
 
-from metaopt.allocator import keep_freed_memory
+import torch
+
+from metaopt.allocator import keep_freed_memory, long_lived_frozen
 
 
 class _Mallinfo2(ctypes.Structure):
@@ -36,3 +41,52 @@ def test_after_keep_freed_memory_a_block_of_megabytes_comes_from_the_heap_not_a_
         assert block and libc.mallinfo2().hblks == mapped  # glibc's default maps it (hblks + 1)
     finally:
         libc.free(block)
+
+
+class _Node:
+    pass
+
+
+def test_long_lived_frozen_freezes_what_exists_and_hands_it_back_so_a_cycle_dropped_meanwhile_is_collected():
+    held = _Node()
+    held.me = held  # a cycle alive when the block starts
+    probe = weakref.ref(held)
+    with long_lived_frozen():
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        del held  # dropped while frozen: a full collection does not look at it
+        gc.collect()
+        assert probe() is not None
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert probe() is None  # back in the oldest generation: collected, not kept for the process's life
+
+
+def test_fit_trains_with_what_its_first_step_built_frozen_and_unfreezes_at_its_end():
+    from metaopt.learners import LEARNERS
+    from metaopt.models import MLP
+    from metaopt.search.fit import fit
+    from metaopt.tasks import Sine
+
+    torch.manual_seed(0)
+    learner = LEARNERS["maml"](MLP(in_features=1, out_features=1, hidden=(8,)), {"meta_batch": 2},
+                               task_kind="regression")
+    seen = []
+    val = Sine().fixed_tasks(2, "val", seed=0)
+    fit(learner, Sine(), iterations=4, eval_interval=2, val_tasks=val, generator=torch.Generator().manual_seed(0),
+        on_eval=lambda evaluation: seen.append(gc.get_freeze_count()))
+    assert len(seen) == 2 and all(count > 0 for count in seen)
+    assert gc.get_freeze_count() == 0
+
+
+def test_fit_unfreezes_when_its_deadline_ends_the_run():
+    from metaopt.learners import LEARNERS
+    from metaopt.models import MLP
+    from metaopt.search.fit import TimeLimit, fit
+    from metaopt.tasks import Sine
+
+    learner = LEARNERS["maml"](MLP(in_features=1, out_features=1, hidden=(8,)), {"meta_batch": 2},
+                               task_kind="regression")
+    with pytest.raises(TimeLimit):
+        fit(learner, Sine(), iterations=10, generator=torch.Generator().manual_seed(0), deadline=0.0)
+    assert gc.get_freeze_count() == 0

@@ -21,6 +21,7 @@ from typing import Literal
 
 import torch
 
+from metaopt.allocator import long_lived_frozen
 from metaopt.learners.base import MetaLearner
 from metaopt.search.evaluation import score_tasks
 from metaopt.tasks.base import TaskBatch, TaskFamily
@@ -115,7 +116,8 @@ def fit(
     iterations and at the last one (only the last without an interval), and
     ``on_eval`` gets the ``Evaluation``; a non-finite loss or score raises ``Diverged``.
     ``deadline`` is a ``time.monotonic()`` value: past it, ``TimeLimit``. ``precision: bf16`` runs
-    the meta-steps under bfloat16 autocast (``precision_context``); evaluation stays fp32.
+    the meta-steps under bfloat16 autocast (``precision_context``); evaluation stays fp32. After the first step,
+    what the process holds is left out of Python's full collections until the loop ends (``long_lived_frozen``).
 
     Example:
         >>> result = fit(learner, Sine(), iterations=1000, generator=torch.Generator().manual_seed(0))
@@ -131,33 +133,36 @@ def fit(
     train_loss, last = math.nan, None
     begin = time.perf_counter()
     it = start
-    for it in range(start + 1, iterations + 1):
-        draw = family.pooled if learner.samples == "pooled" else family.sample
-        batch = draw(meta_batch, "train", generator).to(device)
-        compiler.before_step(it - start, batch)
-        with steps_in:
-            running += learner.meta_step(batch)["loss"].float()
-        compiler.after_step(it - start)
-        count += 1
-        if time.monotonic() > deadline:
-            raise TimeLimit(it)
-        due = it == iterations or (eval_interval is not None and it % eval_interval == 0)
-        if not due or (val_tasks is None and it != iterations):
-            continue
-        train_loss = (running / count).item()
-        running.zero_()
-        count = 0
-        if val_tasks is None:
-            break
-        scores = score_tasks(learner, family, val_tasks)
-        val = {name: values.mean().item() for name, values in scores.items()}
-        if not (math.isfinite(train_loss) and all(math.isfinite(v) for v in val.values())):
-            shown = ", ".join(f"val_{k}={v}" for k, v in val.items())
-            raise Diverged(f"non-finite loss at iteration {it} (train_loss={train_loss}, {shown})")
-        last = Evaluation(it, train_loss, val, scores[primary].tolist(), learner.learned_hyperparameters(),
-                          compiler.pop_metrics())
-        if on_eval is not None:
-            on_eval(last)
+    with contextlib.ExitStack() as frozen:
+        for it in range(start + 1, iterations + 1):
+            draw = family.pooled if learner.samples == "pooled" else family.sample
+            batch = draw(meta_batch, "train", generator).to(device)
+            compiler.before_step(it - start, batch)
+            with steps_in:
+                running += learner.meta_step(batch)["loss"].float()
+            if it == start + 1:  # what the first step imported and built, every later one reuses
+                frozen.enter_context(long_lived_frozen())
+            compiler.after_step(it - start)
+            count += 1
+            if time.monotonic() > deadline:
+                raise TimeLimit(it)
+            due = it == iterations or (eval_interval is not None and it % eval_interval == 0)
+            if not due or (val_tasks is None and it != iterations):
+                continue
+            train_loss = (running / count).item()
+            running.zero_()
+            count = 0
+            if val_tasks is None:
+                break
+            scores = score_tasks(learner, family, val_tasks)
+            val = {name: values.mean().item() for name, values in scores.items()}
+            if not (math.isfinite(train_loss) and all(math.isfinite(v) for v in val.values())):
+                shown = ", ".join(f"val_{k}={v}" for k, v in val.items())
+                raise Diverged(f"non-finite loss at iteration {it} (train_loss={train_loss}, {shown})")
+            last = Evaluation(it, train_loss, val, scores[primary].tolist(), learner.learned_hyperparameters(),
+                              compiler.pop_metrics())
+            if on_eval is not None:
+                on_eval(last)
     return FitResult(it, time.perf_counter() - begin, train_loss, last)
 
 
