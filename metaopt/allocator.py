@@ -49,9 +49,13 @@ def keep_freed_memory() -> bool:
 def long_lived_frozen() -> Iterator[None]:
     """Inside the block, what the process holds at its start is left out of the cyclic collector's work
     (``gc.freeze``, constant time: no collection first, which would cost a short trial 0.2 s); at its end, handed
-    back to the oldest generation (``gc.unfreeze``), so that a cycle dropped meanwhile is collected then, not kept."""
-    gc.freeze()
+    back to the oldest generation (``gc.unfreeze``), so that a cycle dropped meanwhile is collected then, not kept.
+    Where the process has frozen objects already (its owner's, or an outer block's), it leaves them to that owner."""
+    owner = gc.get_freeze_count() == 0
+    if owner:
+        gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if owner:
+            gc.unfreeze()

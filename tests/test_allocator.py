@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from metaopt.allocator import keep_freed_memory, long_lived_frozen
+from metaopt.learners.base import MetaLearner
 
 
 class _Mallinfo2(ctypes.Structure):
@@ -62,31 +63,40 @@ def test_long_lived_frozen_freezes_what_exists_and_hands_it_back_so_a_cycle_drop
     assert probe() is None  # back in the oldest generation: collected, not kept for the process's life
 
 
-def test_fit_trains_with_what_its_first_step_built_frozen_and_unfreezes_at_its_end():
+def _tiny_maml() -> MetaLearner:
     from metaopt.learners import LEARNERS
     from metaopt.models import MLP
+
+    torch.manual_seed(0)
+    return LEARNERS["maml"](MLP(in_features=1, out_features=1, hidden=(8,)), {"meta_batch": 2},
+                            task_kind="regression")
+
+
+def test_an_inner_block_leaves_an_outer_freeze_in_place():
+    with long_lived_frozen():
+        frozen = gc.get_freeze_count()
+        with long_lived_frozen():
+            pass
+        assert gc.get_freeze_count() == frozen
+    assert gc.get_freeze_count() == 0
+
+
+def test_fit_trains_with_what_its_first_step_built_frozen_and_unfreezes_at_its_end():
     from metaopt.search.fit import fit
     from metaopt.tasks import Sine
 
-    torch.manual_seed(0)
-    learner = LEARNERS["maml"](MLP(in_features=1, out_features=1, hidden=(8,)), {"meta_batch": 2},
-                               task_kind="regression")
     seen = []
     val = Sine().fixed_tasks(2, "val", seed=0)
-    fit(learner, Sine(), iterations=4, eval_interval=2, val_tasks=val, generator=torch.Generator().manual_seed(0),
+    fit(_tiny_maml(), Sine(), iterations=4, eval_interval=2, val_tasks=val, generator=torch.Generator().manual_seed(0),
         on_eval=lambda evaluation: seen.append(gc.get_freeze_count()))
     assert len(seen) == 2 and all(count > 0 for count in seen)
     assert gc.get_freeze_count() == 0
 
 
 def test_fit_unfreezes_when_its_deadline_ends_the_run():
-    from metaopt.learners import LEARNERS
-    from metaopt.models import MLP
     from metaopt.search.fit import TimeLimit, fit
     from metaopt.tasks import Sine
 
-    learner = LEARNERS["maml"](MLP(in_features=1, out_features=1, hidden=(8,)), {"meta_batch": 2},
-                               task_kind="regression")
     with pytest.raises(TimeLimit):
-        fit(learner, Sine(), iterations=10, generator=torch.Generator().manual_seed(0), deadline=0.0)
+        fit(_tiny_maml(), Sine(), iterations=10, generator=torch.Generator().manual_seed(0), deadline=0.0)
     assert gc.get_freeze_count() == 0
